@@ -1,0 +1,1 @@
+"""Mill command line."""

@@ -1,0 +1,270 @@
+"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``.
+
+Flags accept ``--output_dir`` and ``--output-dir`` alike. User mistakes (:class:`MillError`) are
+printed as one message and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from mill.core.backend import RunContext
+from mill.core.errors import MillError
+from mill.core.plugins import ENTRY_POINT_GROUP
+from mill.core.progress import Progress, SilentProgress
+from mill.core.registry import SpecRegistry
+from mill.core.results import AggregateRow, read_aggregate
+from mill.core.tables import MCQ_MARK, SETTINGS_MARK, MetricTable, metric_tables, select_rows
+from mill.cli.display import PlainProgress, RichProgress
+from mill.cli.runner import (
+    RunOptions,
+    command_line,
+    default_cache_dir,
+    default_output_dir,
+    execute,
+    parse_data_dirs,
+    plan_runs,
+    split_list,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _flag(name: str, dest: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """An option spelled both ``--snake_case`` and ``--kebab-case``, stored as ``dest`` (or ``name``)."""
+    dashed = name.replace("_", "-")
+    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    return click.option(*names, dest or name, **kwargs)
+
+
+def _output_dir_option() -> Callable[[F], F]:
+    return _flag(
+        "output_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Results directory [default: $MILL_OUTPUT_DIR or ./mill_results].",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Mill: evaluate vision models on benchmark specs."""
+
+
+@cli.command("eval")
+@click.argument("model")
+@click.argument("benchmark")
+@_output_dir_option()
+@_flag("cache_dir", type=click.Path(path_type=Path), default=None,
+       help="Cache for classifiers, shard indexes and downloads [default: $MILL_CACHE_DIR or ~/.cache/mill].")
+@_flag("seed", type=int, default=None, help="Seed for MCQ options and bootstrap [default: the spec's seed].")
+@_flag("limit", type=click.IntRange(min=1), default=None,
+       help="Evaluate a deterministic subset of N samples spread over all shards (a smoke run).")
+@_flag("data_dir", default=None,
+       help="Dataset source: DIR (one benchmark) or name=DIR,name2=DIR2. DIR may be a local folder, an "
+            "http(s) root or brace pattern, or hf://datasets/... [default: $MILL_DATA_DIR/<benchmark>, "
+            "else the spec's remote source].")
+@_flag("spec", "spec_files", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
+       help="Extra spec file (repeatable); directories in $MILL_SPEC_PATH are read too.")
+@_flag("batch_size", type=click.IntRange(min=1), default=None,
+       help="Batch size, unless the model spec sets batch_size.")
+@_flag("device", default=None, help="Device (cuda, cuda:1, cpu), unless the model spec sets device.")
+@_flag("num_workers", type=click.IntRange(min=0), default=None,
+       help="Data loader worker processes, unless the model spec sets num_workers.")
+@_flag("allow_incomplete", is_flag=True, default=False,
+       help="Proceed when the dataset holds fewer samples than the spec expects (rows are marked).")
+@_flag("quiet", is_flag=True, default=False, help="No progress output.")
+def eval_command(
+    model: str,
+    benchmark: str,
+    output_dir: Path | None,
+    cache_dir: Path | None,
+    seed: int | None,
+    limit: int | None,
+    data_dir: str | None,
+    spec_files: Sequence[Path],
+    batch_size: int | None,
+    device: str | None,
+    num_workers: int | None,
+    allow_incomplete: bool,
+    quiet: bool,
+) -> None:
+    """Evaluate MODEL on BENCHMARK.
+
+    MODEL is backend[key=value,...] (e.g. "clip[path=ViT-B-32,pretrained=laion2b_s34b_b79k]"), a
+    hub id or model folder (evaluated with hf), or a TOML model file; BENCHMARK is a benchmark
+    name, a variant name or a spec file. Both may be comma-separated lists.
+    """
+    console = Console(stderr=False)
+    models, benchmarks = split_list(model), split_list(benchmark)
+    registry = SpecRegistry.discover(spec_files)
+    planned = plan_runs(models, benchmarks, registry)
+    default_data_dir, data_dirs = parse_data_dirs(data_dir)
+    if default_data_dir and len({run.spec.name for run in planned}) > 1:
+        raise click.UsageError("with several benchmarks, name each source: --data_dir imagenet=DIR,other=DIR2")
+    out = output_dir or default_output_dir()
+    options = RunOptions(
+        output_dir=out,
+        cache_dir=cache_dir or default_cache_dir(),
+        seed=seed,
+        limit=limit,
+        data_dirs=data_dirs,
+        default_data_dir=default_data_dir,
+        allow_incomplete=allow_incomplete,
+        command_line=command_line(),
+    )
+    progress: Progress
+    if quiet:
+        progress = SilentProgress()
+    elif console.is_terminal:
+        progress = RichProgress(console)
+    else:
+        progress = PlainProgress(console)
+    context = RunContext(
+        cache_dir=options.cache_dir,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    produced: list[AggregateRow] = []
+    for run in planned:
+        if not quiet:
+            console.print(f"[bold]{run.model.spec.text}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})")
+        try:
+            produced.extend(execute(run, options, context))
+        finally:
+            progress.finish()
+    if not quiet:
+        _print_rows(console, produced)
+        console.print(f"results: {out / 'aggregate.csv'}")
+
+
+def _print_rows(console: Console, rows: Sequence[AggregateRow]) -> None:
+    table = Table(title="Results")
+    for column in ("model", "task", "metric", "performance", "stderr", "n_samples"):
+        table.add_column(column, justify="right" if column in ("performance", "stderr", "n_samples") else "left")
+    for row in rows:
+        stderr = "" if row.stderr is None else f"{row.stderr:.4f}"
+        table.add_row(row.model, row.task, row.metric, f"{row.performance:.4f}", stderr, str(row.n_samples))
+    console.print(table)
+
+
+@cli.command("collect")
+@_output_dir_option()
+@_flag("metric", default=None, help="Show only this metric (e.g. acc).")
+@_flag("models", default=None, help="Comma list of models (as in the model column).")
+@_flag("benchmarks", default=None, help="Comma list of benchmarks or tasks.")
+@_flag("format", "output_format", type=click.Choice(["table", "csv", "markdown", "json"]), default="table")
+@_flag("all", "include_all", is_flag=True, default=False, help="Include --limit runs.")
+def collect_command(
+    output_dir: Path | None,
+    metric: str | None,
+    models: str | None,
+    benchmarks: str | None,
+    output_format: str,
+    include_all: bool,
+) -> None:
+    """Pivot aggregate.csv into model × task tables, one per metric."""
+    out = output_dir or default_output_dir()
+    rows = select_rows(
+        read_aggregate(out),
+        metric=metric,
+        models=split_list(models or ""),
+        benchmarks=split_list(benchmarks or ""),
+        include_all=include_all,
+    )
+    tables = metric_tables(rows)
+    if not tables:
+        click.echo(f"no results in {out / 'aggregate.csv'} match; run `mill eval` first (or pass --all)", err=True)
+        sys.exit(1)
+    render = {"table": _render_rich, "csv": _render_csv, "markdown": _render_markdown, "json": _render_json}
+    render[output_format](tables)
+    if output_format in ("table", "markdown"):
+        click.echo(f"\n{MCQ_MARK} multiple-choice variant (not on the scale of a 1000-way accuracy); "
+                   f"{SETTINGS_MARK} non-default settings")
+
+
+def _render_rich(tables: Sequence[MetricTable]) -> None:
+    console = Console()
+    for metric_table in tables:
+        table = Table(title=metric_table.metric)
+        for column in metric_table.frame.columns:
+            table.add_column(column)
+        for row in metric_table.frame.iter_rows():
+            table.add_row(*("—" if cell is None else str(cell) for cell in row))
+        console.print(table)
+
+
+def _render_csv(tables: Sequence[MetricTable]) -> None:
+    frames = [t.frame.with_columns(pl.lit(t.metric).alias("metric")) for t in tables]
+    click.echo(pl.concat(frames, how="diagonal").fill_null("").write_csv(), nl=False)
+
+
+def _render_markdown(tables: Sequence[MetricTable]) -> None:
+    for metric_table in tables:
+        columns = metric_table.frame.columns
+        click.echo(f"### {metric_table.metric}\n")
+        click.echo("| " + " | ".join(columns) + " |")
+        click.echo("|" + "|".join("---" for _ in columns) + "|")
+        for row in metric_table.frame.iter_rows():
+            click.echo("| " + " | ".join("—" if cell is None else str(cell) for cell in row) + " |")
+        click.echo("")
+
+
+def _render_json(tables: Sequence[MetricTable]) -> None:
+    click.echo(json.dumps({t.metric: t.frame.to_dicts() for t in tables}, indent=2))
+
+
+@cli.command("ls")
+@_flag("spec", "spec_files", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
+       help="Extra spec file (repeatable).")
+def ls_command(spec_files: Sequence[Path]) -> None:
+    """List benchmarks with their variants, and the installed backends."""
+    console = Console()
+    registry = SpecRegistry.discover(spec_files)
+    benchmarks = Table(title="Benchmarks")
+    for column in ("benchmark", "variant", "kind", "metric", "samples", "spec"):
+        benchmarks.add_column(column)
+    for spec in registry.specs.values():
+        for name, variant in spec.variants.items():
+            benchmarks.add_row(spec.name, name, variant.kind.value, variant.metric,
+                               str(spec.dataset.n_samples), str(spec.path))
+    console.print(benchmarks)
+    backends = Table(title="Backends")
+    backends.add_column("backend")
+    backends.add_column("distribution")
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        backends.add_row(ep.name, ep.dist.name if ep.dist else "?")
+    console.print(backends)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``mill`` script."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="mill", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MillError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        click.echo("interrupted: results already written are kept; re-run the same command to continue",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)

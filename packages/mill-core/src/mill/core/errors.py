@@ -1,0 +1,47 @@
+"""Errors are part of the interface: one exception per kind of user mistake.
+
+Every message says what was wrong, where (file, key, shard, sample) and what to do. The CLI
+prints ``str(error)`` and exits non-zero; tracebacks are for bugs, not for user mistakes.
+"""
+
+from __future__ import annotations
+
+
+class MillError(Exception):
+    """Base of every error caused by user input or environment rather than a bug in Mill."""
+
+
+class SpecError(MillError):
+    """A benchmark spec file is malformed: syntax, unknown key, wrong type, missing file."""
+
+
+class UnknownBenchmarkError(MillError):
+    """No spec declares the requested benchmark or variant."""
+
+
+class ModelSpecError(MillError):
+    """A model spec string (``backend[key=value,...]``) or model TOML file cannot be parsed."""
+
+
+class UnknownBackendError(MillError):
+    """No installed distribution provides the requested backend."""
+
+
+class BackendArgumentError(MillError):
+    """A backend was given an argument it does not accept, or a value it cannot use."""
+
+
+class ModelNotFoundError(MillError):
+    """The model path or checkpoint named in the model spec does not exist."""
+
+
+class CapabilityError(MillError):
+    """The model can serve none of the benchmark's variants."""
+
+
+class DataError(MillError):
+    """The dataset is missing, incomplete, or holds a sample that cannot be read."""
+
+
+class ResultsError(MillError):
+    """The output directory cannot be written, or holds results Mill cannot read."""

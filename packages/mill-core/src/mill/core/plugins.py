@@ -1,0 +1,100 @@
+"""Finding backends through the ``mill.backends`` entry-point group (pytest/pluggy's pattern).
+
+A backend is an ordinary distribution that declares an entry point; Mill never imports a
+backend package by name. Names Mill knows about but finds uninstalled get a message naming the
+distribution to install from the checkout (they are not published on PyPI).
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+from attrs import frozen
+
+from mill.core.backend import BackendPlugin
+from mill.core.errors import UnknownBackendError
+from mill.core.model_spec import ModelSpec
+
+ENTRY_POINT_GROUP = "mill.backends"
+
+# Distributions of this repository and the backends they provide, for install hints only.
+KNOWN_DISTRIBUTIONS: dict[str, str] = {
+    "clip": "./packages/mill-backends-clip",
+    "open_clip": "./packages/mill-backends-clip",
+    "openclip": "./packages/mill-backends-clip",
+    "hf": "./packages/mill-backends-llm",
+    "huggingface": "./packages/mill-backends-llm",
+    "transformers": "./packages/mill-backends-llm",
+    "vllm": "'./packages/mill-backends-llm[vllm]'",
+}
+
+# What an HF id ("Qwen/Qwen3-VL-2B-Instruct") or a model directory resolves to.
+DEFAULT_PATH_BACKEND = "hf"
+
+
+def installed_backends() -> dict[str, EntryPoint]:
+    """Every backend name registered by an installed distribution."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def install_hint(name: str) -> str:
+    return f"pip install {KNOWN_DISTRIBUTIONS[name]}  (from a Mill checkout)"
+
+
+@frozen
+class ResolvedModel:
+    """A model spec with its backend name settled and, for path heads, ``path`` filled in."""
+
+    backend: str
+    args: dict[str, object]
+    spec: ModelSpec
+
+
+def resolve_model(spec: ModelSpec, installed: set[str] | None = None) -> ResolvedModel:
+    """Decide which backend serves ``spec``.
+
+    A head that is a backend name (installed or known) is that backend. Otherwise a head that
+    contains ``/`` or names an existing directory is a model path for ``hf``.
+
+    Raises:
+        UnknownBackendError: with close-match suggestions.
+    """
+    names = set(installed_backends()) if installed is None else installed
+    head = spec.head
+    if head in names or head in KNOWN_DISTRIBUTIONS:
+        return ResolvedModel(head, dict(spec.args), spec)
+    if "/" in head or Path(head).is_dir():
+        if "path" in spec.args:
+            raise UnknownBackendError(f"{spec.text!r}: the model path is given twice (as the head and as path=)")
+        return ResolvedModel(DEFAULT_PATH_BACKEND, {"path": head, **spec.args}, spec)
+    raise _unknown(head, names)
+
+
+def _unknown(name: str, installed: set[str]) -> UnknownBackendError:
+    close = difflib.get_close_matches(name, sorted(installed | set(KNOWN_DISTRIBUTIONS)), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return UnknownBackendError(
+        f"unknown backend {name!r}.{hint} Installed backends: {', '.join(sorted(installed)) or 'none'}. "
+        "A model path or hub id (containing '/') is evaluated with the hf backend."
+    )
+
+
+def load_plugin(name: str) -> BackendPlugin:
+    """Import the entry point registered as ``name``.
+
+    Raises:
+        UnknownBackendError: naming the distribution to install for a known but missing backend.
+    """
+    installed = installed_backends()
+    if name in installed:
+        plugin: BackendPlugin = installed[name].load()
+        return plugin
+    if name in KNOWN_DISTRIBUTIONS:
+        have = ", ".join(sorted(installed)) or "none"
+        raise UnknownBackendError(
+            f"backend {name!r} is not installed. Install it with: {install_hint(name)}. "
+            f"Installed backends: {have}."
+        )
+    raise _unknown(name, set(installed))

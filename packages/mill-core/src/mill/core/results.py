@@ -1,0 +1,189 @@
+"""The results store: ``aggregate.csv`` (one row per model × task × metric × run settings), and per
+run a per-sample parquet file with its JSON manifest under ``outputs/{model_slug}/``.
+
+Every write is atomic (temporary file, fsync, rename), and ``aggregate.csv`` updates are
+serialised with a file lock, so concurrent ``mill eval`` processes sharing an output directory
+leave a valid file holding all their rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from attrs import asdict, frozen
+from filelock import FileLock
+
+from mill.core.errors import ResultsError
+
+AGGREGATE_FILE = "aggregate.csv"
+
+# Column order is part of the interface: these come first, in this order.
+AGGREGATE_SCHEMA: dict[str, Any] = {
+    "model": pl.String,
+    "benchmark": pl.String,
+    "task": pl.String,
+    "task_type": pl.String,
+    "n_shot": pl.Int64,
+    "metric": pl.String,
+    "performance": pl.Float64,
+    "stderr": pl.Float64,
+    "n_samples": pl.Int64,
+    "seed": pl.Int64,
+    "limit": pl.Int64,
+    "settings": pl.String,
+    "run_id": pl.String,
+    "default_settings": pl.Boolean,
+    "incomplete": pl.Boolean,
+    "n_skipped": pl.Int64,
+    "output_file": pl.String,
+    "finished_at": pl.String,
+}
+
+# A row replaces an earlier one only when all of these match: a --limit smoke run, another
+# seed or another precision never replaces a full run's row.
+UPSERT_KEY = ("model", "task", "n_shot", "metric", "seed", "limit", "settings")
+
+
+@frozen
+class AggregateRow:
+    """One line of aggregate.csv. ``performance`` is a fraction; ``stderr`` a bootstrap SEM."""
+
+    model: str
+    benchmark: str
+    task: str
+    task_type: str
+    n_shot: int
+    metric: str
+    performance: float
+    stderr: float | None
+    n_samples: int
+    seed: int
+    limit: int | None
+    settings: str
+    run_id: str
+    default_settings: bool
+    incomplete: bool
+    n_skipped: int
+    output_file: str
+    finished_at: str
+
+
+def model_slug(identity: str) -> str:
+    """A directory name for a model identity: ``/`` becomes ``__``, other unsafe characters ``-``."""
+    return re.sub(r"[^A-Za-z0-9._=+-]", "-", identity.replace("/", "__"))
+
+
+def settings_digest(settings: Mapping[str, object]) -> str:
+    """A short readable digest of output-changing arguments: ``dtype=bfloat16,max_new_tokens=32``."""
+    return ",".join(f"{key}={settings[key]}" for key in sorted(settings))
+
+
+def run_stem(task: str, *, seed: int, default_seed: int, limit: int | None, settings: str, default: bool) -> str:
+    """File stem of a run's outputs: ``{task}_0shot`` plus a suffix naming whatever is non-default,
+    so that runs with another seed, limit or settings never overwrite each other."""
+    parts = [f"{task}_0shot"]
+    if seed != default_seed:
+        parts.append(f"seed{seed}")
+    if limit is not None:
+        parts.append(f"limit{limit}")
+    if not default:
+        parts.append(re.sub(r"[^A-Za-z0-9.=+-]", "-", settings.replace("=", "-")))
+    return "_".join(parts)
+
+
+@contextmanager
+def _atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success fsync it and rename it over ``target``."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(
+            f"cannot create the output directory {target.parent} ({exc.strerror}); "
+            "choose another with --output_dir or MILL_OUTPUT_DIR"
+        ) from None
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(target: Path, data: Mapping[str, Any]) -> None:
+    with _atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def write_parquet_atomic(target: Path, frame: pl.DataFrame) -> None:
+    with _atomic_path(target) as tmp:
+        frame.write_parquet(tmp)
+
+
+def read_aggregate(output_dir: Path) -> pl.DataFrame:
+    """Every row of ``aggregate.csv`` (an empty frame with the schema when there is none).
+
+    Raises:
+        ResultsError: when the file exists but cannot be parsed.
+    """
+    path = output_dir / AGGREGATE_FILE
+    if not path.exists():
+        return pl.DataFrame(schema=AGGREGATE_SCHEMA)
+    try:
+        frame = pl.read_csv(path, schema_overrides=AGGREGATE_SCHEMA)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ResultsError(f"{path}: cannot read results ({exc}); move the file aside to start afresh") from None
+    missing = [column for column in AGGREGATE_SCHEMA if column not in frame.columns]
+    if missing:
+        raise ResultsError(f"{path}: not a Mill aggregate file (missing columns {', '.join(missing)})")
+    return frame.select(list(AGGREGATE_SCHEMA))
+
+
+def _key(frame: pl.DataFrame) -> pl.Series:
+    return frame.select(
+        pl.concat_str([pl.col(c).cast(pl.String).fill_null("\x00") for c in UPSERT_KEY], separator="\x1f")
+    ).to_series()
+
+
+def upsert_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> Path:
+    """Insert ``rows`` into ``aggregate.csv``, replacing rows with the same upsert key.
+
+    Serialised across processes with a lock file beside the CSV; the CSV is replaced atomically.
+    """
+    path = output_dir / AGGREGATE_FILE
+    new = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(
+            f"cannot create the output directory {output_dir} ({exc.strerror}); "
+            "choose another with --output_dir or MILL_OUTPUT_DIR"
+        ) from None
+    with FileLock(str(path) + ".lock"):
+        existing = read_aggregate(output_dir)
+        kept = existing.filter(~_key(existing).is_in(_key(new).implode()))
+        merged = pl.concat([kept, new], how="vertical")
+        with _atomic_path(path) as tmp:
+            merged.write_csv(tmp)
+    return path
+
+
+def per_sample_path(output_dir: Path, identity: str, stem: str) -> Path:
+    return output_dir / "outputs" / model_slug(identity) / f"{stem}.parquet"
+
+
+def write_per_sample(path: Path, records: Sequence[Mapping[str, Any]], schema: Mapping[str, Any]) -> None:
+    """Write one row per sample, sorted by ``key`` (the order never depends on batching or workers)."""
+    frame = pl.DataFrame(list(records), schema=dict(schema)).sort("key")
+    write_parquet_atomic(path, frame)

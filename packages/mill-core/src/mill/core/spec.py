@@ -1,0 +1,330 @@
+"""Benchmark specs: TOML files turned, once and at the boundary, into frozen attrs classes.
+
+A spec declares everything a benchmark needs (dataset, class names, templates, variants,
+reported baselines); nothing benchmark-specific lives in code. Errors name the file and the
+dotted key path and say what was expected, e.g.
+``specs/imagenet.toml: variants.imagenet_mcq.max_new_tokens: expected an integer, got '32x'``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cattrs
+from attrs import field, frozen
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from mill.core.errors import SpecError
+from mill.core.task import VariantKind
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+
+class UnparsedPolicy(str, enum.Enum):
+    """How an MCQ answer that names no option is scored."""
+
+    WRONG = "wrong"
+    RANDOM = "random"
+
+
+@frozen
+class DatasetSpec:
+    """Where the samples come from and what a sample looks like."""
+
+    source: str
+    split: str
+    image_member: str
+    label_member: str
+    n_samples: int
+
+
+@frozen
+class ClassesSpec:
+    """Class names, inline (``names``) or one per line in ``file`` next to the spec."""
+
+    count: int
+    names: tuple[str, ...] | None = None
+    file: str | None = None
+    overrides: dict[str, str] = field(factory=dict)
+    allow_duplicates: bool = False
+
+
+@frozen
+class TemplatesSpec:
+    """Prompt templates with a ``{c}`` placeholder, inline (``list``) or one per line in ``file``."""
+
+    list: tuple[str, ...] | None = None
+    file: str | None = None
+
+
+@frozen
+class ZeroShotVariant:
+    kind: VariantKind
+    metric: str
+    top_k: int = 5
+
+
+@frozen
+class McqVariant:
+    kind: VariantKind
+    metric: str
+    n_options: int
+    prompt: str
+    max_new_tokens: int
+    unparsed: UnparsedPolicy = UnparsedPolicy.WRONG
+
+
+Variant = ZeroShotVariant | McqVariant
+
+
+@frozen
+class ReportedBaseline:
+    """A published number to compare with: ``model`` is written as Mill's ``model`` column."""
+
+    model: str
+    value: float
+    source: str
+    variant: str | None = None
+    metric: str | None = None
+
+
+@frozen
+class _SpecFile:
+    """The TOML file's shape, before class names and templates are resolved."""
+
+    name: str
+    description: str
+    seed: int
+    headline_metric: str
+    dataset: DatasetSpec
+    classes: ClassesSpec
+    templates: TemplatesSpec
+    variants: dict[str, dict[str, Any]]
+    reported: tuple[ReportedBaseline, ...] = ()
+
+
+@frozen
+class Spec:
+    """A validated benchmark: what the rest of Mill consumes.
+
+    ``classnames`` have the overrides applied; ``content_hash`` covers the TOML file and every
+    file it references, so a changed class list or template file changes the run identity.
+    """
+
+    name: str
+    description: str
+    seed: int
+    headline_metric: str
+    dataset: DatasetSpec
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+    variants: Mapping[str, Variant]
+    reported: tuple[ReportedBaseline, ...]
+    path: Path
+    content_hash: str
+
+
+_T = TypeVar("_T")
+
+
+def _strict(expected: str, types: tuple[type, ...]) -> Any:
+    """A structure hook that accepts only the TOML types given, never coercing ('32x' is no int)."""
+
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) and bool not in types:
+            raise ValueError(f"expected {expected}, got {value!r}")
+        if not isinstance(value, types):
+            raise ValueError(f"expected {expected}, got {value!r}")
+        return value
+
+    return hook
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(int, _strict("an integer", (int,)))
+    converter.register_structure_hook(str, _strict("a string", (str,)))
+    converter.register_structure_hook(bool, _strict("true or false", (bool,)))
+    converter.register_structure_hook(
+        float, lambda v, _: float(_strict("a number", (int, float))(v, None))
+    )
+
+    def enum_hook(value: Any, cls: type[enum.Enum]) -> enum.Enum:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"expected one of {choices}, got {value!r}") from None
+
+    converter.register_structure_hook(VariantKind, enum_hook)
+    converter.register_structure_hook(UnparsedPolicy, enum_hook)
+    return converter
+
+
+_CONVERTER = _make_converter()
+
+
+def _error_lines(exc: BaseException, path: str) -> list[str]:
+    """Flatten cattrs' exception groups into ``dotted.path: message`` lines."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        lines: list[str] = []
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            part = note.name if hasattr(note, "name") else str(note.index)
+            lines.extend(_error_lines(sub, f"{path}.{part}" if path else part))
+        for sub in without:
+            lines.extend(_error_lines(sub, path))
+        return lines
+    where = path or "(top level)"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        keys = ", ".join(sorted(exc.extra_fields))
+        return [f"{where}: unknown key(s) {keys}; check the spelling against docs/specs.md"]
+    if isinstance(exc, KeyError):
+        return [f"{where}: required key is missing"]
+    message = str(exc)
+    if isinstance(exc, TypeError) and "missing" in message and "required" in message:
+        return [f"{where}: {message.split(': ', 1)[-1]}"]
+    return [f"{where}: {message}"]
+
+
+def _structure(data: Any, cls: type[_T], file: Path, path: str) -> _T:
+    try:
+        return _CONVERTER.structure(data, cls)
+    except Exception as exc:  # cattrs raises groups of heterogeneous errors
+        lines = _error_lines(exc, path)
+        raise SpecError("\n".join(f"{file}: {line}" for line in lines)) from None
+
+
+def _variant(name: str, data: dict[str, Any], file: Path) -> Variant:
+    path = f"variants.{name}"
+    if not isinstance(data, dict):
+        raise SpecError(f"{file}: {path}: expected a table, got {data!r}")
+    kind = data.get("kind")
+    classes: dict[str, type[Variant]] = {
+        VariantKind.ZERO_SHOT.value: ZeroShotVariant,
+        VariantKind.GENERATIVE_MCQ.value: McqVariant,
+    }
+    if kind not in classes:
+        choices = ", ".join(repr(k) for k in classes)
+        raise SpecError(f"{file}: {path}.kind: expected one of {choices}, got {kind!r}")
+    return _structure(data, classes[kind], file, path)
+
+
+def _read_lines(file: Path, relative: str, key: str) -> tuple[tuple[str, ...], bytes]:
+    target = file.parent / relative
+    try:
+        raw = target.read_bytes()
+    except OSError as exc:
+        raise SpecError(
+            f"{file}: {key}: cannot read {target} ({exc.strerror}); the path is relative to the spec file"
+        ) from None
+    lines = tuple(line.strip() for line in raw.decode("utf-8").splitlines() if line.strip())
+    return lines, raw
+
+
+def _inline_or_file(
+    inline: tuple[str, ...] | None, relative: str | None, file: Path, key: str, inline_key: str
+) -> tuple[tuple[str, ...], bytes]:
+    if (inline is None) == (relative is None):
+        raise SpecError(f"{file}: {key}: give exactly one of '{inline_key}' (inline) or 'file'")
+    if inline is not None:
+        return inline, b""
+    assert relative is not None
+    return _read_lines(file, relative, f"{key}.file")
+
+
+def _classnames(spec: _SpecFile, file: Path) -> tuple[tuple[str, ...], bytes]:
+    names, raw = _inline_or_file(spec.classes.names, spec.classes.file, file, "classes", "names")
+    if len(names) != spec.classes.count:
+        raise SpecError(
+            f"{file}: classes: declares count = {spec.classes.count} but lists {len(names)} names"
+        )
+    resolved = list(names)
+    for index_text, name in spec.classes.overrides.items():
+        if not index_text.isdigit() or int(index_text) >= len(resolved):
+            raise SpecError(
+                f"{file}: classes.overrides.{index_text}: expected a class index in [0, {len(resolved)})"
+            )
+        resolved[int(index_text)] = name
+    if not spec.classes.allow_duplicates:
+        seen: dict[str, int] = {}
+        for index, name in enumerate(resolved):
+            if name in seen:
+                raise SpecError(
+                    f"{file}: classes: duplicate class name {name!r} at indices {seen[name]} and {index} "
+                    "(after overrides); rename one with classes.overrides, or set "
+                    "classes.allow_duplicates = true to keep the list as published"
+                )
+            seen[name] = index
+    return tuple(resolved), raw
+
+
+def _check_variants(spec: _SpecFile, variants: Mapping[str, Variant], n_classes: int, file: Path) -> None:
+    if not variants:
+        raise SpecError(f"{file}: variants: a spec needs at least one variant")
+    for name, variant in variants.items():
+        if isinstance(variant, McqVariant):
+            if not 2 <= variant.n_options <= min(26, n_classes):
+                raise SpecError(
+                    f"{file}: variants.{name}.n_options: expected 2 to {min(26, n_classes)} "
+                    f"(at most the {n_classes} classes, one letter each), got {variant.n_options}"
+                )
+            if "{options}" not in variant.prompt:
+                raise SpecError(f"{file}: variants.{name}.prompt: must contain the placeholder {{options}}")
+            if variant.max_new_tokens < 1:
+                raise SpecError(f"{file}: variants.{name}.max_new_tokens: expected a positive integer")
+    metrics = {v.metric for v in variants.values()}
+    if spec.headline_metric not in metrics | {"acc"}:
+        raise SpecError(f"{file}: headline_metric: {spec.headline_metric!r} is no variant's metric")
+
+
+def load_spec(file: Path) -> Spec:
+    """Read and validate one spec file.
+
+    Raises:
+        SpecError: naming the file (and line for TOML syntax errors, dotted key path otherwise).
+    """
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{file}: cannot read spec file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{file}: TOML syntax error: {exc}") from None
+    variants_data = data.get("variants")
+    parsed = _structure(data, _SpecFile, file, "")
+    assert isinstance(variants_data, dict)
+    variants = {name: _variant(name, value, file) for name, value in variants_data.items()}
+    classnames, classes_raw = _classnames(parsed, file)
+    templates, templates_raw = _inline_or_file(
+        parsed.templates.list, parsed.templates.file, file, "templates", "list"
+    )
+    for index, template in enumerate(templates):
+        if "{c}" not in template:
+            raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")
+    _check_variants(parsed, variants, len(classnames), file)
+    digest = hashlib.sha256()
+    for part in (raw, classes_raw, templates_raw):
+        digest.update(hashlib.sha256(part).digest())
+    return Spec(
+        name=parsed.name,
+        description=parsed.description,
+        seed=parsed.seed,
+        headline_metric=parsed.headline_metric,
+        dataset=parsed.dataset,
+        classnames=classnames,
+        templates=templates,
+        variants=variants,
+        reported=parsed.reported,
+        path=file,
+        content_hash=digest.hexdigest(),
+    )

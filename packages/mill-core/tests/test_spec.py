@@ -1,0 +1,154 @@
+"""Spec loading: the built-in imagenet spec, and every kind of mistake named by file and key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mill.core.errors import SpecError
+from mill.core.registry import builtin_spec_dir
+from mill.core.spec import McqVariant, UnparsedPolicy, ZeroShotVariant, load_spec
+from mill.core.task import VariantKind
+
+IMAGENET = builtin_spec_dir() / "imagenet.toml"
+
+
+@pytest.fixture
+def spec_copy(tmp_path: Path) -> Path:
+    """A writable copy of the imagenet spec and the files it references."""
+    for file in builtin_spec_dir().glob("imagenet*"):
+        shutil.copy(file, tmp_path / file.name)
+    return tmp_path / "imagenet.toml"
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_imagenet_spec_declares_both_variants() -> None:
+    spec = load_spec(IMAGENET)
+    assert spec.name == "imagenet"
+    assert spec.dataset.n_samples == 50_000
+    assert spec.dataset.source == "hf://datasets/haideraltahan/wds_imagenet1k"
+    assert len(spec.classnames) == 1000 and len(set(spec.classnames)) == 1000
+    assert len(spec.templates) == 80 and all("{c}" in t for t in spec.templates)
+    assert list(spec.variants) == ["imagenet", "imagenet_mcq"]
+    zero_shot, mcq = spec.variants["imagenet"], spec.variants["imagenet_mcq"]
+    assert isinstance(zero_shot, ZeroShotVariant) and zero_shot.kind is VariantKind.ZERO_SHOT
+    assert zero_shot.metric == "acc"
+    assert isinstance(mcq, McqVariant) and mcq.kind is VariantKind.GENERATIVE_MCQ
+    assert (mcq.metric, mcq.n_options, mcq.max_new_tokens) == ("imagenet_mcq_acc", 10, 32)
+    assert mcq.unparsed is UnparsedPolicy.WRONG
+    assert {r.model: r.value for r in spec.reported}["ViT-B-32/laion2b_s34b_b79k"] == 0.6656
+
+
+def test_content_hash_covers_referenced_files(spec_copy: Path) -> None:
+    before = load_spec(spec_copy).content_hash
+    templates = spec_copy.parent / "imagenet_templates.txt"
+    templates.write_text(templates.read_text().replace("a bad photo", "a poor photo"))
+    assert load_spec(spec_copy).content_hash != before
+
+
+def test_toml_syntax_error_names_file_and_line(spec_copy: Path) -> None:
+    _edit(spec_copy, 'split = "test"', 'split = "test')
+    with pytest.raises(SpecError, match=r"imagenet\.toml: TOML syntax error: .*line 12"):
+        load_spec(spec_copy)
+
+
+def test_unknown_key_names_its_path(spec_copy: Path) -> None:
+    _edit(spec_copy, "max_new_tokens = 32", "max_new_tokens = 32\nmax_tokens = 3")
+    with pytest.raises(SpecError, match=r"imagenet\.toml: variants\.imagenet_mcq: unknown key\(s\) max_tokens"):
+        load_spec(spec_copy)
+
+
+def test_wrong_type_names_dotted_path_and_value(spec_copy: Path) -> None:
+    _edit(spec_copy, "max_new_tokens = 32", 'max_new_tokens = "32x"')
+    with pytest.raises(SpecError) as error:
+        load_spec(spec_copy)
+    assert str(error.value) == (
+        f"{spec_copy}: variants.imagenet_mcq.max_new_tokens: expected an integer, got '32x'"
+    )
+
+
+def test_wrong_type_in_nested_table(spec_copy: Path) -> None:
+    _edit(spec_copy, "n_samples = 50000", 'n_samples = "many"')
+    with pytest.raises(SpecError, match=r"dataset\.n_samples: expected an integer, got 'many'"):
+        load_spec(spec_copy)
+
+
+def test_missing_required_key(spec_copy: Path) -> None:
+    _edit(spec_copy, 'label_member = "cls"\n', "")
+    with pytest.raises(SpecError, match=r"dataset\.label_member: required key is missing"):
+        load_spec(spec_copy)
+
+
+def test_missing_class_file_names_the_path(spec_copy: Path) -> None:
+    (spec_copy.parent / "imagenet_classnames.txt").unlink()
+    with pytest.raises(SpecError, match=r"classes\.file: cannot read .*imagenet_classnames\.txt"):
+        load_spec(spec_copy)
+
+
+def test_missing_template_file(spec_copy: Path) -> None:
+    (spec_copy.parent / "imagenet_templates.txt").unlink()
+    with pytest.raises(SpecError, match=r"templates\.file: cannot read"):
+        load_spec(spec_copy)
+
+
+def test_class_count_must_match(spec_copy: Path) -> None:
+    _edit(spec_copy, "count = 1000", "count = 999")
+    with pytest.raises(SpecError, match="declares count = 999 but lists 1000 names"):
+        load_spec(spec_copy)
+
+
+def test_duplicate_names_rejected_unless_allowed(spec_copy: Path) -> None:
+    # Without the overrides, the curated list names 'missile' and 'sunglasses' twice each.
+    _edit(spec_copy, 'overrides = { 744 = "projectile", 836 = "sunglass" }', "")
+    with pytest.raises(SpecError, match=r"duplicate class name 'missile' at indices 657 and 744"):
+        load_spec(spec_copy)
+    _edit(spec_copy, "count = 1000", "count = 1000\nallow_duplicates = true")
+    assert load_spec(spec_copy).classnames[744] == "missile"
+
+
+def test_unknown_variant_kind(spec_copy: Path) -> None:
+    _edit(spec_copy, 'kind = "zero_shot"', 'kind = "zeroshot"')
+    with pytest.raises(SpecError, match=r"variants\.imagenet\.kind: expected one of 'zero_shot', 'generative_mcq'"):
+        load_spec(spec_copy)
+
+
+def test_more_options_than_classes_rejected(tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(
+        """
+name = "tiny"
+description = "three classes"
+seed = 1
+headline_metric = "acc"
+[dataset]
+source = "data"
+split = "test"
+image_member = "webp"
+label_member = "cls"
+n_samples = 3
+[classes]
+names = ["a", "b", "c"]
+count = 3
+[templates]
+list = ["a photo of a {c}."]
+[variants.tiny_mcq]
+kind = "generative_mcq"
+metric = "acc"
+n_options = 4
+max_new_tokens = 8
+prompt = "Which?\\n{options}"
+"""
+    )
+    with pytest.raises(SpecError, match=r"variants\.tiny_mcq\.n_options: expected 2 to 3"):
+        load_spec(spec)
+    spec.write_text(spec.read_text().replace("n_options = 4", "n_options = 3"))
+    loaded = load_spec(spec)
+    assert loaded.templates == ("a photo of a {c}.",)
+    assert loaded.classnames == ("a", "b", "c")
