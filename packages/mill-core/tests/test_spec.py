@@ -69,9 +69,7 @@ def test_wrong_type_names_dotted_path_and_value(spec_copy: Path) -> None:
     _edit(spec_copy, "max_new_tokens = 32", 'max_new_tokens = "32x"')
     with pytest.raises(SpecError) as error:
         load_spec(spec_copy)
-    assert str(error.value) == (
-        f"{spec_copy}: variants.imagenet_mcq.max_new_tokens: expected an integer, got '32x'"
-    )
+    assert str(error.value) == (f"{spec_copy}: variants.imagenet_mcq.max_new_tokens: expected an integer, got '32x'")
 
 
 def test_wrong_type_in_nested_table(spec_copy: Path) -> None:

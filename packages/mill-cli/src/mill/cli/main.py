@@ -18,13 +18,6 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from mill.core.backend import RunContext
-from mill.core.errors import MillError
-from mill.core.plugins import ENTRY_POINT_GROUP
-from mill.core.progress import Progress, SilentProgress
-from mill.core.registry import SpecRegistry
-from mill.core.results import AggregateRow, read_aggregate
-from mill.core.tables import MCQ_MARK, SETTINGS_MARK, MetricTable, metric_tables, select_rows
 from mill.cli.display import PlainProgress, RichProgress
 from mill.cli.runner import (
     RunOptions,
@@ -36,6 +29,13 @@ from mill.cli.runner import (
     plan_runs,
     split_list,
 )
+from mill.core.backend import RunContext
+from mill.core.errors import MillError
+from mill.core.plugins import ENTRY_POINT_GROUP
+from mill.core.progress import Progress, SilentProgress
+from mill.core.registry import SpecRegistry
+from mill.core.results import AggregateRow, read_aggregate
+from mill.core.tables import MCQ_MARK, SETTINGS_MARK, MetricTable, metric_tables, select_rows
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USER_ERROR = 2
@@ -67,24 +67,52 @@ def cli() -> None:
 @click.argument("model")
 @click.argument("benchmark")
 @_output_dir_option()
-@_flag("cache_dir", type=click.Path(path_type=Path), default=None,
-       help="Cache for classifiers, shard indexes and downloads [default: $MILL_CACHE_DIR or ~/.cache/mill].")
+@_flag(
+    "cache_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Cache for classifiers, shard indexes and downloads [default: $MILL_CACHE_DIR or ~/.cache/mill].",
+)
 @_flag("seed", type=int, default=None, help="Seed for MCQ options and bootstrap [default: the spec's seed].")
-@_flag("limit", type=click.IntRange(min=1), default=None,
-       help="Evaluate a deterministic subset of N samples spread over all shards (a smoke run).")
-@_flag("data_dir", default=None,
-       help="Dataset source: DIR (one benchmark) or name=DIR,name2=DIR2. DIR may be a local folder, an "
-            "http(s) root or brace pattern, or hf://datasets/... [default: $MILL_DATA_DIR/<benchmark>, "
-            "else the spec's remote source].")
-@_flag("spec", "spec_files", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
-       help="Extra spec file (repeatable); directories in $MILL_SPEC_PATH are read too.")
-@_flag("batch_size", type=click.IntRange(min=1), default=None,
-       help="Batch size, unless the model spec sets batch_size.")
+@_flag(
+    "limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evaluate a deterministic subset of N samples spread over all shards (a smoke run).",
+)
+@_flag(
+    "data_dir",
+    default=None,
+    help="Dataset source: DIR (one benchmark) or name=DIR,name2=DIR2. DIR may be a local folder, an "
+    "http(s) root or brace pattern, or hf://datasets/... [default: $MILL_DATA_DIR/<benchmark>, "
+    "else the spec's remote source].",
+)
+@_flag(
+    "spec",
+    "spec_files",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    multiple=True,
+    help="Extra spec file (repeatable); directories in $MILL_SPEC_PATH are read too.",
+)
+@_flag(
+    "batch_size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batch size, unless the model spec sets batch_size.",
+)
 @_flag("device", default=None, help="Device (cuda, cuda:1, cpu), unless the model spec sets device.")
-@_flag("num_workers", type=click.IntRange(min=0), default=None,
-       help="Data loader worker processes, unless the model spec sets num_workers.")
-@_flag("allow_incomplete", is_flag=True, default=False,
-       help="Proceed when the dataset holds fewer samples than the spec expects (rows are marked).")
+@_flag(
+    "num_workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Data loader worker processes, unless the model spec sets num_workers.",
+)
+@_flag(
+    "allow_incomplete",
+    is_flag=True,
+    default=False,
+    help="Proceed when the dataset holds fewer samples than the spec expects (rows are marked).",
+)
 @_flag("quiet", is_flag=True, default=False, help="No progress output.")
 def eval_command(
     model: str,
@@ -193,8 +221,10 @@ def collect_command(
     render = {"table": _render_rich, "csv": _render_csv, "markdown": _render_markdown, "json": _render_json}
     render[output_format](tables)
     if output_format in ("table", "markdown"):
-        click.echo(f"\n{MCQ_MARK} multiple-choice variant (not on the scale of a 1000-way accuracy); "
-                   f"{SETTINGS_MARK} non-default settings")
+        click.echo(
+            f"\n{MCQ_MARK} multiple-choice variant (not on the scale of a 1000-way accuracy); "
+            f"{SETTINGS_MARK} non-default settings"
+        )
 
 
 def _render_rich(tables: Sequence[MetricTable]) -> None:
@@ -229,8 +259,13 @@ def _render_json(tables: Sequence[MetricTable]) -> None:
 
 
 @cli.command("ls")
-@_flag("spec", "spec_files", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
-       help="Extra spec file (repeatable).")
+@_flag(
+    "spec",
+    "spec_files",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    multiple=True,
+    help="Extra spec file (repeatable).",
+)
 def ls_command(spec_files: Sequence[Path]) -> None:
     """List benchmarks with their variants, and the installed backends."""
     console = Console()
@@ -240,8 +275,14 @@ def ls_command(spec_files: Sequence[Path]) -> None:
         benchmarks.add_column(column)
     for spec in registry.specs.values():
         for name, variant in spec.variants.items():
-            benchmarks.add_row(spec.name, name, variant.kind.value, variant.metric,
-                               str(spec.dataset.n_samples), str(spec.path))
+            benchmarks.add_row(
+                spec.name,
+                name,
+                variant.kind.value,
+                variant.metric,
+                str(spec.dataset.n_samples),
+                str(spec.path),
+            )
     console.print(benchmarks)
     backends = Table(title="Backends")
     backends.add_column("backend")
@@ -265,6 +306,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        click.echo("interrupted: results already written are kept; re-run the same command to continue",
-                   err=True)
+        click.echo("interrupted: results already written are kept; re-run the same command to continue", err=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -24,7 +24,9 @@ from mill.core.plugins import ResolvedModel, load_plugin, resolve_model
 from mill.core.registry import SpecRegistry
 from mill.core.results import (
     AggregateRow,
+    RunFacts,
     per_sample_path,
+    run_rows,
     run_stem,
     settings_digest,
     upsert_aggregate,
@@ -208,17 +210,24 @@ def execute(run: PlannedRun, options: RunOptions, context: RunContext) -> list[A
             "metrics": {name: {"value": m.value, "stderr": m.stderr} for name, m in scored.metrics.items()},
         },
     )
-    rows = _aggregate_rows(run, scored, info.identity, seed, options.limit, digest, info.default_settings)
-    common = {
-        "run_id": run_id,
-        "incomplete": incomplete,
-        "n_skipped": 0,
-        "output_file": str(parquet.relative_to(options.output_dir)),
-        "finished_at": finished.isoformat(timespec="seconds"),
-    }
-    complete_rows = [AggregateRow(**row, **common) for row in rows]
-    upsert_aggregate(options.output_dir, complete_rows)
-    return complete_rows
+    facts = RunFacts(
+        model=info.identity,
+        benchmark=spec.name,
+        task_type=variant.kind.value,
+        n_samples=len(scored.records),
+        seed=seed,
+        limit=options.limit,
+        settings=digest,
+        default_settings=info.default_settings,
+        run_id=run_id,
+        incomplete=incomplete,
+        n_skipped=0,
+        output_file=str(parquet.relative_to(options.output_dir)),
+        finished_at=finished.isoformat(timespec="seconds"),
+    )
+    rows = run_rows(facts, run.variant_name, scored.metrics, (variant.metric, spec.headline_metric))
+    upsert_aggregate(options.output_dir, rows)
+    return rows
 
 
 def _evaluate(backend: Any, run: PlannedRun, data: Any, seed: int) -> Scored:
@@ -239,39 +248,6 @@ def _evaluate(backend: Any, run: PlannedRun, data: Any, seed: int) -> Scored:
         make_question_fn(seed, run.variant_name, spec.classnames, variant.n_options, variant.prompt),
     )
     return score_mcq(backend.run_mcq(mcq_task, data), mcq_task, variant, seed)
-
-
-def _aggregate_rows(
-    run: PlannedRun, scored: Scored, identity: str, seed: int, limit: int | None, digest: str, default: bool
-) -> list[dict[str, Any]]:
-    """One row per metric of the variant, plus the benchmark's rollup row (task = benchmark name,
-    the headline metric) so that a CLIP and a VLM line up under one task in ``mill collect``."""
-    base = {
-        "model": identity,
-        "benchmark": run.spec.name,
-        "task_type": run.variant.kind.value,
-        "n_shot": 0,
-        "n_samples": len(scored.records),
-        "seed": seed,
-        "limit": limit,
-        "settings": digest,
-        "default_settings": default,
-    }
-    rows = [
-        {**base, "task": run.variant_name, "metric": name, "performance": m.value, "stderr": m.stderr}
-        for name, m in scored.metrics.items()
-    ]
-    headline = scored.metrics[run.variant.metric]
-    rollup = {
-        **base,
-        "task": run.spec.name,
-        "metric": run.spec.headline_metric,
-        "performance": headline.value,
-        "stderr": headline.stderr,
-    }
-    if not any(r["task"] == rollup["task"] and r["metric"] == rollup["metric"] for r in rows):
-        rows.append(rollup)
-    return rows
 
 
 def default_output_dir(env: Mapping[str, str] = os.environ) -> Path:

@@ -113,4 +113,3 @@ __all__ = [
     "RunContext",
     "ZeroShotBackend",
 ]
-

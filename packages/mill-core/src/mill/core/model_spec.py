@@ -120,7 +120,7 @@ def read_model_file(file: Path) -> ModelSpec:
         raise ModelSpecError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}; expected 'backend' and [args]")
     backend = data.get("backend")
     if not isinstance(backend, str):
-        raise ModelSpecError(f"{file}: backend: expected a string such as \"vllm\", got {backend!r}")
+        raise ModelSpecError(f'{file}: backend: expected a string such as "vllm", got {backend!r}')
     args = data.get("args", {})
     if not isinstance(args, dict):
         raise ModelSpecError(f"{file}: args: expected a table")

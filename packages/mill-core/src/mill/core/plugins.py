@@ -94,7 +94,6 @@ def load_plugin(name: str) -> BackendPlugin:
     if name in KNOWN_DISTRIBUTIONS:
         have = ", ".join(sorted(installed)) or "none"
         raise UnknownBackendError(
-            f"backend {name!r} is not installed. Install it with: {install_hint(name)}. "
-            f"Installed backends: {have}."
+            f"backend {name!r} is not installed. Install it with: {install_hint(name)}. Installed backends: {have}."
         )
     raise _unknown(name, set(installed))

@@ -22,6 +22,7 @@ from attrs import asdict, frozen
 from filelock import FileLock
 
 from mill.core.errors import ResultsError
+from mill.core.metrics import MetricValue
 
 AGGREGATE_FILE = "aggregate.csv"
 
@@ -177,6 +178,60 @@ def upsert_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> Path:
         with _atomic_path(path) as tmp:
             merged.write_csv(tmp)
     return path
+
+
+@frozen
+class RunFacts:
+    """What every aggregate row of one run shares."""
+
+    model: str
+    benchmark: str
+    task_type: str
+    n_samples: int
+    seed: int
+    limit: int | None
+    settings: str
+    default_settings: bool
+    run_id: str
+    incomplete: bool
+    n_skipped: int
+    output_file: str
+    finished_at: str
+
+
+def run_rows(
+    facts: RunFacts,
+    variant: str,
+    metrics: Mapping[str, MetricValue],
+    headline: tuple[str, str],
+) -> list[AggregateRow]:
+    """One row per metric of ``variant``, plus the benchmark's rollup row.
+
+    ``headline`` is (variant metric, benchmark headline metric): the rollup row has ``task`` =
+    the benchmark name and carries the variant metric under the headline name, keeping the
+    variant's ``task_type``, so that a CLIP and a VLM line up under one task in ``mill collect``.
+    When the variant is named like its benchmark and its metric is the headline, the variant
+    row is the rollup row.
+    """
+    shared = asdict(facts)
+    rows = [
+        AggregateRow(task=variant, n_shot=0, metric=name, performance=m.value, stderr=m.stderr, **shared)
+        for name, m in metrics.items()
+    ]
+    source, target = headline
+    if (variant, source) != (facts.benchmark, target):
+        value = metrics[source]
+        rows.append(
+            AggregateRow(
+                task=facts.benchmark,
+                n_shot=0,
+                metric=target,
+                performance=value.value,
+                stderr=value.stderr,
+                **shared,
+            )
+        )
+    return rows
 
 
 def per_sample_path(output_dir: Path, identity: str, stem: str) -> Path:

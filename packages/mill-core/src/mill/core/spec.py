@@ -153,9 +153,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(int, _strict("an integer", (int,)))
     converter.register_structure_hook(str, _strict("a string", (str,)))
     converter.register_structure_hook(bool, _strict("true or false", (bool,)))
-    converter.register_structure_hook(
-        float, lambda v, _: float(_strict("a number", (int, float))(v, None))
-    )
+    converter.register_structure_hook(float, lambda v, _: float(_strict("a number", (int, float))(v, None)))
 
     def enum_hook(value: Any, cls: type[enum.Enum]) -> enum.Enum:
         try:
@@ -244,15 +242,11 @@ def _inline_or_file(
 def _classnames(spec: _SpecFile, file: Path) -> tuple[tuple[str, ...], bytes]:
     names, raw = _inline_or_file(spec.classes.names, spec.classes.file, file, "classes", "names")
     if len(names) != spec.classes.count:
-        raise SpecError(
-            f"{file}: classes: declares count = {spec.classes.count} but lists {len(names)} names"
-        )
+        raise SpecError(f"{file}: classes: declares count = {spec.classes.count} but lists {len(names)} names")
     resolved = list(names)
     for index_text, name in spec.classes.overrides.items():
         if not index_text.isdigit() or int(index_text) >= len(resolved):
-            raise SpecError(
-                f"{file}: classes.overrides.{index_text}: expected a class index in [0, {len(resolved)})"
-            )
+            raise SpecError(f"{file}: classes.overrides.{index_text}: expected a class index in [0, {len(resolved)})")
         resolved[int(index_text)] = name
     if not spec.classes.allow_duplicates:
         seen: dict[str, int] = {}
@@ -305,9 +299,7 @@ def load_spec(file: Path) -> Spec:
     assert isinstance(variants_data, dict)
     variants = {name: _variant(name, value, file) for name, value in variants_data.items()}
     classnames, classes_raw = _classnames(parsed, file)
-    templates, templates_raw = _inline_or_file(
-        parsed.templates.list, parsed.templates.file, file, "templates", "list"
-    )
+    templates, templates_raw = _inline_or_file(parsed.templates.list, parsed.templates.file, file, "templates", "list")
     for index, template in enumerate(templates):
         if "{c}" not in template:
             raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")

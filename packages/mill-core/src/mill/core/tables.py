@@ -39,9 +39,7 @@ def select_rows(
     if models:
         selected = selected.filter(pl.col("model").is_in(list(models)))
     if benchmarks:
-        selected = selected.filter(
-            pl.col("benchmark").is_in(list(benchmarks)) | pl.col("task").is_in(list(benchmarks))
-        )
+        selected = selected.filter(pl.col("benchmark").is_in(list(benchmarks)) | pl.col("task").is_in(list(benchmarks)))
     return selected
 
 

@@ -1,0 +1,139 @@
+"""The loaded clip backend: zero-shot classification exactly as clip_benchmark's ``run_classification``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+
+from mill.backends.clip.args import ClipArgs
+from mill.backends.clip.classifier import ClassifierStore, build_classifier, classifier_cache_key
+from mill.backends.clip.model import LoadedModel, load_model
+from mill.core.backend import ModelInfo, RunContext
+from mill.core.sample import SampleSource
+from mill.core.task import ZeroShotBatchResult, ZeroShotTask
+
+
+class ClipBackend:
+    """An open_clip model serving zero-shot tasks. Build with :meth:`load`."""
+
+    def __init__(self, loaded: LoadedModel, args: ClipArgs, context: RunContext) -> None:
+        self.loaded = loaded
+        self.args = args
+        self.context = context
+        self.device = torch.device(args.device or "cpu")
+        self._store = ClassifierStore(context.cache_dir / "classifiers")
+        self._run_info: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, args: ClipArgs, context: RunContext) -> ClipBackend:
+        """Resolve ``args`` against ``context`` and load the model (progress phase "loading model")."""
+        resolved = args.resolve(context, cuda_available=torch.cuda.is_available())
+        context.progress.start("loading model")
+        try:
+            loaded = load_model(resolved, cache_dir=context.cache_dir)
+        finally:
+            context.progress.finish()
+        return cls(loaded, resolved, context)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.loaded.info
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def preprocess(self) -> Any:
+        return self.loaded.preprocess
+
+    def run_info(self) -> Mapping[str, Any]:
+        """``classifier_cache_hit`` and ``classifier_cache_key`` of the last classifier built or loaded."""
+        return dict(self._run_info)
+
+    def classifier_key(self, task: ZeroShotTask) -> str:
+        """The cache key of ``task``'s classifier: everything its weights depend on."""
+        return classifier_cache_key(
+            {
+                "architecture": self.loaded.architecture.name,
+                "model_config": self.loaded.model_config,
+                "weights": self.loaded.weights_key,
+                "precision": self.args.precision.name,
+                "classnames": list(task.classnames),
+                "templates": list(task.templates),
+                "open_clip": str(open_clip.__version__),
+                "torch": torch.__version__,
+                "device_type": self.device.type,
+            }
+        )
+
+    def classifier_for(self, task: ZeroShotTask) -> torch.Tensor:
+        """``task``'s classifier ``[embed_dim, n_classes]``, from the cache or built and cached."""
+        key = self.classifier_key(task)
+        progress = self.context.progress
+        progress.start("building classifier", total=None)
+        try:
+            classifier, hit = self._store.load_or_build(
+                key,
+                lambda: build_classifier(
+                    self.model,
+                    self.loaded.tokenizer,
+                    task.classnames,
+                    task.templates,
+                    device=self.device,
+                    autocast=self._autocast,
+                    text_batch_size=self.args.text_batch_size,
+                ),
+                n_classes=len(task.classnames),
+                device=self.device,
+            )
+        finally:
+            progress.finish()
+        self._run_info = {"classifier_cache_hit": hit, "classifier_cache_key": key}
+        return classifier
+
+    def logits_for(self, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+        """Float32 logits ``[n_images, n_classes]`` of preprocessed ``images``, as in clip_benchmark."""
+        images = images.to(
+            self.device,
+            dtype=getattr(torch, self.args.precision.input_dtype),
+            non_blocking=self.device.type == "cuda",
+        )
+        with torch.inference_mode(), self._autocast():
+            image_features = self.model.encode_image(images)
+            image_features = F.normalize(image_features, dim=-1)
+            # Pure low-precision weights give low-precision features; autocast casts for itself.
+            logits = 100.0 * image_features @ classifier.to(image_features.dtype)
+        return logits.float()
+
+    def run_zero_shot(self, task: ZeroShotTask, data: SampleSource) -> Iterator[ZeroShotBatchResult]:
+        """Top-``task.top_k`` classes of every sample in ``data``, one result per batch."""
+        classifier = self.classifier_for(task)
+        k = min(task.top_k, len(task.classnames))
+        progress = self.context.progress
+        progress.start("evaluating", total=len(data))
+        try:
+            for batch in data.batches(
+                batch_size=self.args.batch_size or 1,
+                num_workers=self.args.num_workers or 0,
+                transform=self.preprocess,
+                pin_memory=self.device.type == "cuda",
+            ):
+                topk = self.logits_for(batch.images, classifier).topk(k, dim=-1).indices.cpu().tolist()
+                progress.advance(len(batch.keys))
+                yield ZeroShotBatchResult(
+                    keys=list(batch.keys), shards=list(batch.shards), golds=list(batch.labels), topk=topk
+                )
+        finally:
+            progress.finish()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = self.args.precision.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, dtype))

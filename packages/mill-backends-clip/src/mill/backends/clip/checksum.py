@@ -1,0 +1,56 @@
+"""Content hashes of checkpoint files, remembered by (path, size, mtime) so large files are hashed once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from mill.backends.clip.cachefile import lock_for, replace_atomically
+
+INDEX_NAME = "file_hashes.json"
+_CHUNK = 16 * 1024 * 1024
+
+
+def file_sha256(path: Path, *, cache_dir: Path) -> str:
+    """The sha256 hex digest of ``path``'s content.
+
+    Looked up in ``{cache_dir}/file_hashes.json`` first; an entry is reused only while the file's
+    absolute path, size and modification time (ns) are unchanged.
+    """
+    path = path.expanduser().resolve()
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    index = cache_dir / INDEX_NAME
+    with lock_for(index):
+        entry = _read_index(index).get(str(path))
+    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()):
+        return str(entry["sha256"])
+    # Hashing happens outside the lock: other runs need not wait for a multi-GB read.
+    digest = sha256_of(path)
+    with lock_for(index):
+        entries = _read_index(index)
+        entries[str(path)] = {**stamp, "sha256": digest}
+        replace_atomically(
+            index, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
+        )
+    return digest
+
+
+def sha256_of(path: Path) -> str:
+    """Hash the whole file (the slow path :func:`file_sha256` avoids)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_index(index: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        # A missing or damaged index only costs a re-hash.
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,113 @@
+"""The zero-shot classifier: one L2-normalised, prompt-averaged text embedding per class.
+
+Computed as clip_benchmark's ``zero_shot_classifier`` computes it, but with every class x template
+prompt encoded in large batches instead of one class at a time, and cached on disk under a key
+that names everything the weights depend on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from attrs import frozen
+
+from mill.backends.clip.cachefile import lock_for, replace_atomically
+from mill.core.errors import SpecError
+
+log = logging.getLogger(__name__)
+
+
+def classifier_cache_key(fields: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``fields`` (architecture, weights, precision, prompts, versions)."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def prompts_for(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Every class x template prompt, class-major. Raises SpecError for a template without ``{c}``."""
+    for template in templates:
+        if "{c}" not in template:
+            raise SpecError(
+                f"zero-shot template {template!r} has no {{c}} placeholder for the class name; "
+                "fix the benchmark spec's templates"
+            )
+    return [template.replace("{c}", name) for name in classnames for template in templates]
+
+
+def build_classifier(
+    model: Any,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+    text_batch_size: int,
+) -> torch.Tensor:
+    """The classifier, float32 ``[embed_dim, n_classes]`` on ``device``.
+
+    Per class: normalise each prompt embedding, average over templates, normalise the mean.
+    ``autocast`` makes a fresh autocast context (or a null one) for each text batch.
+    """
+    prompts = prompts_for(classnames, templates)
+    embeddings = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), text_batch_size):
+            tokens = tokenizer(prompts[start : start + text_batch_size]).to(device)
+            with autocast():
+                encoded = model.encode_text(tokens)
+            embeddings.append(F.normalize(encoded.float(), dim=-1))
+        per_prompt = torch.cat(embeddings).view(len(classnames), len(templates), -1)
+        per_class = F.normalize(per_prompt.mean(dim=1), dim=-1)
+    return per_class.T.contiguous()
+
+
+@frozen
+class ClassifierStore:
+    """Classifiers on disk, one ``{key}.pt`` per cache key under ``directory``."""
+
+    directory: Path
+
+    def path_for(self, key: str) -> Path:
+        return self.directory / f"{key}.pt"
+
+    def load_or_build(
+        self, key: str, build: Callable[[], torch.Tensor], *, n_classes: int, device: torch.device
+    ) -> tuple[torch.Tensor, bool]:
+        """The cached classifier for ``key`` and True, or ``build()``'s, stored, and False.
+
+        Concurrent runs with the same key build it once: the second waits on the lock and loads.
+        """
+        path = self.path_for(key)
+        cached = self._load(path, n_classes, device)
+        if cached is not None:
+            return cached, True
+        with lock_for(path):
+            cached = self._load(path, n_classes, device)
+            if cached is not None:
+                return cached, True
+            classifier = build()
+            replace_atomically(path, lambda tmp: torch.save(classifier.cpu(), tmp))
+        return classifier, False
+
+    @staticmethod
+    def _load(path: Path, n_classes: int, device: torch.device) -> torch.Tensor | None:
+        if not path.is_file():
+            return None
+        try:
+            tensor = torch.load(path, map_location=device, weights_only=True)
+        except Exception as error:  # a damaged cache entry is rebuilt, never trusted
+            log.warning("classifier cache %s is unreadable (%s); rebuilding it", path, error)
+            return None
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2 or tensor.shape[1] != n_classes:
+            log.warning("classifier cache %s is not a [dim, %d] tensor; rebuilding it", path, n_classes)
+            return None
+        return tensor

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from mill.backends.clip import checksum
+
+
+def test_hash_is_cached_by_path_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"abc" * 1000)
+    cache = tmp_path / "cache"
+    calls: list[Path] = []
+    real = checksum.sha256_of
+    monkeypatch.setattr(checksum, "sha256_of", lambda path: calls.append(path) or real(path))
+
+    first = checksum.file_sha256(weights, cache_dir=cache)
+    assert first == hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert checksum.file_sha256(weights, cache_dir=cache) == first
+    assert len(calls) == 1, "an unchanged file must not be re-hashed"
+    assert (cache / "file_hashes.json").is_file()
+
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert checksum.file_sha256(weights, cache_dir=cache) == first
+    assert len(calls) == 2, "a new mtime must trigger a re-hash"
+
+    weights.write_bytes(b"different")
+    assert checksum.file_sha256(weights, cache_dir=cache) == hashlib.sha256(b"different").hexdigest()
+    assert len(calls) == 3
+
+
+def test_damaged_index_costs_only_a_rehash(tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"x")
+    (tmp_path / "file_hashes.json").write_text("{not json")
+    assert checksum.file_sha256(weights, cache_dir=tmp_path) == hashlib.sha256(b"x").hexdigest()

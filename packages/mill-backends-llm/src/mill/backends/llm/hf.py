@@ -1,0 +1,158 @@
+"""The transformers backend: generative multiple choice with ``AutoModelForImageTextToText``.
+
+Decoding is greedy and batches are left-padded, so a sample's answer does not depend on the
+batch it lands in, except where padding changes a matmul's rounding enough to flip a near tie
+(possible in bfloat16; the tests check float32 on CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from importlib.metadata import version
+from typing import Any
+
+from mill.backends.llm.args import HfArgs, output_settings, resolved, run_setting
+from mill.backends.llm.checkpoint import Checkpoint
+from mill.backends.llm.generation import answer_mcq
+from mill.backends.llm.messages import render_prompt
+from mill.core.backend import ModelInfo, RunContext
+from mill.core.errors import BackendArgumentError
+from mill.core.sample import SampleSource
+from mill.core.task import McqBatchResult, McqTask
+
+DEFAULT_BATCH_SIZE = 8
+_PIXEL_LIMITS = ("min_pixels", "max_pixels")
+
+
+class HfBackend:
+    """A loaded transformers vision-language model answering :class:`McqTask` by generation."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        info: ModelInfo,
+        *,
+        batch_size: int,
+        num_workers: int,
+        context: RunContext,
+    ) -> None:
+        self._model = model
+        self._processor = processor
+        self._info = info
+        self._batch_size = batch_size
+        self._num_workers = num_workers
+        self._context = context
+
+    @classmethod
+    def load(cls, args: HfArgs, context: RunContext, backend: str = "hf") -> HfBackend:
+        """Load processor and model for ``args``; run settings in ``context`` fill unset arguments.
+
+        Raises :class:`ModelNotFoundError` when the model cannot be found,
+        :class:`BackendArgumentError` when it needs ``trust_remote_code`` or ``min_pixels``/
+        ``max_pixels`` are set for a processor without them.
+        """
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        checkpoint = Checkpoint(args.path, backend, args.revision, args.trust_remote_code)
+        device = run_setting(args.device, context.device, "cuda" if torch.cuda.is_available() else "cpu")
+        batch_size = run_setting(args.batch_size, context.batch_size, DEFAULT_BATCH_SIZE)
+        num_workers = run_setting(args.num_workers, context.num_workers, 0)
+        processor = _load_processor(checkpoint, args)
+        model_kwargs: dict[str, Any] = {"dtype": getattr(torch, args.dtype), **checkpoint.load_kwargs()}
+        if args.attn_implementation is not None:
+            model_kwargs["attn_implementation"] = args.attn_implementation
+        if args.device_map is not None:
+            model_kwargs["device_map"] = args.device_map
+        try:
+            model: Any = AutoModelForImageTextToText.from_pretrained(args.path, **model_kwargs)
+        except (OSError, ValueError) as error:
+            checkpoint.raise_for(error)
+        if args.device_map is None:
+            model = model.to(device)
+        model.eval()
+        info = ModelInfo(
+            identity=args.path,
+            settings=output_settings(args),
+            resolved_args=resolved(args, device=device, batch_size=batch_size, num_workers=num_workers),
+            revision=checkpoint.resolved_revision(),
+            library_versions={"transformers": version("transformers"), "torch": version("torch")},
+            device_type=model.device.type,
+        )
+        return cls(
+            model,
+            processor,
+            info,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            context=context,
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def run_info(self) -> Mapping[str, Any]:
+        return {"batch_size": self._batch_size}
+
+    def run_mcq(self, task: McqTask, data: SampleSource) -> Iterator[McqBatchResult]:
+        """Answer every sample of ``data``, one result per batch, in the loader's order."""
+        return answer_mcq(
+            task,
+            data,
+            self.generate,
+            batch_size=self._batch_size,
+            num_workers=self._num_workers,
+            progress=self._context.progress,
+        )
+
+    def generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy answers to ``prompts``, each about the image at the same position."""
+        import torch
+
+        texts = [render_prompt(self._processor, prompt) for prompt in prompts]
+        inputs = self._processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+        inputs = inputs.to(self._model.device)
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs, do_sample=False, max_new_tokens=max_new_tokens, **self._unset_sampling()
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        return [str(text) for text in self._processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def _unset_sampling(self) -> dict[str, Any]:
+        # Checkpoints often ship sampling defaults (temperature, top_p, top_k); with greedy
+        # decoding they do nothing, and clearing them keeps transformers from warning each batch.
+        config = self._model.generation_config
+        return {name: None for name in ("temperature", "top_p", "top_k") if getattr(config, name, None)}
+
+
+def _load_processor(checkpoint: Checkpoint, args: HfArgs) -> Any:
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    limits = {name: getattr(args, name) for name in _PIXEL_LIMITS if getattr(args, name) is not None}
+    try:
+        processor = AutoProcessor.from_pretrained(args.path, **checkpoint.load_kwargs())  # type: ignore[no-untyped-call]
+        if limits:
+            _check_pixel_limits(processor, args.path)
+            # Built into the image processor rather than passed per call, which transformers
+            # deprecates; the rest of the processor stays as saved.
+            processor.image_processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+                args.path, **checkpoint.load_kwargs(), **limits
+            )
+    except (OSError, ValueError) as error:
+        checkpoint.raise_for(error)
+    # Generation appends to the right end of each row, so padding must sit on the left.
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def _check_pixel_limits(processor: Any, path: str) -> None:
+    image_processor = getattr(processor, "image_processor", None)
+    valid = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
+    if not all(name in valid or hasattr(image_processor, name) for name in _PIXEL_LIMITS):
+        raise BackendArgumentError(
+            f"min_pixels/max_pixels were given, but the image processor of {path!r} "
+            f"({type(image_processor).__name__}) has no such settings; remove them for this model"
+        )

@@ -1,0 +1,177 @@
+"""The vLLM backend: generative multiple choice with vLLM's offline ``LLM`` engine.
+
+vLLM schedules and batches requests itself, so samples go to it in large chunks rather than
+in model-sized batches. It manages its own GPU processes (tensor and data parallelism), which
+is why it refuses to run inside a torchrun launch. vllm is imported only when a model loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib.metadata import version
+from typing import Any
+
+from mill.backends.llm.args import VllmArgs, output_settings, resolved, run_setting
+from mill.backends.llm.checkpoint import Checkpoint
+from mill.backends.llm.generation import answer_mcq
+from mill.backends.llm.messages import build_vllm_request
+from mill.core.backend import ModelInfo, RunContext
+from mill.core.errors import BackendArgumentError, UnknownBackendError
+from mill.core.sample import SampleSource
+from mill.core.task import McqBatchResult, McqTask
+
+INSTALL_HINT = "pip install './packages/mill-backends-llm[vllm]'"
+
+SamplingFactory = Callable[[int], Any]
+
+
+def import_vllm() -> Any:
+    """The ``vllm`` module. Raises :class:`UnknownBackendError` with the install command when absent."""
+    try:
+        import vllm
+    except ImportError as error:
+        raise UnknownBackendError(
+            f"the vllm backend needs vLLM, which is not installed ({error}); install it with: {INSTALL_HINT}"
+        ) from None
+    return vllm
+
+
+def refuse_torchrun(environ: Mapping[str, str] = os.environ) -> None:
+    """Raise :class:`BackendArgumentError` when launched by torchrun with more than one process.
+
+    Each torchrun process would start its own engine on the same GPUs; vLLM spreads one
+    model over GPUs itself.
+    """
+    world_size = environ.get("WORLD_SIZE", "1")
+    if world_size.isdigit() and int(world_size) > 1:
+        raise BackendArgumentError(
+            f"the vllm backend must not be launched with torchrun (WORLD_SIZE={world_size}): vLLM starts its "
+            "own workers. Run a single process and spread the model with tensor_parallel_size=<gpus per "
+            "model> or data_parallel_size=<model replicas>, e.g. vllm[path=...,tensor_parallel_size=4]"
+        )
+
+
+def engine_kwargs(args: VllmArgs) -> dict[str, Any]:
+    """Keyword arguments for ``vllm.LLM`` from ``args`` (unset optional ones are left to vLLM)."""
+    kwargs: dict[str, Any] = {
+        "model": args.path,
+        "dtype": args.dtype,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "limit_mm_per_prompt": dict(args.limit_mm_per_prompt),
+        "trust_remote_code": args.trust_remote_code,
+    }
+    optional = {
+        "data_parallel_size": args.data_parallel_size if args.data_parallel_size > 1 else None,
+        "max_model_len": args.max_model_len,
+        "max_num_seqs": args.max_num_seqs,
+        "revision": args.revision,
+        "tokenizer_revision": args.revision,
+    }
+    kwargs.update({key: value for key, value in optional.items() if value is not None})
+    pixels = {"min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
+    if any(value is not None for value in pixels.values()):
+        kwargs["mm_processor_kwargs"] = {key: value for key, value in pixels.items() if value is not None}
+    return kwargs
+
+
+class VllmBackend:
+    """A vLLM engine answering :class:`McqTask` by greedy generation."""
+
+    def __init__(
+        self,
+        llm: Any,
+        sampling: SamplingFactory,
+        info: ModelInfo,
+        *,
+        chunk_size: int,
+        num_workers: int,
+        context: RunContext,
+    ) -> None:
+        self._llm = llm
+        self._sampling = sampling
+        self._info = info
+        self._chunk_size = chunk_size
+        self._num_workers = num_workers
+        self._context = context
+
+    @classmethod
+    def load(cls, args: VllmArgs, context: RunContext, backend: str = "vllm") -> VllmBackend:
+        """Start a vLLM engine for ``args``.
+
+        Raises :class:`UnknownBackendError` when vLLM is not installed, :class:`BackendArgumentError`
+        under torchrun or when the model needs ``trust_remote_code``, :class:`ModelNotFoundError`
+        when the model cannot be found.
+        """
+        refuse_torchrun()
+        vllm = import_vllm()
+        checkpoint = Checkpoint(args.path, backend, args.revision, args.trust_remote_code)
+        # Reading the config first turns a missing model or a remote-code model into a Mill
+        # error before vLLM spends a minute starting workers.
+        checkpoint.config()
+        try:
+            llm = vllm.LLM(**engine_kwargs(args))
+        except (OSError, ValueError) as error:
+            checkpoint.raise_for(error)
+        num_workers = run_setting(args.num_workers, context.num_workers, 0)
+        info = ModelInfo(
+            identity=args.path,
+            settings=output_settings(args),
+            resolved_args=resolved(args, num_workers=num_workers),
+            revision=checkpoint.resolved_revision(),
+            library_versions={
+                "vllm": version("vllm"),
+                "transformers": version("transformers"),
+                "torch": version("torch"),
+            },
+            device_type=_device_type(),
+        )
+
+        def sampling(max_tokens: int) -> Any:
+            return vllm.SamplingParams(temperature=0.0, max_tokens=max_tokens)
+
+        return cls(
+            llm,
+            sampling,
+            info,
+            chunk_size=args.chunk_size,
+            num_workers=num_workers,
+            context=context,
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def run_info(self) -> Mapping[str, Any]:
+        return {"chunk_size": self._chunk_size}
+
+    def run_mcq(self, task: McqTask, data: SampleSource) -> Iterator[McqBatchResult]:
+        """Answer every sample of ``data``; one result per chunk of ``chunk_size`` requests."""
+        return answer_mcq(
+            task,
+            data,
+            self.generate,
+            batch_size=self._chunk_size,
+            num_workers=self._num_workers,
+            progress=self._context.progress,
+        )
+
+    def generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy answers to ``prompts``, each about the image at the same position, in one engine call."""
+        requests = [build_vllm_request(image, prompt) for image, prompt in zip(images, prompts, strict=True)]
+        # "openai" shows the chat template typed content items ({"type": "image"}, {"type": "text"}),
+        # as transformers does; vLLM's guess could otherwise flatten them into a string.
+        outputs = self._llm.chat(
+            requests, self._sampling(max_new_tokens), use_tqdm=False, chat_template_content_format="openai"
+        )
+        return [str(output.outputs[0].text) for output in outputs]
+
+
+def _device_type() -> str:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return "cuda"
+    return str(current_platform.device_type)

@@ -1,0 +1,88 @@
+"""Shared fixtures: a tiny random-weight VLM, a text-only model config and synthetic shards, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never touch the network: set before huggingface_hub reads it at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mill.backends.llm.tiny import write_tiny_vlm
+from mill.core.backend import RunContext
+from mill.core.sample import SampleSource
+from mill.core.task import McqQuestion, McqTask
+from mill.data import open_dataset, write_synthetic_shards
+
+CLASSNAMES = ("tench", "goldfish", "great white shark", "tiger shark")
+N_SAMPLES = 8
+
+
+def question(key: str, gold: int) -> McqQuestion:
+    """A question whose options depend on the sample, so prompts differ between samples."""
+    offset = int(key[-1]) % len(CLASSNAMES)
+    order = tuple((offset + i) % len(CLASSNAMES) for i in range(len(CLASSNAMES)))
+    letters = ("A", "B", "C", "D")
+    options = " ".join(f"{letter}. {CLASSNAMES[i]}" for letter, i in zip(letters, order, strict=True))
+    return McqQuestion(
+        prompt=f"Which of these is shown in the image? {options} Answer with the letter.",
+        option_indices=order,
+        letters=letters,
+        gold_letter=letters[order.index(gold)],
+    )
+
+
+TaskFactory = Callable[..., McqTask]
+
+
+@pytest.fixture(scope="session")
+def make_task() -> TaskFactory:
+    """Builds an :class:`McqTask`; ``ask`` replaces the default per-sample question."""
+
+    def make(max_new_tokens: int = 4, ask: Callable[[str, int], McqQuestion] = question) -> McqTask:
+        return McqTask(
+            benchmark="synthetic", variant="mcq", classnames=CLASSNAMES, max_new_tokens=max_new_tokens, question=ask
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-qwen2-vl")
+
+
+@pytest.fixture(scope="session")
+def text_only_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import Qwen2Config
+
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen2-text"
+    config = Qwen2Config(
+        vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1
+    )
+    config.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> SampleSource:
+    root = tmp_path_factory.mktemp("shards")
+    write_synthetic_shards(root, n_classes=len(CLASSNAMES), per_class=N_SAMPLES // len(CLASSNAMES), n_shards=2)
+    return open_dataset(
+        str(root),
+        split="test",
+        image_member="0.webp",
+        label_member="cls",
+        n_classes=len(CLASSNAMES),
+        expected_count=N_SAMPLES,
+        cache_dir=root / "cache",
+    )
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> RunContext:
+    return RunContext(cache_dir=tmp_path, device="cpu")

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mill.backends.llm.plugin import hf_plugin
+from mill.core.backend import McqBackend, RunContext
+from mill.core.errors import BackendArgumentError
+from mill.core.sample import SampleSource
+from mill.core.task import McqBatchResult, McqQuestion, McqTask
+
+
+def _load(model: Path, context: RunContext, **args: Any) -> McqBackend:
+    backend = hf_plugin.load({"path": str(model), "dtype": "float32", **args}, context)
+    assert isinstance(backend, McqBackend)
+    return backend
+
+
+def _responses(results: list[McqBatchResult]) -> dict[str, str]:
+    return {key: response for result in results for key, response in zip(result.keys, result.responses, strict=True)}
+
+
+def test_results_cover_every_sample_with_its_prompt(
+    tiny_vlm: Path, dataset: SampleSource, context: RunContext, make_task: Callable[..., McqTask]
+) -> None:
+    task = make_task()
+    results = list(_load(tiny_vlm, context, batch_size=4).run_mcq(task, dataset))
+    assert [len(result.keys) for result in results] == [4, 4]
+    for result in results:
+        assert len(result.responses) == len(result.prompts) == len(result.golds) == len(result.shards)
+        for key, gold, prompt in zip(result.keys, result.golds, result.prompts, strict=True):
+            assert prompt == task.question(key, gold).prompt
+    assert sorted(_responses(results)) == sorted(dataset.keys)
+
+
+def test_runs_are_deterministic_and_batch_size_free(
+    tiny_vlm: Path, dataset: SampleSource, context: RunContext, make_task: Callable[..., McqTask]
+) -> None:
+    task = make_task(max_new_tokens=6)
+    first = _responses(list(_load(tiny_vlm, context, batch_size=4).run_mcq(task, dataset)))
+    again = _responses(list(_load(tiny_vlm, context, batch_size=4).run_mcq(task, dataset)))
+    one_by_one = _responses(list(_load(tiny_vlm, context, batch_size=1).run_mcq(task, dataset)))
+    assert len(set(first.values())) > 1, "a constant answer would make these comparisons vacuous"
+    assert first == again == one_by_one
+
+
+def test_answers_depend_on_the_image(
+    tiny_vlm: Path, dataset: SampleSource, context: RunContext, make_task: Callable[..., McqTask]
+) -> None:
+    def same_question(key: str, gold: int) -> McqQuestion:
+        return McqQuestion(prompt="What is shown?", option_indices=(0, 1), letters=("A", "B"), gold_letter="A")
+
+    results = list(_load(tiny_vlm, context).run_mcq(make_task(ask=same_question), dataset))
+    assert len(set(_responses(results).values())) > len(dataset) // 2
+
+
+def test_max_new_tokens_and_greedy_decoding(
+    tiny_vlm: Path,
+    dataset: SampleSource,
+    context: RunContext,
+    make_task: Callable[..., McqTask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transformers import Qwen2VLForConditionalGeneration
+
+    generate = Qwen2VLForConditionalGeneration.generate
+    calls: list[tuple[int, bool]] = []
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        output = generate(self, *args, **kwargs)
+        calls.append((output.shape[1] - kwargs["input_ids"].shape[1], kwargs["do_sample"]))
+        return output
+
+    monkeypatch.setattr(Qwen2VLForConditionalGeneration, "generate", spy)
+    list(_load(tiny_vlm, context, batch_size=4).run_mcq(make_task(max_new_tokens=3), dataset))
+    assert len(calls) == 2
+    assert all(new_tokens <= 3 and do_sample is False for new_tokens, do_sample in calls)
+    assert any(new_tokens == 3 for new_tokens, _ in calls)
+
+
+def test_model_info_and_run_settings(tiny_vlm: Path, tmp_path: Path) -> None:
+    context = RunContext(cache_dir=tmp_path, device="cpu", batch_size=3, num_workers=2)
+    backend = _load(tiny_vlm, context, max_pixels=28 * 28 * 2, min_pixels=28 * 28, num_workers=0)
+    info = backend.info
+    assert info.identity == str(tiny_vlm)
+    assert info.settings == {"dtype": "float32", "min_pixels": "784", "max_pixels": "1568"}
+    assert info.resolved_args["batch_size"] == 3 and info.resolved_args["device"] == "cpu"
+    assert info.resolved_args["num_workers"] == 0  # the spec's 0 wins over the run's 2
+    assert info.resolved_args["trust_remote_code"] is False
+    assert info.revision is not None and info.revision.startswith("local-")
+    assert set(info.library_versions) == {"transformers", "torch"}
+    assert info.device_type == "cpu"
+
+
+def test_pixel_limits_reach_the_image_processor(
+    tiny_vlm: Path,
+    dataset: SampleSource,
+    context: RunContext,
+    make_task: Callable[..., McqTask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transformers import Qwen2VLProcessor
+
+    call = Qwen2VLProcessor.__call__
+    grids: list[Any] = []
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        inputs = call(self, *args, **kwargs)
+        grids.extend(inputs["image_grid_thw"].tolist())
+        return inputs
+
+    monkeypatch.setattr(Qwen2VLProcessor, "__call__", spy)
+    list(_load(tiny_vlm, context, max_pixels=28 * 28).run_mcq(make_task(max_new_tokens=1), dataset))
+    assert grids and all(grid == [1, 2, 2] for grid in grids)  # one 28x28 tile: 2x2 patches of 14 px
+
+
+def test_pixel_limits_on_a_processor_without_them(tiny_vlm: Path, tmp_path: Path, context: RunContext) -> None:
+    import shutil
+
+    from transformers import CLIPImageProcessor
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_vlm, model)
+    # A processor whose image processor cannot take pixel limits.
+    (model / "processor_config.json").unlink()
+    CLIPImageProcessor().save_pretrained(model)
+    with pytest.raises(BackendArgumentError, match="min_pixels/max_pixels"):
+        _load(model, context, max_pixels=784)

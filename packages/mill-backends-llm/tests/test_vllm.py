@@ -1,0 +1,125 @@
+"""The vLLM backend without vLLM: a stand-in engine records what the backend sends it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from mill.backends.llm.args import VllmArgs, parse_args
+from mill.backends.llm.messages import render_prompt
+from mill.backends.llm.plugin import hf_plugin
+from mill.backends.llm.vllm import VllmBackend, engine_kwargs, refuse_torchrun
+from mill.core.backend import ModelInfo, RunContext
+from mill.core.errors import BackendArgumentError
+from mill.core.sample import SampleSource
+from mill.core.task import McqTask
+
+
+class FakeLLM:
+    """Answers each request with the number of requests in its call, and records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[Any], Any, dict[str, Any]]] = []
+
+    def chat(self, requests: list[Any], sampling: Any, **kwargs: Any) -> list[Any]:
+        self.calls.append((requests, sampling, kwargs))
+        return [SimpleNamespace(outputs=[SimpleNamespace(text=f"answer {i}")]) for i in range(len(requests))]
+
+
+def _backend(llm: FakeLLM, context: RunContext, chunk_size: int) -> VllmBackend:
+    info = ModelInfo(identity="fake", settings={"dtype": "bfloat16"}, resolved_args={})
+    return VllmBackend(
+        llm, lambda max_tokens: ("greedy", max_tokens), info, chunk_size=chunk_size, num_workers=0, context=context
+    )
+
+
+def test_chunks_send_every_request_once(
+    dataset: SampleSource, context: RunContext, make_task: Callable[..., McqTask]
+) -> None:
+    llm = FakeLLM()
+    results = list(_backend(llm, context, chunk_size=3).run_mcq(make_task(max_new_tokens=5), dataset))
+    assert [len(requests) for requests, _, _ in llm.calls] == [3, 3, 2]
+    assert all(sampling == ("greedy", 5) for _, sampling, _ in llm.calls)
+    assert all(kwargs["chat_template_content_format"] == "openai" for _, _, kwargs in llm.calls)
+    assert [key for result in results for key in result.keys] == list(dataset.keys)
+    assert [result.responses for result in results] == [
+        ["answer 0", "answer 1", "answer 2"],
+        ["answer 0", "answer 1", "answer 2"],
+        ["answer 0", "answer 1"],
+    ]
+
+
+def test_vllm_sees_what_transformers_sees(
+    tiny_vlm: Path,
+    dataset: SampleSource,
+    context: RunContext,
+    make_task: Callable[..., McqTask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same rendered prompt and same image per sample in both backends.
+
+    vLLM shows the chat template an ``{"type": "image"}`` item where the request holds an
+    ``image_pil`` part; the stand-in does that swap and renders with the model's own template.
+    """
+    from transformers import Qwen2VLProcessor
+
+    hf_inputs: list[tuple[str, bytes]] = []
+    call = Qwen2VLProcessor.__call__
+
+    def spy(self: Any, *args: Any, text: list[str], images: list[Any], **kwargs: Any) -> Any:
+        hf_inputs.extend((t, image.tobytes()) for t, image in zip(text, images, strict=True))
+        return call(self, *args, text=text, images=images, **kwargs)
+
+    monkeypatch.setattr(Qwen2VLProcessor, "__call__", spy)
+    task = make_task(max_new_tokens=1)
+    hf = hf_plugin.load({"path": str(tiny_vlm), "dtype": "float32", "batch_size": 4}, context)
+    list(hf.run_mcq(task, dataset))  # type: ignore[attr-defined]
+
+    llm = FakeLLM()
+    list(_backend(llm, context, chunk_size=5).run_mcq(task, dataset))
+    processor = Qwen2VLProcessor.from_pretrained(tiny_vlm)
+    vllm_inputs = []
+    for requests, _, _ in llm.calls:
+        for request in requests:
+            (message,) = request
+            image = next(part["image_pil"] for part in message["content"] if part["type"] == "image_pil")
+            content = [{"type": "image"} if part["type"] == "image_pil" else part for part in message["content"]]
+            seen = [{**message, "content": content}]
+            text = processor.apply_chat_template(seen, add_generation_prompt=True, tokenize=False)
+            vllm_inputs.append((text, image.tobytes()))
+    assert len(hf_inputs) == len(dataset)
+    assert vllm_inputs == hf_inputs
+    assert hf_inputs[0][0] == render_prompt(processor, task.question(dataset.keys[0], 0).prompt)
+
+
+def test_refuses_torchrun() -> None:
+    with pytest.raises(BackendArgumentError) as error:
+        refuse_torchrun({"WORLD_SIZE": "2"})
+    message = str(error.value)
+    assert "torchrun" in message and "tensor_parallel_size" in message and "data_parallel_size" in message
+    refuse_torchrun({"WORLD_SIZE": "1"})
+    refuse_torchrun({})
+
+
+def test_load_refuses_torchrun_before_importing_vllm(
+    monkeypatch: pytest.MonkeyPatch, context: RunContext, tiny_vlm: Path
+) -> None:
+    from mill.backends.llm.plugin import vllm_plugin
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(BackendArgumentError, match="torchrun"):
+        vllm_plugin.load({"path": str(tiny_vlm)}, context)
+
+
+def test_engine_kwargs() -> None:
+    args = parse_args(VllmArgs, {"path": "m", "max_pixels": 3136, "max_num_seqs": 64}, "vllm")
+    kwargs = engine_kwargs(args)
+    assert kwargs["model"] == "m" and kwargs["dtype"] == "bfloat16"
+    assert kwargs["trust_remote_code"] is False
+    assert kwargs["mm_processor_kwargs"] == {"max_pixels": 3136}
+    assert kwargs["limit_mm_per_prompt"] == {"image": 1} and kwargs["max_num_seqs"] == 64
+    assert "data_parallel_size" not in kwargs and "max_model_len" not in kwargs

@@ -1,0 +1,195 @@
+"""Classification metrics and their bootstrap standard errors.
+
+Every standard error is the standard deviation (ddof=1) of the metric over 1000 bootstrap
+resamples of the samples, drawn with ``numpy.random.default_rng(seed)`` where ``seed`` is the
+run's seed. All metrics of a run with the same seed and sample count see the same resamples, so
+their errors are paired and a rerun reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from attrs import frozen
+
+N_RESAMPLES = 1000
+"""Bootstrap resamples behind every reported standard error."""
+
+# Resampled indices are drawn a chunk of rows at a time so memory stays near this many elements
+# (32 MB of int64) however many samples there are.
+_CHUNK_ELEMENTS = 4_000_000
+
+IndexArray = npt.NDArray[np.intp]
+Statistic = Callable[[IndexArray], float]
+"""A metric computed on the samples at the given (repeated) indices."""
+
+
+@frozen
+class MetricValue:
+    """A metric over all samples, and its bootstrap standard error."""
+
+    value: float
+    stderr: float
+
+
+def _as_1d(values: Sequence[int] | Sequence[bool] | npt.ArrayLike, what: str) -> npt.NDArray[np.generic]:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{what} is empty: a metric needs at least one sample")
+    return array
+
+
+def _same_length(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic], what: str) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"{what}: {len(a)} golds but {len(b)} predictions")
+
+
+def _topk_hits(golds: npt.ArrayLike, topk_lists: npt.ArrayLike, k: int) -> npt.NDArray[np.bool_]:
+    gold_array = _as_1d(golds, "golds")
+    topk = np.asarray(topk_lists)
+    if topk.ndim != 2 or len(topk) != len(gold_array):
+        raise ValueError(f"top-k lists must have shape ({len(gold_array)}, K), got {topk.shape}")
+    if not 1 <= k <= topk.shape[1]:
+        # Scoring acc@k on fewer than k predictions would silently understate it.
+        raise ValueError(f"k={k} but each top-k list holds {topk.shape[1]} predictions")
+    hits: npt.NDArray[np.bool_] = (topk[:, :k] == gold_array[:, None]).any(axis=1)
+    return hits
+
+
+def _class_ids(golds: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.intp], int]:
+    """Golds as dense ids ``0..C-1`` over the classes present, and ``C``."""
+    classes, ids = np.unique(golds, return_inverse=True)
+    return ids.astype(np.intp).reshape(-1), len(classes)
+
+
+def accuracy(correct: Sequence[bool] | npt.NDArray[np.bool_]) -> float:
+    """Fraction of samples answered correctly.
+
+    Raises:
+        ValueError: if ``correct`` is empty or not one-dimensional.
+    """
+    return float(_as_1d(correct, "correct").astype(np.float64).mean())
+
+
+def topk_accuracy(golds: npt.ArrayLike, topk_lists: npt.ArrayLike, k: int) -> float:
+    """Fraction of samples whose gold class is among the first ``k`` of their predictions.
+
+    ``topk_lists`` has one row per sample, best prediction first.
+
+    Raises:
+        ValueError: if shapes disagree, there are no samples, or a row holds fewer than ``k``.
+    """
+    return float(_topk_hits(golds, topk_lists, k).mean())
+
+
+def mean_per_class_recall(golds: npt.ArrayLike, preds: npt.ArrayLike) -> float:
+    """Mean over the classes present in ``golds`` of the fraction of that class predicted correctly.
+
+    Classes that never occur as a gold label do not enter the mean. A prediction that matches no
+    class (e.g. -1 for an unparsable answer) counts as wrong.
+
+    Raises:
+        ValueError: if the arrays differ in length or are empty.
+    """
+    gold_array = _as_1d(golds, "golds")
+    pred_array = _as_1d(preds, "preds")
+    _same_length(gold_array, pred_array, "mean_per_class_recall")
+    ids, n_classes = _class_ids(gold_array)
+    counts = np.bincount(ids, minlength=n_classes)
+    hits = np.bincount(ids, weights=(gold_array == pred_array).astype(np.float64), minlength=n_classes)
+    return float((hits / counts).mean())
+
+
+def _resample_chunks(n: int, seed: int, n_resamples: int) -> Iterator[IndexArray]:
+    """Bootstrap index rows, ``n_resamples`` in all, in chunks of shape ``(rows, n)``.
+
+    The chunk size depends only on ``n``, so every caller with the same ``(n, seed, n_resamples)``
+    gets the same resamples.
+    """
+    if n < 1:
+        raise ValueError(f"cannot bootstrap {n} samples")
+    if n_resamples < 2:
+        raise ValueError(f"a bootstrap standard error needs at least 2 resamples, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_resamples, rows):
+        yield rng.integers(0, n, size=(min(rows, n_resamples - start), n), dtype=np.intp)
+
+
+def bootstrap_stderr(statistic: Statistic, n: int, seed: int, n_resamples: int = N_RESAMPLES) -> float:
+    """Bootstrap standard error of ``statistic`` over ``n`` samples.
+
+    ``statistic`` receives the indices of one resample (drawn with replacement, length ``n``) and
+    returns the metric on those samples. The error is the std (ddof=1) over ``n_resamples``
+    resamples drawn with ``numpy.random.default_rng(seed)``. This calls ``statistic`` once per
+    resample; the ``*_with_stderr`` functions compute the same value vectorised.
+
+    Raises:
+        ValueError: if ``n`` < 1 or ``n_resamples`` < 2.
+    """
+    values = [statistic(row) for chunk in _resample_chunks(n, seed, n_resamples) for row in chunk]
+    return float(np.std(values, ddof=1))
+
+
+def _bootstrap_mean_stderr(values: npt.NDArray[np.floating], seed: int, n_resamples: int) -> float:
+    means = np.concatenate([values[chunk].mean(axis=1) for chunk in _resample_chunks(len(values), seed, n_resamples)])
+    return float(np.std(means, ddof=1))
+
+
+def accuracy_with_stderr(
+    correct: Sequence[bool] | npt.NDArray[np.bool_], seed: int, n_resamples: int = N_RESAMPLES
+) -> MetricValue:
+    """:func:`accuracy` with its bootstrap standard error (1000 resamples seeded by the run's seed).
+
+    Raises:
+        ValueError: as :func:`accuracy`.
+    """
+    values = _as_1d(correct, "correct").astype(np.float64)
+    return MetricValue(float(values.mean()), _bootstrap_mean_stderr(values, seed, n_resamples))
+
+
+def topk_accuracy_with_stderr(
+    golds: npt.ArrayLike, topk_lists: npt.ArrayLike, k: int, seed: int, n_resamples: int = N_RESAMPLES
+) -> MetricValue:
+    """:func:`topk_accuracy` with its bootstrap standard error (1000 resamples seeded by the run's seed).
+
+    Raises:
+        ValueError: as :func:`topk_accuracy`.
+    """
+    hits = _topk_hits(golds, topk_lists, k).astype(np.float64)
+    return MetricValue(float(hits.mean()), _bootstrap_mean_stderr(hits, seed, n_resamples))
+
+
+def mean_per_class_recall_with_stderr(
+    golds: npt.ArrayLike, preds: npt.ArrayLike, seed: int, n_resamples: int = N_RESAMPLES
+) -> MetricValue:
+    """:func:`mean_per_class_recall` with its bootstrap standard error.
+
+    1000 resamples seeded by the run's seed; a class absent from a resample is left out of that
+    resample's mean, as :func:`mean_per_class_recall` leaves out classes absent from the golds.
+
+    Raises:
+        ValueError: as :func:`mean_per_class_recall`.
+    """
+    gold_array = _as_1d(golds, "golds")
+    pred_array = _as_1d(preds, "preds")
+    _same_length(gold_array, pred_array, "mean_per_class_recall")
+    ids, n_classes = _class_ids(gold_array)
+    hit = (gold_array == pred_array).astype(np.float64)
+
+    recalls = []
+    for chunk in _resample_chunks(len(ids), seed, n_resamples):
+        rows = len(chunk)
+        # One bincount for the whole chunk: row r's class c lands in bin r * n_classes + c.
+        bins = (ids[chunk] + (np.arange(rows, dtype=np.intp) * n_classes)[:, None]).ravel()
+        counts = np.bincount(bins, minlength=rows * n_classes).reshape(rows, n_classes)
+        hits = np.bincount(bins, weights=hit[chunk].ravel(), minlength=rows * n_classes).reshape(rows, n_classes)
+        present = counts > 0
+        per_class = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
+        recalls.append(per_class.sum(axis=1) / present.sum(axis=1))
+    stderr = float(np.std(np.concatenate(recalls), ddof=1))
+    return MetricValue(mean_per_class_recall(gold_array, pred_array), stderr)

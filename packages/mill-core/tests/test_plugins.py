@@ -1,0 +1,85 @@
+"""Backend discovery through entry points, including a distribution that exists only in this test."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mill.core.errors import UnknownBackendError
+from mill.core.model_spec import parse_model_spec
+from mill.core.plugins import installed_backends, load_plugin, resolve_model
+from mill.core.task import VariantKind
+
+
+@pytest.fixture
+def third_party_backend(tmp_path: Path) -> Iterator[str]:
+    """Install, onto sys.path, a distribution 'mill-echo' that registers backend 'echo' with
+    nothing but an entry point — exactly what a third party ships."""
+    package = tmp_path / "mill_echo_backend.py"
+    package.write_text(
+        textwrap.dedent(
+            """
+            from mill.core.backend import Capabilities
+            from mill.core.task import VariantKind
+
+            class EchoPlugin:
+                distribution = "mill-echo"
+
+                def capabilities(self, args):
+                    return Capabilities(kinds=frozenset({VariantKind.GENERATIVE_MCQ}))
+
+                def load(self, args, context):
+                    raise NotImplementedError
+
+            plugin = EchoPlugin()
+            """
+        )
+    )
+    dist = tmp_path / "mill_echo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mill-echo\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[mill.backends]\necho = mill_echo_backend:plugin\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield "echo"
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("mill_echo_backend", None)
+
+
+def test_third_party_backend_is_found_by_entry_point(third_party_backend: str) -> None:
+    assert third_party_backend in installed_backends()
+    plugin = load_plugin(third_party_backend)
+    assert plugin.distribution == "mill-echo"
+    assert plugin.capabilities({}).serves(VariantKind.GENERATIVE_MCQ)
+    model = resolve_model(parse_model_spec("echo[path=x]"))
+    assert (model.backend, model.args) == ("echo", {"path": "x"})
+
+
+def test_known_but_missing_backend_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mill.core.plugins.installed_backends", dict)
+    with pytest.raises(UnknownBackendError, match=r"pip install '\./packages/mill-backends-llm\[vllm\]'"):
+        load_plugin("vllm")
+
+
+def test_unknown_backend_suggests_close_names() -> None:
+    with pytest.raises(UnknownBackendError, match="Did you mean clip"):
+        resolve_model(parse_model_spec("clpi[path=x]"), installed=set())
+
+
+def test_path_heads_resolve_to_hf(tmp_path: Path) -> None:
+    hub = resolve_model(parse_model_spec("Qwen/Qwen3-VL-2B-Instruct[dtype=bfloat16]"), installed=set())
+    assert hub.backend == "hf"
+    assert hub.args == {"path": "Qwen/Qwen3-VL-2B-Instruct", "dtype": "bfloat16"}
+    local = resolve_model(parse_model_spec(str(tmp_path)), installed=set())
+    assert (local.backend, local.args["path"]) == ("hf", str(tmp_path))
+
+
+def test_backend_names_win_over_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip").mkdir()
+    assert resolve_model(parse_model_spec("clip[path=ViT-B-32]"), installed=set()).backend == "clip"

@@ -1,0 +1,330 @@
+"""A dataset of webdataset shards: indexed samples read in batches by a torch DataLoader.
+
+``open_dataset`` resolves a source to shard files, indexes them, checks the samples (labels, unique keys,
+completeness) and picks the ``limit`` subset, all before any image is decoded; ``ShardDataset.batches``
+then reads images by offset. Workers split the selected samples, not the shards, because the real export
+has a few large shards: whole-shard splitting would leave most workers idle.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import attrs
+import torch
+from attrs import field, frozen
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mill.core.errors import DataError
+from mill.core.sample import SampleBatch
+from mill.data.index import IMAGE_EXTENSIONS, Member, ShardIndex, index_shard
+from mill.data.source import ShardInfo, resolve_shards
+
+OnBadSample = Literal["fail", "skip"]
+#: How many shard names an error message lists before eliding the rest.
+_NAMES_SHOWN = 8
+
+
+@frozen
+class SampleRef:
+    """Where one selected sample's image lies, and its label."""
+
+    key: str
+    shard: str
+    path: str
+    image: Member
+    label: int
+
+
+@frozen
+class SkippedSample:
+    """A sample left out of the batches because its image could not be decoded (``on_bad_sample="skip"``)."""
+
+    key: str
+    shard: str
+    reason: str
+
+
+@frozen(eq=False)
+class ShardDataset:
+    """The selected samples of a split, in index order (shard order, then order within the shard).
+
+    ``incomplete`` is True when the shards held a different number of samples than the spec expects (only
+    possible with ``allow_incomplete`` or ``limit``); ``limit`` is the requested subset size or None.
+    ``skipped`` collects samples skipped while batching with ``on_bad_sample="skip"``; it is the one
+    mutable part, filled as batches are produced.
+    """
+
+    shards: tuple[ShardInfo, ...]
+    samples: tuple[SampleRef, ...]
+    n_indexed: int
+    incomplete: bool = False
+    limit: int | None = None
+    on_bad_sample: OnBadSample = "fail"
+    skipped: list[SkippedSample] = field(factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def keys(self) -> Sequence[str]:
+        return tuple(s.key for s in self.samples)
+
+    @property
+    def labels(self) -> Sequence[int]:
+        return tuple(s.label for s in self.samples)
+
+    def subset(self, keys: Sequence[str]) -> ShardDataset:
+        """The samples whose keys are in ``keys``, still in index order; unknown keys are ignored."""
+        wanted = set(keys)
+        return attrs.evolve(self, samples=tuple(s for s in self.samples if s.key in wanted), skipped=[])
+
+    def batches(
+        self,
+        *,
+        batch_size: int,
+        num_workers: int = 0,
+        transform: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
+    ) -> Iterator[SampleBatch]:
+        """Every selected sample exactly once, decoded to RGB and passed through ``transform`` in the worker.
+
+        Images of a batch are stacked when the transform returns tensors, else left as a list of PIL images.
+        With ``num_workers=0`` everything runs in this process.
+
+        Raises:
+            DataError: an image cannot be decoded (names shard and key), unless ``on_bad_sample="skip"``.
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        stream = _SampleStream(self.samples, transform=transform, on_bad_sample=self.on_bad_sample)
+        loader: DataLoader[Any] = DataLoader(
+            stream,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            # Pinning without an accelerator only produces a warning.
+            pin_memory=pin_memory and torch.cuda.is_available(),
+        )
+        for collated in loader:
+            if isinstance(collated, _Failure):
+                raise DataError(collated.message)
+            keys, shards, labels, images, skipped = collated
+            self.skipped.extend(skipped)
+            if keys:
+                yield SampleBatch(keys=keys, shards=shards, labels=labels, images=images)
+
+
+def open_dataset(
+    source: str,
+    *,
+    split: str,
+    image_member: str,
+    label_member: str,
+    n_classes: int,
+    expected_count: int | None,
+    limit: int | None = None,
+    allow_incomplete: bool = False,
+    cache_dir: Path,
+    benchmark: str | None = None,
+    on_bad_sample: OnBadSample = "fail",
+) -> ShardDataset:
+    """Resolve ``source``, index its shards and select the samples to evaluate.
+
+    ``limit`` picks N samples spread evenly over the whole index (shards are class-ordered, so the first N
+    would cover few classes); the choice depends only on the index, so it is the same in every run.
+    ``benchmark`` only improves the message when the data is missing.
+
+    Raises:
+        DataError: the source is missing or unreachable; a shard is corrupt; a sample lacks its image or
+            label, has a label outside ``[0, n_classes)`` or repeats another's key; the sample count differs
+            from ``expected_count`` (without ``limit`` or ``allow_incomplete``).
+    """
+    if limit is not None and limit <= 0:
+        raise DataError(f"--limit must be a positive number of samples, got {limit}")
+    if on_bad_sample not in ("fail", "skip"):
+        raise DataError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
+    shards = resolve_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+    samples: list[SampleRef] = []
+    shard_of_key: dict[str, str] = {}
+    for shard in shards:
+        index = index_shard(shard, label_member=label_member, cache_dir=cache_dir)
+        for ref in select_samples(index, image_member=image_member, label_member=label_member, n_classes=n_classes):
+            first = shard_of_key.setdefault(ref.key, ref.shard)
+            if first != ref.shard:
+                raise DataError(
+                    f"sample key {ref.key!r} appears in shard {first} and in shard {ref.shard}: keys must be "
+                    "unique across the dataset; remove the duplicate shard from the data directory"
+                )
+            samples.append(ref)
+    total = len(samples)
+    names = ", ".join(s.name for s in shards[:_NAMES_SHOWN]) + (", ..." if len(shards) > _NAMES_SHOWN else "")
+    if total == 0:
+        raise DataError(f"shards {names} from {source} hold no samples")
+    incomplete = expected_count is not None and total != expected_count
+    if incomplete and limit is None and not allow_incomplete:
+        raise DataError(
+            f"found {total} samples in {len(shards)} shard(s) ({names}) from {source}, expected {expected_count}: "
+            "a shard may be missing or partly downloaded. Re-download the data, or pass --allow_incomplete to "
+            "evaluate the samples that are there (results are then marked incomplete)."
+        )
+    if limit is not None:
+        samples = [samples[i] for i in spread_indices(total, limit)]
+    return ShardDataset(
+        shards=shards,
+        samples=tuple(samples),
+        n_indexed=total,
+        incomplete=incomplete,
+        limit=limit,
+        on_bad_sample=on_bad_sample,
+    )
+
+
+def spread_indices(total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(total)``: ``floor(i * total / n)`` (all if ``n >= total``)."""
+    if n >= total:
+        return list(range(total))
+    return [i * total // n for i in range(n)]
+
+
+def select_samples(index: ShardIndex, *, image_member: str, label_member: str, n_classes: int) -> list[SampleRef]:
+    """Each indexed sample's image member and parsed label (pure).
+
+    The image is the member named ``image_member``, failing that the first member whose extension is one of
+    ``IMAGE_EXTENSIONS`` (exports differ: ``0.webp``, ``webp``, ``jpg``).
+
+    Raises:
+        DataError: a sample has no image or label member, or its label is not an integer in ``[0, n_classes)``.
+    """
+    shard = index.shard
+    refs = []
+    for sample in index.samples:
+        where = f"shard {shard.name}, sample {sample.key!r}"
+        image = sample.members.get(image_member) or _by_extension(sample.members)
+        if image is None:
+            raise DataError(
+                f"{where} has no image member: expected {image_member!r} or an extension among "
+                f"{', '.join(IMAGE_EXTENSIONS)}, found {sorted(sample.members)}; check image_member in the spec"
+            )
+        if sample.label_text is None:
+            raise DataError(
+                f"{where} has no {label_member!r} label member (found {sorted(sample.members)}); "
+                "check label_member in the spec"
+            )
+        try:
+            label = int(sample.label_text)
+        except ValueError:
+            raise DataError(f"{where}: label {sample.label_text!r} is not an integer class index") from None
+        if not 0 <= label < n_classes:
+            raise DataError(
+                f"{where}: label {label} is outside [0, {n_classes}); the shards do not match the spec's "
+                "classes (wrong dataset or wrong class list)"
+            )
+        refs.append(SampleRef(key=sample.key, shard=shard.name, path=str(shard.path), image=image, label=label))
+    return refs
+
+
+def _by_extension(members: dict[str, Member]) -> Member | None:
+    for wanted in IMAGE_EXTENSIONS:
+        for ext, member in members.items():
+            if ext.rsplit(".", 1)[-1].lower() == wanted:
+                return member
+    return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` in RGB mode; palette transparency goes through RGBA first, as Pillow asks."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode image bytes fully (so errors surface here, not in the transform) into RGB."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return to_rgb(image)
+
+
+# --- loader internals ------------------------------------------------------------------------------------
+
+
+@frozen
+class _Item:
+    key: str
+    shard: str
+    label: int
+    image: Any
+
+
+@frozen
+class _Failure:
+    """A DataError raised in a worker, carried to the main process as data so its message arrives intact
+    (torch re-raises worker exceptions wrapped in a traceback dump)."""
+
+    message: str
+
+
+class _SampleStream(IterableDataset[Any]):
+    def __init__(
+        self,
+        samples: tuple[SampleRef, ...],
+        *,
+        transform: Callable[[Any], Any] | None,
+        on_bad_sample: OnBadSample,
+    ) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.on_bad_sample = on_bad_sample
+
+    def __iter__(self) -> Iterator[_Item | SkippedSample | _Failure]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        # A contiguous slice keeps each worker's reads sequential within a shard.
+        n = len(self.samples)
+        mine = self.samples[worker * n // workers : (worker + 1) * n // workers]
+        files: dict[str, BinaryIO] = {}
+        try:
+            for ref in mine:
+                handle = files.get(ref.path)
+                if handle is None:
+                    handle = files[ref.path] = open(ref.path, "rb")  # noqa: SIM115 (closed below)
+                handle.seek(ref.image.offset)
+                data = handle.read(ref.image.size)
+                try:
+                    if len(data) != ref.image.size:
+                        raise OSError(f"read {len(data)} of {ref.image.size} bytes; the shard has shrunk")
+                    image = decode_image(data)
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                    reason = f"shard {ref.shard}, sample {ref.key!r}: cannot decode the image ({error})"
+                    if self.on_bad_sample == "skip":
+                        yield SkippedSample(key=ref.key, shard=ref.shard, reason=reason)
+                        continue
+                    yield _Failure(f"{reason}; re-download the shard, or remove the sample from the data")
+                    return
+                if self.transform is not None:
+                    image = self.transform(image)
+                yield _Item(key=ref.key, shard=ref.shard, label=ref.label, image=image)
+        finally:
+            for handle in files.values():
+                handle.close()
+
+
+def _collate(
+    items: list[_Item | SkippedSample | _Failure],
+) -> tuple[list[str], list[str], list[int], Any, list[SkippedSample]] | _Failure:
+    for item in items:
+        if isinstance(item, _Failure):
+            return item
+    good = [i for i in items if isinstance(i, _Item)]
+    skipped = [i for i in items if isinstance(i, SkippedSample)]
+    images: Any = [i.image for i in good]
+    if images and all(isinstance(im, torch.Tensor) for im in images):
+        images = torch.stack(images)
+    return [i.key for i in good], [i.shard for i in good], [i.label for i in good], images, skipped

@@ -1,0 +1,285 @@
+"""Where shards come from: a source string turned into local shard files.
+
+A source is one of
+
+- a local directory ``DIR`` laid out as ``DIR/{split}/*.tar`` (or ``DIR`` itself holding ``*.tar``);
+- an http(s) dataset root laid out the same way, with ``{root}/{split}/nshards.txt`` naming the count of
+  shards ``0.tar`` ... ``{n-1}.tar`` (the clip_benchmark export);
+- an http(s) webdataset brace pattern, ``https://host/path/{000..003}.tar``;
+- ``hf://datasets/{owner}/{name}`` on the Hugging Face Hub, optionally followed by a glob of files in the
+  repository (``/test/*.tar``); without one, ``{split}/*.tar`` is taken.
+
+Remote shards are downloaded once into ``{cache_dir}/shards/...``. A download goes to a temporary file that
+is renamed into place only when complete, so a shard present at its final path is always whole and an
+interrupted run resumes by reusing it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from attrs import frozen
+from braceexpand import braceexpand
+
+from mill.core.errors import DataError
+
+#: Seconds to wait for a remote server before calling it unreachable.
+HTTP_TIMEOUT_S = 30.0
+#: The environment variable naming a folder of local datasets, one sub-folder per benchmark.
+DATA_DIR_ENV = "MILL_DATA_DIR"
+
+
+@frozen
+class ShardInfo:
+    """One shard file on local disk.
+
+    ``name`` is the shard's path relative to the source root (``test/0.tar``); it is what results and
+    manifests record, so it does not depend on where the cache or the data folder lives.
+    """
+
+    name: str
+    path: Path
+    size: int
+
+
+def choose_source(
+    data_dir: str | None,
+    benchmark: str,
+    spec_source: str,
+    env: Mapping[str, str] = os.environ,
+) -> str:
+    """The source to read: an explicit ``data_dir``, else ``$MILL_DATA_DIR/{benchmark}`` if it exists,
+    else the spec's (usually remote) source."""
+    if data_dir:
+        return data_dir
+    root = env.get(DATA_DIR_ENV)
+    if root:
+        candidate = Path(root).expanduser() / benchmark
+        if candidate.is_dir():
+            return str(candidate)
+    return spec_source
+
+
+def resolve_shards(
+    source: str,
+    *,
+    split: str,
+    cache_dir: Path,
+    benchmark: str | None = None,
+) -> tuple[ShardInfo, ...]:
+    """The shards of ``split`` in ``source``, downloaded into ``cache_dir`` first when remote.
+
+    ``benchmark`` only improves error messages (where to put a local copy).
+
+    Raises:
+        DataError: the local directory is missing or holds no shards; a remote source is unreachable or a
+            shard cannot be downloaded (the message names the URL and how to provide the shards locally).
+    """
+    if source.startswith("hf://"):
+        return _hf_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+    if source.startswith(("http://", "https://")):
+        return _http_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+    if "://" in source:
+        raise DataError(
+            f"unsupported data source {source!r}: use a local directory, an http(s) URL or "
+            "hf://datasets/{owner}/{name}"
+        )
+    return local_shards(Path(source).expanduser(), split=split)
+
+
+def local_shards(root: Path, *, split: str) -> tuple[ShardInfo, ...]:
+    """The ``*.tar`` files in ``root/split`` (or in ``root`` itself), in natural order.
+
+    Raises:
+        DataError: ``root`` does not exist, or neither folder holds a ``.tar`` file.
+    """
+    if not root.is_dir():
+        raise DataError(
+            f"data directory {root} does not exist: point --data_dir (or $MILL_DATA_DIR/<benchmark>) at a "
+            f"folder holding {split}/*.tar shards"
+        )
+    for folder in (root / split, root):
+        files = sorted(folder.glob("*.tar"), key=lambda p: natural_key(p.name)) if folder.is_dir() else []
+        if files:
+            return tuple(ShardInfo(name=f.relative_to(root).as_posix(), path=f, size=f.stat().st_size) for f in files)
+    raise DataError(
+        f"data directory {root} holds no shards: expected {root / split}/*.tar (or *.tar directly in {root})"
+    )
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting ``2.tar`` before ``10.tar``: digit runs compare as numbers."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
+
+
+def where_to_put_shards(source: str, split: str, benchmark: str | None) -> str:
+    """The part of an error message telling the user how to provide shards locally (pure)."""
+    bench = benchmark or "<benchmark>"
+    local = f"${DATA_DIR_ENV}/{bench}"
+    lines = [f"Put the shards in {local}/{split}/*.tar, or pass --data_dir DIR with DIR/{split}/*.tar."]
+    if source.startswith("hf://"):
+        repo, _ = parse_hf_source(source)
+        lines.append(
+            f"To download them: huggingface-cli download {repo} --repo-type dataset "
+            f"--include '{split}/*' --local-dir {local}"
+        )
+    return "\n".join(lines)
+
+
+# --- http(s) ---------------------------------------------------------------------------------------------
+
+
+def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
+    if "{" in source:
+        urls = list(braceexpand(source))
+        base = source[: source.index("{")].rsplit("/", 1)[0] + "/"
+    elif source.endswith(".tar"):
+        urls = [source]
+        base = source.rsplit("/", 1)[0] + "/"
+    else:
+        base = source.rstrip("/") + "/"
+        count = _http_shard_count(base, split=split, cache_dir=cache_dir, benchmark=benchmark)
+        urls = [f"{base}{split}/{i}.tar" for i in range(count)]
+    shards = []
+    for url in urls:
+        target = _cache_path(cache_dir, url)
+        if not target.exists():
+            _download(url, target, opener=_http_open, hint=where_to_put_shards(source, split, benchmark))
+        name = url[len(base) :] if url.startswith(base) else url.rsplit("/", 1)[-1]
+        shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
+    return tuple(shards)
+
+
+def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str | None) -> int:
+    url = f"{base}{split}/nshards.txt"
+    cached = _cache_path(cache_dir, url)
+    # The count is refetched each run (the export may grow) but the cached copy lets a run that already
+    # has every shard work offline.
+    try:
+        _download(url, cached, opener=_http_open, hint="", overwrite=True)
+    except DataError as error:
+        if not cached.exists():
+            raise DataError(f"{error}\n{where_to_put_shards(base, split, benchmark)}") from error
+    text = cached.read_text().strip()
+    try:
+        count = int(text)
+    except ValueError:
+        raise DataError(f"{url} should hold the number of shards, found {text[:40]!r}") from None
+    if count <= 0:
+        raise DataError(f"{url} says the split has {count} shards: check the dataset root URL")
+    return count
+
+
+def _http_open(url: str) -> Iterable[bytes]:
+    response = urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S)
+    with response:
+        while chunk := response.read(1 << 20):
+            yield chunk
+
+
+def _cache_path(cache_dir: Path, url: str) -> Path:
+    """Where a remote file lives in the cache: mirrors the URL so names stay readable (pure)."""
+    parts = urllib.parse.urlsplit(url)
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", parts.netloc)
+    path = [re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in parts.path.split("/") if p not in ("", ".", "..")]
+    return cache_dir.joinpath("shards", parts.scheme, host, *path)
+
+
+def _download(
+    url: str,
+    target: Path,
+    *,
+    opener: Callable[[str], Iterable[bytes]],
+    hint: str,
+    overwrite: bool = False,
+) -> None:
+    """Write ``url`` to ``target``; on failure raise a DataError naming the URL, plus ``hint``."""
+    if target.exists() and not overwrite:
+        return
+    try:
+        write_atomic(target, opener(url))
+    except (OSError, urllib.error.URLError, ValueError) as error:
+        reason = error.reason if type(error) is urllib.error.URLError else error
+        message = f"cannot download {url}: {reason}"
+        raise DataError(f"{message}\n{hint}" if hint else message) from error
+
+
+def write_atomic(target: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to a temporary file beside ``target`` and rename it into place when complete,
+    so a reader never sees a partial file at ``target`` (a crash leaves only a ``.part`` file behind)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+# --- Hugging Face Hub ------------------------------------------------------------------------------------
+
+
+def parse_hf_source(source: str) -> tuple[str, str | None]:
+    """``hf://datasets/owner/name[/glob]`` → (``owner/name``, glob or None) (pure).
+
+    Raises:
+        DataError: the string is not of that form.
+    """
+    rest = source.removeprefix("hf://")
+    parts = rest.split("/", 3)
+    if len(parts) < 3 or parts[0] != "datasets" or not parts[1] or not parts[2]:
+        raise DataError(
+            f"cannot read Hugging Face source {source!r}: expected hf://datasets/{{owner}}/{{name}}"
+            " optionally followed by /{split}/*.tar"
+        )
+    return f"{parts[1]}/{parts[2]}", (parts[3] if len(parts) == 4 and parts[3] else None)
+
+
+def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
+    # Imported here: the hub client is only needed for hf:// sources.
+    import huggingface_hub
+
+    repo, pattern = parse_hf_source(source)
+    pattern = pattern or f"{split}/*.tar"
+    local_dir = cache_dir / "shards" / "hf" / repo
+    listing = local_dir / ".mill-listing.json"
+    hint = where_to_put_shards(source, split, benchmark)
+    try:
+        files = huggingface_hub.HfApi().list_repo_files(repo, repo_type="dataset")
+        write_atomic(listing, [json.dumps(sorted(files)).encode()])
+    except Exception as error:  # the hub raises many kinds (HTTP, offline mode, auth); all mean "not now"
+        if not listing.exists():
+            raise DataError(
+                f"cannot list the files of dataset {repo} on the Hugging Face Hub: {error}\n{hint}"
+            ) from error
+        files = json.loads(listing.read_text())
+    names = sorted((f for f in files if fnmatch.fnmatch(f, pattern)), key=natural_key)
+    if not names:
+        raise DataError(f"dataset {repo} on the Hugging Face Hub has no files matching {pattern!r}\n{hint}")
+    shards = []
+    for name in names:
+        target = local_dir / name
+        if not target.exists():
+            url = f"https://huggingface.co/datasets/{repo}/resolve/main/{name}"
+            try:
+                # hf_hub_download itself writes to an .incomplete file and moves it into place when done.
+                downloaded = huggingface_hub.hf_hub_download(repo, name, repo_type="dataset", local_dir=str(local_dir))
+            except Exception as error:
+                raise DataError(f"cannot download {url}: {error}\n{hint}") from error
+            if Path(downloaded) != target:
+                shutil.move(downloaded, target)
+        shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
+    return tuple(shards)

@@ -1,0 +1,115 @@
+"""Synthetic shards in the shape of the real exports, for tests, benchmarks and the bundled demo.
+
+Images are drawn from the seed so that classes look clearly different (a class-dependent colour, stripe
+frequency, orientation and blob position) while samples of a class vary (jitter and noise): even a randomly
+initialised model then spreads its predictions over many classes. A few samples are stored as greyscale
+("L") or palette ("P") PNGs, because WebP cannot hold those modes and real data has greyscale photographs:
+readers must convert them to RGB, and find the image member by extension when its name differs.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+Layout = Literal["wds_imagenet1k", "clip_benchmark"]
+
+#: Every n-th sample is stored greyscale / palette (offsets chosen so the two never coincide in a row).
+GREY_EVERY = 9
+PALETTE_EVERY = 13
+
+
+def write_synthetic_shards(
+    out_dir: Path,
+    *,
+    n_classes: int,
+    per_class: int,
+    n_shards: int,
+    split: str = "test",
+    image_size: int = 64,
+    seed: int = 0,
+    layout: Layout = "wds_imagenet1k",
+    mixed_modes: bool = True,
+) -> list[Path]:
+    """Write ``n_classes * per_class`` samples, class-ordered, into ``n_shards`` tars under ``out_dir/split``.
+
+    Layouts:
+        ``wds_imagenet1k``: ``{split}/{i}.tar`` with members ``<key>.0.webp`` and ``<key>.cls``.
+        ``clip_benchmark``: ``{split}/{i}.tar`` with members ``<key>.webp`` and ``<key>.cls``, plus
+        ``{split}/nshards.txt``.
+
+    Keys are ``s0000000``, ``s0000001``, ... in class order; ``cls`` holds the class index as ASCII. With
+    ``mixed_modes`` some images are greyscale or palette PNGs (member ``<key>.0.png`` / ``<key>.png``).
+    The output is byte-for-byte deterministic for given arguments. Returns the shard paths in order.
+    """
+    if n_classes <= 0 or per_class <= 0 or n_shards <= 0:
+        raise ValueError("n_classes, per_class and n_shards must be positive")
+    total = n_classes * per_class
+    if n_shards > total:
+        raise ValueError(f"cannot spread {total} samples over {n_shards} shards")
+    image_prefix = "0." if layout == "wds_imagenet1k" else ""
+    folder = out_dir / split
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    bounds = [round(i * total / n_shards) for i in range(n_shards + 1)]
+    for shard_i in range(n_shards):
+        path = folder / f"{shard_i}.tar"
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for index in range(bounds[shard_i], bounds[shard_i + 1]):
+                label = index // per_class
+                key = f"s{index:07d}"
+                image = synthetic_image(label, n_classes=n_classes, size=image_size, rng=rng)
+                ext, data = _encode(image, index if mixed_modes else -1)
+                _add(tar, f"{key}.{image_prefix}{ext}", data)
+                _add(tar, f"{key}.cls", str(label).encode("ascii"))
+        paths.append(path)
+    if layout == "clip_benchmark":
+        (folder / "nshards.txt").write_text(f"{n_shards}\n")
+    return paths
+
+
+def synthetic_image(label: int, *, n_classes: int, size: int, rng: np.random.Generator) -> Image.Image:
+    """An RGB image whose colour, stripes and blob identify ``label``; ``rng`` adds per-sample variation."""
+    # Random vision models respond mostly to the overall colour (a patch embedding averages its patch), so
+    # each class has its own colour over the full RGB range; a blob and broad stripes of a second colour
+    # give the class a shape, and jitter and noise make its samples differ.
+    palette = np.random.default_rng(label)  # the class's look depends on the label only, not on the seed
+    colour, accent = palette.uniform(0, 1, 3), palette.uniform(0, 1, 3)
+    frequency = 0.5 + (label * 7 % 5) * 0.5
+    angle = np.pi * ((label * 0.381966) % 1.0) + rng.normal(0, 0.05)
+    phase = rng.uniform(0, 0.5)
+    y, x = np.mgrid[0:size, 0:size] / size
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+    centre = np.array([(label * 0.317) % 0.6 + 0.2, (label * 0.529) % 0.6 + 0.2]) + rng.normal(0, 0.03, 2)
+    blob = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * (0.08 + 0.03 * (label % 3)) ** 2))
+    weight = np.clip(stripes * 0.25 + blob * 0.6, 0, 1)[..., None]
+    pixels = colour + (accent - colour) * weight + rng.normal(0, 0.03, (size, size, 3))
+    return Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="RGB")
+
+
+def _encode(image: Image.Image, index: int) -> tuple[str, bytes]:
+    """The member extension and bytes of ``image``: lossless WebP, or a greyscale / palette PNG for some."""
+    out = io.BytesIO()
+    if index >= 0 and index % GREY_EVERY == 4:
+        image.convert("L").save(out, format="PNG")
+        return "png", out.getvalue()
+    if index >= 0 and index % PALETTE_EVERY == 6:
+        image.quantize(colors=16, method=Image.Quantize.MEDIANCUT).save(out, format="PNG")
+        return "png", out.getvalue()
+    image.save(out, format="WEBP", lossless=True, method=0)
+    return "webp", out.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    # Fixed metadata (mtime 0, no owner) makes the shards identical across runs and machines.
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))

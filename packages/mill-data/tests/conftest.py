@@ -1,0 +1,125 @@
+"""Shared fixtures for mill-data tests: synthetic shards written on the fly, and a local http server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from attrs import frozen
+from PIL import Image
+
+from mill.data import ShardDataset, open_dataset, write_synthetic_shards
+
+N_CLASSES = 10
+PER_CLASS = 5
+N_SHARDS = 3
+TOTAL = N_CLASSES * PER_CLASS
+
+
+@frozen
+class Shape:
+    """The size of the wds_dir / clip_dir datasets, for tests that check counts."""
+
+    n_classes: int = N_CLASSES
+    per_class: int = PER_CLASS
+    total: int = TOTAL
+
+
+@pytest.fixture(scope="session")
+def shape() -> Shape:
+    return Shape()
+
+
+@pytest.fixture(scope="session")
+def wds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only wds_imagenet1k-layout dataset: test/{0,1,2}.tar, 50 samples, members <key>.0.webp/.cls.
+
+    Tests that damage shards must copy it first."""
+    root = tmp_path_factory.mktemp("wds")
+    write_synthetic_shards(root, n_classes=N_CLASSES, per_class=PER_CLASS, n_shards=N_SHARDS)
+    return root
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clip_benchmark-layout dataset: test/nshards.txt and members <key>.webp/.cls."""
+    root = tmp_path_factory.mktemp("clipbench")
+    write_synthetic_shards(root, n_classes=N_CLASSES, per_class=PER_CLASS, n_shards=N_SHARDS, layout="clip_benchmark")
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def open_wds(cache_dir: Path) -> Any:
+    """``open_wds(source, **overrides)``: open_dataset with the synthetic data's spec values filled in."""
+
+    def opener(source: Path | str, **overrides: Any) -> ShardDataset:
+        args: dict[str, Any] = {
+            "split": "test",
+            "image_member": "0.webp",
+            "label_member": "cls",
+            "n_classes": N_CLASSES,
+            "expected_count": TOTAL,
+            "cache_dir": cache_dir,
+        }
+        args.update(overrides)
+        return open_dataset(str(source), **args)
+
+    return opener
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """``serve(directory) -> base_url``: a real ThreadingHTTPServer on 127.0.0.1 serving ``directory``."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(directory: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def write_tar() -> Any:
+    """``write_tar(path, [(member_name, bytes), ...])``: a hand-made shard for malformed-data tests."""
+    return _write_tar
+
+
+@pytest.fixture
+def webp_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(out, format="WEBP")
+    return out.getvalue()

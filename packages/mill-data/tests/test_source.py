@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub
+import pytest
+
+from mill.core.errors import DataError
+from mill.data import choose_source
+from mill.data.source import _download, local_shards, parse_hf_source, resolve_shards
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- local -----------------------------------------------------------------------------------------------
+
+
+def test_local_dir_with_split_folder(wds_dir: Path) -> None:
+    shards = local_shards(wds_dir, split="test")
+    assert [s.name for s in shards] == ["test/0.tar", "test/1.tar", "test/2.tar"]
+    assert all(s.size == s.path.stat().st_size > 0 for s in shards)
+
+
+def test_local_dir_holding_tars_directly(wds_dir: Path) -> None:
+    shards = local_shards(wds_dir / "test", split="test")
+    assert [s.name for s in shards] == ["0.tar", "1.tar", "2.tar"]
+
+
+def test_local_shards_in_natural_order(tmp_path: Path) -> None:
+    for i in (10, 2, 0, 1):
+        (tmp_path / f"{i}.tar").write_bytes(b"")
+    assert [s.name for s in local_shards(tmp_path, split="test")] == ["0.tar", "1.tar", "2.tar", "10.tar"]
+
+
+def test_missing_local_dir_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"{tmp_path / 'nope'} does not exist"):
+        resolve_shards(str(tmp_path / "nope"), split="test", cache_dir=tmp_path)
+
+
+def test_empty_local_dir_names_it(tmp_path: Path) -> None:
+    (tmp_path / "test").mkdir()
+    with pytest.raises(DataError, match=f"{tmp_path} holds no shards") as caught:
+        resolve_shards(str(tmp_path), split="test", cache_dir=tmp_path / "cache")
+    assert "test/*.tar" in str(caught.value)
+
+
+# --- choose_source ---------------------------------------------------------------------------------------
+
+
+def test_choose_source_precedence(tmp_path: Path) -> None:
+    remote = "hf://datasets/haideraltahan/wds_imagenet1k"
+    env = {"MILL_DATA_DIR": str(tmp_path)}
+    assert choose_source(None, "imagenet1k", remote, env={}) == remote
+    assert choose_source(None, "imagenet1k", remote, env=env) == remote  # no such folder yet
+    (tmp_path / "imagenet1k").mkdir()
+    assert choose_source(None, "imagenet1k", remote, env=env) == str(tmp_path / "imagenet1k")
+    assert choose_source("/explicit", "imagenet1k", remote, env=env) == "/explicit"
+
+
+# --- http ------------------------------------------------------------------------------------------------
+
+
+def test_http_root_with_nshards(clip_dir: Path, serve: Any, tmp_path: Path) -> None:
+    base = serve(clip_dir)
+    shards = resolve_shards(base, split="test", cache_dir=tmp_path / "cache")
+    assert [s.name for s in shards] == ["test/0.tar", "test/1.tar", "test/2.tar"]
+    for shard in shards:
+        assert shard.path.is_relative_to(tmp_path / "cache" / "shards")
+        assert shard.path.read_bytes() == (clip_dir / shard.name).read_bytes()
+
+
+def test_http_brace_pattern(wds_dir: Path, serve: Any, tmp_path: Path) -> None:
+    base = serve(wds_dir)
+    shards = resolve_shards(f"{base}/test/{{0..2}}.tar", split="test", cache_dir=tmp_path / "cache")
+    assert [s.name for s in shards] == ["0.tar", "1.tar", "2.tar"]
+    assert shards[2].path.read_bytes() == (wds_dir / "test" / "2.tar").read_bytes()
+
+
+def test_http_rerun_reuses_cached_shards_offline(clip_dir: Path, serve: Any, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    shutil.copytree(clip_dir, served)
+    base = serve(served)
+    first = resolve_shards(base, split="test", cache_dir=tmp_path / "cache")
+    shutil.rmtree(served)  # the server now answers 404 for everything
+    again = resolve_shards(base, split="test", cache_dir=tmp_path / "cache")
+    assert again == first
+
+
+def test_http_missing_shard_names_url(wds_dir: Path, serve: Any, tmp_path: Path) -> None:
+    base = serve(wds_dir)
+    with pytest.raises(DataError, match=rf"cannot download {base}/test/3\.tar"):
+        resolve_shards(f"{base}/test/{{0..3}}.tar", split="test", cache_dir=tmp_path / "cache")
+    # The shards that did download are kept for the next run; nothing partial is left.
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert cached == ["0.tar", "1.tar", "2.tar"]
+
+
+def test_unreachable_http_names_url_and_local_folder(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/imagenet"
+    with pytest.raises(DataError) as caught:
+        resolve_shards(url, split="test", cache_dir=tmp_path / "cache", benchmark="imagenet1k")
+    message = str(caught.value)
+    assert f"{url}/test/nshards.txt" in message
+    assert "$MILL_DATA_DIR/imagenet1k/test/*.tar" in message
+    assert "--data_dir" in message
+
+
+def test_interrupted_download_leaves_no_shard(tmp_path: Path) -> None:
+    target = tmp_path / "shards" / "0.tar"
+
+    def dies_midway(url: str) -> Iterator[bytes]:
+        yield b"x" * 1000
+        raise ConnectionResetError("connection reset")
+
+    with pytest.raises(DataError, match=r"cannot download http://host/0\.tar: connection reset"):
+        _download("http://host/0.tar", target, opener=dies_midway, hint="")
+    assert list(target.parent.iterdir()) == []
+
+
+# --- Hugging Face Hub ------------------------------------------------------------------------------------
+# The real hub is unreachable from the test machines, so its client is replaced by fakes serving wds_dir.
+
+
+def _fake_hub(monkeypatch: pytest.MonkeyPatch, root: Path, calls: list[str]) -> None:
+    class FakeApi:
+        def list_repo_files(self, repo_id: str, *, repo_type: str) -> list[str]:
+            assert (repo_id, repo_type) == ("owner/name", "dataset")
+            return ["README.md", *(p.relative_to(root).as_posix() for p in root.rglob("*.tar"))]
+
+    def fake_download(repo_id: str, filename: str, *, repo_type: str, local_dir: str) -> str:
+        calls.append(filename)
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / filename, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+
+
+def test_hf_listing_and_fetch(wds_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    _fake_hub(monkeypatch, wds_dir, calls)
+    shards = resolve_shards("hf://datasets/owner/name", split="test", cache_dir=tmp_path)
+    assert [s.name for s in shards] == ["test/0.tar", "test/1.tar", "test/2.tar"]
+    assert shards[1].path.read_bytes() == (wds_dir / "test" / "1.tar").read_bytes()
+    assert calls == ["test/0.tar", "test/1.tar", "test/2.tar"]
+    resolve_shards("hf://datasets/owner/name/test/1.tar", split="test", cache_dir=tmp_path)
+    assert len(calls) == 3  # already downloaded
+
+
+def test_hf_offline_says_how_to_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class OfflineApi:
+        def list_repo_files(self, repo_id: str, *, repo_type: str) -> list[str]:
+            raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    with pytest.raises(DataError) as caught:
+        resolve_shards(
+            "hf://datasets/haideraltahan/wds_imagenet1k", split="test", cache_dir=tmp_path, benchmark="imagenet1k"
+        )
+    message = str(caught.value)
+    assert "$MILL_DATA_DIR/imagenet1k/test/*.tar" in message
+    assert (
+        "huggingface-cli download haideraltahan/wds_imagenet1k --repo-type dataset --include 'test/*' "
+        "--local-dir $MILL_DATA_DIR/imagenet1k"
+    ) in message
+
+
+def test_parse_hf_source() -> None:
+    assert parse_hf_source("hf://datasets/a/b") == ("a/b", None)
+    assert parse_hf_source("hf://datasets/a/b/test/*.tar") == ("a/b", "test/*.tar")
+    with pytest.raises(DataError, match="hf://datasets/"):
+        parse_hf_source("hf://models/a")
