@@ -5,16 +5,27 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, blank until rich has measured a speed."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:.1f}/s")
 
 
 class RichProgress:
@@ -32,14 +43,14 @@ class RichProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.speed:>6.1f}/s" if total else ""),
+            RateColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self._console,
             transient=False,
         )
         self._bar.start()
-        self._task = self._bar.add_task(phase, total=total)
+        self._task = self._bar.add_task(escape(phase), total=total)
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None and self._task is not None:
@@ -68,18 +79,18 @@ class PlainProgress:
     def start(self, phase: str, total: int | None = None) -> None:
         self._phase, self._total, self._done = phase, total, 0
         self._started = self._last = time.monotonic()
-        self._console.print(f"{phase}" + (f" ({total} items)" if total else ""), highlight=False)
+        self._console.print(f"{phase}" + (f" ({total} items)" if total else ""), highlight=False, markup=False)
 
     def advance(self, n: int = 1) -> None:
         self._done += n
         now = time.monotonic()
         if now - self._last >= self._interval:
             self._last = now
-            self._console.print(self._line(now), highlight=False)
+            self._console.print(self._line(now), highlight=False, markup=False)
 
     def finish(self) -> None:
         if self._phase and self._total:
-            self._console.print(self._line(time.monotonic()), highlight=False)
+            self._console.print(self._line(time.monotonic()), highlight=False, markup=False)
         self._phase = ""
 
     def _line(self, now: float) -> str:

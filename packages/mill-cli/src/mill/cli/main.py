@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mill.cli.display import PlainProgress, RichProgress
@@ -170,7 +171,9 @@ def eval_command(
     produced: list[AggregateRow] = []
     for run in planned:
         if not quiet:
-            console.print(f"[bold]{run.model.spec.text}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})")
+            console.print(
+                f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})"
+            )
         try:
             produced.extend(execute(run, options, context))
         finally:

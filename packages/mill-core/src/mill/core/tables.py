@@ -50,7 +50,7 @@ def metric_tables(rows: pl.DataFrame) -> list[MetricTable]:
     if rows.is_empty():
         return []
     cells = rows.sort("finished_at").with_columns(
-        cell=pl.format("{}", pl.col("performance").round(4))
+        cell=pl.col("performance").map_elements(lambda value: f"{value:.4f}", return_dtype=pl.String)
         + pl.when(pl.col("task_type") == "generative_mcq").then(pl.lit(MCQ_MARK)).otherwise(pl.lit(""))
         + pl.when(pl.col("default_settings").fill_null(True)).then(pl.lit("")).otherwise(pl.lit(SETTINGS_MARK))
     )
