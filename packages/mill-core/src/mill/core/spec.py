@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import cattrs
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from mill.core.errors import SpecError
@@ -37,7 +37,10 @@ class UnparsedPolicy(str, enum.Enum):
 
 @frozen
 class DatasetSpec:
-    """Where the samples come from and what a sample looks like."""
+    """Where the samples come from and what a sample looks like.
+
+    ``source`` is a URL (``hf://``, ``http(s)://``) or a local folder, relative to the spec file.
+    """
 
     source: str
     split: str
@@ -304,6 +307,11 @@ def load_spec(file: Path) -> Spec:
         if "{c}" not in template:
             raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")
     _check_variants(parsed, variants, len(classnames), file)
+    dataset = parsed.dataset
+    if "://" not in dataset.source and not Path(dataset.source).is_absolute():
+        # A local source written in a spec is relative to the spec file, like its class and
+        # template files, so a bundled benchmark works wherever the package is installed.
+        dataset = evolve(dataset, source=str(file.parent / dataset.source))
     digest = hashlib.sha256()
     for part in (raw, classes_raw, templates_raw):
         digest.update(hashlib.sha256(part).digest())
@@ -312,7 +320,7 @@ def load_spec(file: Path) -> Spec:
         description=parsed.description,
         seed=parsed.seed,
         headline_metric=parsed.headline_metric,
-        dataset=parsed.dataset,
+        dataset=dataset,
         classnames=classnames,
         templates=templates,
         variants=variants,
