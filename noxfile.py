@@ -11,8 +11,6 @@ machine without it, pip takes 2.13.0 from PyPI, which also works).
 
 from __future__ import annotations
 
-import os
-
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -86,11 +84,8 @@ def e2e(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) on everything; mypy --strict on core and the CLI."""
-    session.install("ruff", "mypy", "attrs", "cattrs", "polars", "numpy", "filelock", "click", "rich")
+    session.install(*TORCH_ONLY)
+    session.install(CORE, DATA, CLI, "ruff", "mypy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run(
-        "mypy",
-        "packages/mill-core/src/mill/core",
-        env={"MYPYPATH": os.pathsep.join(["packages/mill-core/src"])},
-    )
+    session.run("mypy", "packages/mill-core/src/mill/core", "packages/mill-cli/src/mill/cli")

@@ -75,10 +75,12 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
 class ZeroShotBackend(Backend, Protocol):
     def run_zero_shot(self, task: ZeroShotTask, data: SampleSource) -> Iterator[ZeroShotBatchResult]: ...
 
 
+@runtime_checkable
 class McqBackend(Backend, Protocol):
     def run_mcq(self, task: McqTask, data: SampleSource) -> Iterator[McqBatchResult]: ...
 

@@ -63,7 +63,7 @@ def score_zero_shot(
 ) -> Scored:
     """Records with top-1/top-5 and the metrics ``{metric}`` (top-1), ``acc5`` and
     ``mean_per_class_recall``, each with a bootstrap stderr seeded by ``seed``."""
-    records = sorted(
+    records: list[dict[str, Any]] = sorted(
         (
             {
                 "key": key,
@@ -92,7 +92,7 @@ def score_zero_shot(
 
 def score_mcq(batches: Iterable[McqBatchResult], task: McqTask, variant: McqVariant, seed: int) -> Scored:
     """Records with the parsed and scored letter; metrics ``{variant.metric}`` and ``unparsed_rate``."""
-    records = []
+    records: list[dict[str, Any]] = []
     for batch in batches:
         for key, shard, gold, prompt, response in zip(
             batch.keys, batch.shards, batch.golds, batch.prompts, batch.responses, strict=True
