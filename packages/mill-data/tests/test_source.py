@@ -103,6 +103,21 @@ def test_http_missing_shard_names_url(wds_dir: Path, serve: Any, tmp_path: Path)
     assert cached == ["0.tar", "1.tar", "2.tar"]
 
 
+def test_server_dying_mid_shard_names_it_and_a_rerun_completes(clip_dir: Path, serve: Any, tmp_path: Path) -> None:
+    cut_short = {"/test/1.tar"}
+    base = serve(clip_dir, cut_short=cut_short)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"/test/1\.tar: the server closed the connection after \d+ of \d+ bytes"):
+        resolve_shards(base, split="test", cache_dir=cache)
+    # Nothing of the cut shard is cached as if whole; the shard before it is kept.
+    assert sorted(p.name for p in cache.rglob("*.tar")) == ["0.tar"]
+    cut_short.clear()
+    shards = resolve_shards(base, split="test", cache_dir=cache)
+    assert [(s.name, s.size) for s in shards] == [
+        (f"test/{i}.tar", (clip_dir / "test" / f"{i}.tar").stat().st_size) for i in range(3)
+    ]
+
+
 def test_unreachable_http_names_url_and_local_folder(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/imagenet"
     with pytest.raises(DataError) as caught:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +20,9 @@ from rich.table import Table
 
 from mill.cli.display import PlainProgress, RichProgress
 from mill.cli.runner import (
+    RunInterrupted,
     RunOptions,
+    chunk_size_from_env,
     command_line,
     default_cache_dir,
     default_output_dir,
@@ -32,11 +33,19 @@ from mill.cli.runner import (
 )
 from mill.core.backend import RunContext
 from mill.core.errors import MillError
-from mill.core.plugins import ENTRY_POINT_GROUP
+from mill.core.plugins import installed_backends
 from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
 from mill.core.results import AggregateRow, read_aggregate
-from mill.core.tables import MCQ_MARK, SETTINGS_MARK, MetricTable, metric_tables, select_rows
+from mill.core.tables import (
+    MCQ_MARK,
+    SETTINGS_MARK,
+    MetricTable,
+    ReportedTable,
+    metric_tables,
+    reported_tables,
+    select_rows,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USER_ERROR = 2
@@ -114,6 +123,18 @@ def cli() -> None:
     default=False,
     help="Proceed when the dataset holds fewer samples than the spec expects (rows are marked).",
 )
+@_flag(
+    "on_bad_sample",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    help="An undecodable image stops the run (fail), or is left out of every metric and counted as n_skipped (skip).",
+)
+@_flag(
+    "overwrite",
+    is_flag=True,
+    default=False,
+    help="Recompute from scratch instead of resuming the samples an interrupted identical run committed.",
+)
 @_flag("quiet", is_flag=True, default=False, help="No progress output.")
 def eval_command(
     model: str,
@@ -128,6 +149,8 @@ def eval_command(
     device: str | None,
     num_workers: int | None,
     allow_incomplete: bool,
+    on_bad_sample: str,
+    overwrite: bool,
     quiet: bool,
 ) -> None:
     """Evaluate MODEL on BENCHMARK.
@@ -153,6 +176,9 @@ def eval_command(
         default_data_dir=default_data_dir,
         allow_incomplete=allow_incomplete,
         command_line=command_line(),
+        on_bad_sample="skip" if on_bad_sample == "skip" else "fail",
+        overwrite=overwrite,
+        chunk_size=chunk_size_from_env(),
     )
     progress: Progress
     if quiet:
@@ -200,6 +226,19 @@ def _print_rows(console: Console, rows: Sequence[AggregateRow]) -> None:
 @_flag("benchmarks", default=None, help="Comma list of benchmarks or tasks.")
 @_flag("format", "output_format", type=click.Choice(["table", "csv", "markdown", "json"]), default="table")
 @_flag("all", "include_all", is_flag=True, default=False, help="Include --limit runs.")
+@_flag(
+    "reported",
+    is_flag=True,
+    default=False,
+    help="Compare with the specs' reported baselines: one Model | Mill | Reported | Source | Δ table per task.",
+)
+@_flag(
+    "spec",
+    "spec_files",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    multiple=True,
+    help="Extra spec file (repeatable), whose reported baselines --reported shows.",
+)
 def collect_command(
     output_dir: Path | None,
     metric: str | None,
@@ -207,8 +246,10 @@ def collect_command(
     benchmarks: str | None,
     output_format: str,
     include_all: bool,
+    reported: bool,
+    spec_files: Sequence[Path],
 ) -> None:
-    """Pivot aggregate.csv into model × task tables, one per metric."""
+    """Pivot aggregate.csv into model × task tables, one per metric (with --reported: beside published numbers)."""
     out = output_dir or default_output_dir()
     rows = select_rows(
         read_aggregate(out),
@@ -217,7 +258,17 @@ def collect_command(
         benchmarks=split_list(benchmarks or ""),
         include_all=include_all,
     )
-    tables = metric_tables(rows)
+    tables: Sequence[MetricTable | ReportedTable]
+    if reported:
+        wanted = set(split_list(benchmarks or ""))
+        specs = [
+            spec
+            for spec in SpecRegistry.discover(spec_files).specs.values()
+            if not wanted or spec.name in wanted or wanted & set(spec.variants)
+        ]
+        tables = reported_tables(rows, specs, metric=metric, models=split_list(models or ""))
+    else:
+        tables = metric_tables(rows)
     if not tables:
         click.echo(f"no results in {out / 'aggregate.csv'} match; run `mill eval` first (or pass --all)", err=True)
         sys.exit(1)
@@ -230,10 +281,10 @@ def collect_command(
         )
 
 
-def _render_rich(tables: Sequence[MetricTable]) -> None:
+def _render_rich(tables: Sequence[MetricTable | ReportedTable]) -> None:
     console = Console()
     for metric_table in tables:
-        table = Table(title=metric_table.metric)
+        table = Table(title=metric_table.title)
         for column in metric_table.frame.columns:
             table.add_column(column)
         for row in metric_table.frame.iter_rows():
@@ -241,15 +292,15 @@ def _render_rich(tables: Sequence[MetricTable]) -> None:
         console.print(table)
 
 
-def _render_csv(tables: Sequence[MetricTable]) -> None:
-    frames = [t.frame.with_columns(pl.lit(t.metric).alias("metric")) for t in tables]
+def _render_csv(tables: Sequence[MetricTable | ReportedTable]) -> None:
+    frames = [t.frame.with_columns(pl.lit(v).alias(k) for k, v in t.key_columns.items()) for t in tables]
     click.echo(pl.concat(frames, how="diagonal").fill_null("").write_csv(), nl=False)
 
 
-def _render_markdown(tables: Sequence[MetricTable]) -> None:
+def _render_markdown(tables: Sequence[MetricTable | ReportedTable]) -> None:
     for metric_table in tables:
         columns = metric_table.frame.columns
-        click.echo(f"### {metric_table.metric}\n")
+        click.echo(f"### {metric_table.title}\n")
         click.echo("| " + " | ".join(columns) + " |")
         click.echo("|" + "|".join("---" for _ in columns) + "|")
         for row in metric_table.frame.iter_rows():
@@ -257,8 +308,8 @@ def _render_markdown(tables: Sequence[MetricTable]) -> None:
         click.echo("")
 
 
-def _render_json(tables: Sequence[MetricTable]) -> None:
-    click.echo(json.dumps({t.metric: t.frame.to_dicts() for t in tables}, indent=2))
+def _render_json(tables: Sequence[MetricTable | ReportedTable]) -> None:
+    click.echo(json.dumps({t.title: t.frame.to_dicts() for t in tables}, indent=2))
 
 
 @cli.command("ls")
@@ -290,8 +341,8 @@ def ls_command(spec_files: Sequence[Path]) -> None:
     backends = Table(title="Backends")
     backends.add_column("backend")
     backends.add_column("distribution")
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        backends.add_row(ep.name, ep.dist.name if ep.dist else "?")
+    for name, ep in sorted(installed_backends().items()):
+        backends.add_row(name, ep.dist.name if ep.dist else "?")
     console.print(backends)
 
 
@@ -299,8 +350,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mill`` script."""
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="mill", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort; a run cut mid-way says what it kept and how to resume.
+        cause = exc.__context__
+        click.echo(str(cause) if isinstance(cause, RunInterrupted) else "interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()

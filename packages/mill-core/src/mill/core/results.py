@@ -100,16 +100,27 @@ def run_stem(task: str, *, seed: int, default_seed: int, limit: int | None, sett
     return "_".join(parts)
 
 
+def ensure_output_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) if needed and return it.
+
+    Raises:
+        ResultsError: it cannot be created (a parent is a file, no permission, read-only disk),
+            naming the directory and how to choose another.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(
+            f"cannot create the output directory {path} ({exc.strerror}); "
+            "choose another with --output_dir or MILL_OUTPUT_DIR"
+        ) from None
+    return path
+
+
 @contextmanager
 def _atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success fsync it and rename it over ``target``."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ResultsError(
-            f"cannot create the output directory {target.parent} ({exc.strerror}); "
-            "choose another with --output_dir or MILL_OUTPUT_DIR"
-        ) from None
+    ensure_output_dir(target.parent)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
@@ -164,14 +175,12 @@ def upsert_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> Path:
     """
     path = output_dir / AGGREGATE_FILE
     new = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ResultsError(
-            f"cannot create the output directory {output_dir} ({exc.strerror}); "
-            "choose another with --output_dir or MILL_OUTPUT_DIR"
-        ) from None
+    ensure_output_dir(output_dir)
     with FileLock(str(path) + ".lock"):
+        # Under the lock no other writer is mid-update, so a temporary file left here belongs to a
+        # process killed while updating.
+        for stale in output_dir.glob(f".{AGGREGATE_FILE}.*.tmp"):
+            stale.unlink(missing_ok=True)
         existing = read_aggregate(output_dir)
         kept = existing.filter(~_key(existing).is_in(_key(new).implode()))
         merged = pl.concat([kept, new], how="vertical")

@@ -1,16 +1,22 @@
-"""Rolling aggregate rows up into model × task tables, one per metric (never averaged together)."""
+"""Rolling aggregate rows up into model × task tables, one per metric (never averaged together), and into
+comparison tables of Mill's numbers beside the published ones a spec lists (``[[reported]]``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 from attrs import frozen
+
+from mill.core.spec import Spec
 
 # A cell from a multiple-choice variant is marked: 10-way and 1000-way accuracies are not one scale.
 MCQ_MARK = "†"
 # A cell from a run with non-default settings (another precision, dtype, ...).
 SETTINGS_MARK = "*"
+#: A cell with nothing to show: no run, or no published number.
+MISSING = "—"
+REPORTED_COLUMNS = ("Model", "Mill", "Reported", "Source", "Δ")
 
 
 @frozen
@@ -19,6 +25,36 @@ class MetricTable:
 
     metric: str
     frame: pl.DataFrame
+
+    @property
+    def title(self) -> str:
+        return self.metric
+
+    @property
+    def key_columns(self) -> dict[str, str]:
+        """What tells this table's rows from another table's when tables are concatenated (CSV)."""
+        return {"metric": self.metric}
+
+
+@frozen
+class ReportedTable:
+    """One benchmark task and metric: Mill's number beside the spec's reported one, per model.
+
+    ``frame`` has the columns :data:`REPORTED_COLUMNS`, every cell a string (:data:`MISSING` when empty).
+    """
+
+    benchmark: str
+    task: str
+    metric: str
+    frame: pl.DataFrame
+
+    @property
+    def title(self) -> str:
+        return f"{self.benchmark}: {self.task} {self.metric}"
+
+    @property
+    def key_columns(self) -> dict[str, str]:
+        return {"benchmark": self.benchmark, "task": self.task, "metric": self.metric}
 
 
 def select_rows(
@@ -49,14 +85,83 @@ def metric_tables(rows: pl.DataFrame) -> list[MetricTable]:
     When several rows fall in one cell (several seeds or settings), the latest finished wins."""
     if rows.is_empty():
         return []
-    cells = rows.sort("finished_at").with_columns(
-        cell=pl.col("performance").map_elements(lambda value: f"{value:.4f}", return_dtype=pl.String)
-        + pl.when(pl.col("task_type") == "generative_mcq").then(pl.lit(MCQ_MARK)).otherwise(pl.lit(""))
-        + pl.when(pl.col("default_settings").fill_null(True)).then(pl.lit("")).otherwise(pl.lit(SETTINGS_MARK))
-    )
+    cells = rows.sort("finished_at").with_columns(cell=_cell())
     tables = []
     for metric in cells.get_column("metric").unique(maintain_order=True).to_list():
         subset = cells.filter(pl.col("metric") == metric)
         pivot = subset.pivot(on="task", index="model", values="cell", aggregate_function="last").sort("model")
         tables.append(MetricTable(metric, pivot))
     return tables
+
+
+def reported_tables(
+    rows: pl.DataFrame,
+    specs: Iterable[Spec],
+    *,
+    metric: str | None = None,
+    models: Sequence[str] = (),
+) -> list[ReportedTable]:
+    """Mill's results in ``rows`` beside the reported baselines of ``specs``: Model | Mill | Reported | Source | Δ.
+
+    One table per (task, metric) that a spec's baselines name (a baseline without ``variant`` names the
+    benchmark's rollup task, one without ``metric`` the headline metric), plus the rollup task with the
+    headline metric when ``rows`` hold results for it. A table lists every model with a baseline, in the
+    spec's order (Mill is :data:`MISSING` where no run exists), then every other model with a run, by name
+    (Reported, Source and Δ are :data:`MISSING`). Mill cells are formatted and marked as in
+    :func:`metric_tables`; of several runs in one cell a default-settings run wins, then the latest finished.
+    Δ is Mill − Reported. ``metric`` and ``models`` restrict the tables and baselines as in :func:`select_rows`.
+    """
+    runs = (
+        rows.with_columns(pl.col("default_settings").fill_null(True), cell=_cell())
+        .sort(["default_settings", "finished_at"])
+        .group_by(["model", "task", "metric"], maintain_order=True)
+        .agg(pl.col("cell").last(), pl.col("performance").last())
+    )
+    tables = []
+    for spec in specs:
+        baselines = [b for b in spec.reported if not models or b.model in models]
+        pairs = dict.fromkeys((b.variant or spec.name, b.metric or spec.headline_metric) for b in baselines)
+        rollup = runs.filter((pl.col("task") == spec.name) & (pl.col("metric") == spec.headline_metric))
+        if not rollup.is_empty():
+            pairs.setdefault((spec.name, spec.headline_metric))
+        for task, metric_name in pairs:
+            if metric and metric_name != metric:
+                continue
+            named = [
+                b
+                for b in baselines
+                if (b.variant or spec.name, b.metric or spec.headline_metric) == (task, metric_name)
+            ]
+            reported = pl.DataFrame(
+                {
+                    "model": [b.model for b in named],
+                    "reported": [b.value for b in named],
+                    "source": [b.source for b in named],
+                    "order": list(range(len(named))),
+                },
+                schema={"model": pl.String, "reported": pl.Float64, "source": pl.String, "order": pl.Int64},
+            )
+            measured = runs.filter((pl.col("task") == task) & (pl.col("metric") == metric_name))
+            joined = reported.join(measured.drop("task", "metric"), on="model", how="full", coalesce=True)
+            frame = joined.sort([pl.col("order").fill_null(len(named)), "model"]).select(
+                pl.col("model").alias("Model"),
+                pl.col("cell").fill_null(MISSING).alias("Mill"),
+                _fraction(pl.col("reported"), "{:.4f}").fill_null(MISSING).alias("Reported"),
+                pl.col("source").fill_null(MISSING).alias("Source"),
+                _fraction(pl.col("performance") - pl.col("reported"), "{:+.4f}").fill_null(MISSING).alias("Δ"),
+            )
+            tables.append(ReportedTable(spec.name, task, metric_name, frame))
+    return tables
+
+
+def _fraction(values: pl.Expr, pattern: str) -> pl.Expr:
+    return values.map_elements(pattern.format, return_dtype=pl.String)
+
+
+def _cell() -> pl.Expr:
+    """A result as shown: the fraction to four places, marked for MCQ variants and non-default settings."""
+    return (
+        _fraction(pl.col("performance"), "{:.4f}")
+        + pl.when(pl.col("task_type") == "generative_mcq").then(pl.lit(MCQ_MARK)).otherwise(pl.lit(""))
+        + pl.when(pl.col("default_settings").fill_null(True)).then(pl.lit("")).otherwise(pl.lit(SETTINGS_MARK))
+    )

@@ -17,6 +17,7 @@ interrupted run resumes by reusing it.
 from __future__ import annotations
 
 import fnmatch
+import http.client
 import json
 import os
 import re
@@ -183,8 +184,16 @@ def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str 
 def _http_open(url: str) -> Iterable[bytes]:
     response = urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S)
     with response:
+        received = 0
         while chunk := response.read(1 << 20):
+            received += len(chunk)
             yield chunk
+        # http.client ends a sized read quietly when the server closes early; a shard cut short
+        # must not be cached as if whole.
+        if response.length:
+            raise ConnectionError(
+                f"the server closed the connection after {received} of {received + response.length} bytes"
+            )
 
 
 def _cache_path(cache_dir: Path, url: str) -> Path:
@@ -208,7 +217,7 @@ def _download(
         return
     try:
         write_atomic(target, opener(url))
-    except (OSError, urllib.error.URLError, ValueError) as error:
+    except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as error:
         reason = error.reason if type(error) is urllib.error.URLError else error
         message = f"cannot download {url}: {reason}"
         raise DataError(f"{message}\n{hint}" if hint else message) from error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -49,22 +50,50 @@ def write_synthetic_shards(
     """
     if n_classes <= 0 or per_class <= 0 or n_shards <= 0:
         raise ValueError("n_classes, per_class and n_shards must be positive")
-    total = n_classes * per_class
-    if n_shards > total:
-        raise ValueError(f"cannot spread {total} samples over {n_shards} shards")
+    rng = np.random.default_rng(seed)
+    labels = [index // per_class for index in range(n_classes * per_class)]
+    images = (synthetic_image(label, n_classes=n_classes, size=image_size, rng=rng) for label in labels)
+    return write_image_shards(
+        out_dir,
+        zip(labels, images, strict=True),
+        n_samples=len(labels),
+        n_shards=n_shards,
+        split=split,
+        layout=layout,
+        mixed_modes=mixed_modes,
+    )
+
+
+def write_image_shards(
+    out_dir: Path,
+    samples: Iterable[tuple[int, Image.Image]],
+    *,
+    n_samples: int,
+    n_shards: int,
+    split: str = "test",
+    layout: Layout = "wds_imagenet1k",
+    mixed_modes: bool = False,
+) -> list[Path]:
+    """Write ``n_samples`` (label, image) pairs, in the order given, into ``n_shards`` tars under ``out_dir/split``.
+
+    Same layouts, keys and member names as :func:`write_synthetic_shards`; images are stored as lossless
+    WebP (with ``mixed_modes``, some as greyscale or palette PNGs). Byte-for-byte deterministic for the same
+    samples. Returns the shard paths in order.
+    """
+    if n_shards <= 0 or n_shards > n_samples:
+        raise ValueError(f"cannot spread {n_samples} samples over {n_shards} shards")
     image_prefix = "0." if layout == "wds_imagenet1k" else ""
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    iterator = iter(samples)
     paths = []
-    bounds = [round(i * total / n_shards) for i in range(n_shards + 1)]
+    bounds = [round(i * n_samples / n_shards) for i in range(n_shards + 1)]
     for shard_i in range(n_shards):
         path = folder / f"{shard_i}.tar"
         with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
             for index in range(bounds[shard_i], bounds[shard_i + 1]):
-                label = index // per_class
+                label, image = next(iterator)
                 key = f"s{index:07d}"
-                image = synthetic_image(label, n_classes=n_classes, size=image_size, rng=rng)
                 ext, data = _encode(image, index if mixed_modes else -1)
                 _add(tar, f"{key}.{image_prefix}{ext}", data)
                 _add(tar, f"{key}.cls", str(label).encode("ascii"))

@@ -25,6 +25,7 @@ ACCEPTED_ARGS = (
     "batch_size",
     "num_workers",
     "text_batch_size",
+    "compile",
 )
 DEFAULT_TEXT_BATCH_SIZE = 1024
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 64}
@@ -32,6 +33,9 @@ MAX_DEFAULT_WORKERS = 8
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 #: open_clip schemas this backend does not resolve (their weights could not be identified for the cache).
 UNSUPPORTED_SCHEMAS = ("hf-hub:", "local-dir:")
+#: Models that ship inside this distribution (package data): ``{name}.json`` and ``{name}.pt``, addressed like an
+#: open_clip architecture and its tag, ``path=mill-shapes,pretrained=mill-shapes``.
+BUNDLED_DIR = Path(__file__).with_name("demo")
 _FILE_HINTS = {
     "path": "an existing open_clip model-config .json, or an architecture name such as ViT-B-32",
     "pretrained": "an existing checkpoint file, or an open_clip tag such as laion2b_s34b_b79k",
@@ -43,7 +47,8 @@ class ClipArgs:
     """Arguments of the clip backend.
 
     ``path`` is an open_clip architecture name or a model-config JSON file; ``pretrained`` an open_clip
-    tag or a checkpoint file (None: random weights). ``device``, ``batch_size`` and ``num_workers`` are
+    tag or a checkpoint file (None: random weights); ``compile`` runs the image tower through
+    ``torch.compile``. ``device``, ``batch_size`` and ``num_workers`` are
     None until :meth:`resolve` fills them from the run context and the machine.
     """
 
@@ -54,6 +59,7 @@ class ClipArgs:
     batch_size: int | None = None
     num_workers: int | None = None
     text_batch_size: int = DEFAULT_TEXT_BATCH_SIZE
+    compile: bool = False
 
     @classmethod
     def from_mapping(cls, args: Mapping[str, Any]) -> ClipArgs:
@@ -83,22 +89,43 @@ class ClipArgs:
             batch_size=_optional_int(args, "batch_size", minimum=1),
             num_workers=_optional_int(args, "num_workers", minimum=0),
             text_batch_size=_optional_int(args, "text_batch_size", minimum=1) or DEFAULT_TEXT_BATCH_SIZE,
+            compile=_optional_bool(args, "compile") or False,
         )
 
     @property
     def config_file(self) -> Path | None:
-        """The model-config JSON named by ``path``, or None when ``path`` is an architecture name."""
-        return Path(self.path) if _looks_like_file(self.path) else None
+        """The model-config JSON named by ``path`` (a file or a bundled model's name), or None when ``path``
+        is an open_clip architecture name."""
+        if _looks_like_file(self.path):
+            return Path(self.path)
+        bundled = BUNDLED_DIR / f"{self.path}.json"
+        return bundled if bundled.is_file() else None
 
     @property
     def checkpoint_file(self) -> Path | None:
-        """The checkpoint named by ``pretrained``, or None when it is a tag or absent."""
+        """The checkpoint named by ``pretrained``, or None when it is an open_clip tag or absent.
+
+        A bundled model's weights are its own tag, as an open_clip tag belongs to its architecture: only
+        ``path=NAME,pretrained=NAME`` resolves to the bundled ``NAME.pt``.
+        """
         if self.pretrained is None:
             return None
         candidate = Path(self.pretrained).expanduser()
         if candidate.is_file() or _looks_like_file(self.pretrained, CHECKPOINT_SUFFIXES):
             return candidate
+        bundled = BUNDLED_DIR / f"{self.pretrained}.pt"
+        if self.pretrained == self.path and bundled.is_file():
+            return bundled
         return None
+
+    @property
+    def weights_name(self) -> str:
+        """How the weights appear in the model identity ``{path}/{weights}``: a checkpoint by its file name
+        (its directory says nothing about the model), a tag or a bundled model as written, else ``random``."""
+        checkpoint = self.checkpoint_file
+        if checkpoint is None or checkpoint.parent == BUNDLED_DIR:
+            return self.pretrained or "random"
+        return checkpoint.name
 
     def check_files_exist(self) -> None:
         """Raise ModelNotFoundError when a file named by ``path`` or ``pretrained`` does not exist."""
@@ -129,6 +156,7 @@ class ClipArgs:
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "text_batch_size": self.text_batch_size,
+            "compile": self.compile,
         }
 
 
@@ -157,6 +185,19 @@ def _optional_int(args: Mapping[str, Any], key: str, *, minimum: int) -> int | N
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise BackendArgumentError(f"clip backend: {key}={value!r} must be an integer >= {minimum}")
     return value
+
+
+def _optional_bool(args: Mapping[str, Any], key: str) -> bool | None:
+    value = args.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    # Spec strings arrive as text ("compile=true").
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise BackendArgumentError(f"clip backend: {key}={value!r} must be true or false")
 
 
 def _precision(args: Mapping[str, Any]) -> Precision:

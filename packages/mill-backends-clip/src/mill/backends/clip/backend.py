@@ -14,7 +14,7 @@ from mill.backends.clip.args import ClipArgs
 from mill.backends.clip.classifier import ClassifierStore, build_classifier, classifier_cache_key
 from mill.backends.clip.model import LoadedModel, load_model
 from mill.core.backend import ModelInfo, RunContext
-from mill.core.sample import SampleSource
+from mill.core.sample import SampleBatch, SampleSource
 from mill.core.task import ZeroShotBatchResult, ZeroShotTask
 
 
@@ -117,6 +117,9 @@ class ClipBackend:
         k = min(task.top_k, len(task.classnames))
         progress = self.context.progress
         progress.start("evaluating", total=len(data))
+        # One batch in flight: batch i+1 is queued on the device before batch i's classes are copied
+        # back (which waits for the device), so the accelerator is not idle while the host collects.
+        pending: tuple[SampleBatch, torch.Tensor] | None = None
         try:
             for batch in data.batches(
                 batch_size=self.args.batch_size or 1,
@@ -124,13 +127,20 @@ class ClipBackend:
                 transform=self.preprocess,
                 pin_memory=self.device.type == "cuda",
             ):
-                topk = self.logits_for(batch.images, classifier).topk(k, dim=-1).indices.cpu().tolist()
-                progress.advance(len(batch.keys))
-                yield ZeroShotBatchResult(
-                    keys=list(batch.keys), shards=list(batch.shards), golds=list(batch.labels), topk=topk
-                )
+                topk = self.logits_for(batch.images, classifier).topk(k, dim=-1).indices
+                if pending is not None:
+                    yield self._result(*pending)
+                pending = (batch, topk)
+            if pending is not None:
+                yield self._result(*pending)
         finally:
             progress.finish()
+
+    def _result(self, batch: SampleBatch, topk: torch.Tensor) -> ZeroShotBatchResult:
+        self.context.progress.advance(len(batch.keys))
+        return ZeroShotBatchResult(
+            keys=list(batch.keys), shards=list(batch.shards), golds=list(batch.labels), topk=topk.cpu().tolist()
+        )
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = self.args.precision.autocast_dtype

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from attrs import frozen
+from open_clip.model import CLIP, text_global_pool
 
 from mill.backends.clip.cachefile import lock_for, replace_atomically
 from mill.core.errors import SpecError
@@ -63,11 +64,52 @@ def build_classifier(
         for start in range(0, len(prompts), text_batch_size):
             tokens = tokenizer(prompts[start : start + text_batch_size]).to(device)
             with autocast():
-                encoded = model.encode_text(tokens)
+                encoded = encode_text(model, tokens)
             embeddings.append(F.normalize(encoded.float(), dim=-1))
         per_prompt = torch.cat(embeddings).view(len(classnames), len(templates), -1)
         per_class = F.normalize(per_prompt.mean(dim=1), dim=-1)
     return per_class.T.contiguous()
+
+
+def encode_text(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)``, computed over the tokens up to the longest prompt's end only.
+
+    The tokenizer pads every prompt to the full context (77 tokens) although ImageNet prompts need about
+    20, so most of the work is on padding. Dropping the trailing columns that are padding in every row
+    leaves the result unchanged exactly when (a) attention is causal, so no kept position sees a dropped
+    one, and (b) the embedding is pooled at the end-of-text token (``argmax``), which is kept. Every
+    operation in between is per position. Only open_clip's own ``CLIP.encode_text``, which this mirrors,
+    is shortcut; any other model (or a replaced ``encode_text``) is called as it is.
+    tests/test_classifier.py checks that the classifier does not change.
+    """
+    if not _trims_padding(model):
+        return model.encode_text(tokens)
+    used = (tokens != 0).any(dim=0).nonzero()
+    length = int(used.max()) + 1 if len(used) else tokens.shape[1]
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type)
+    if model.text_projection is None:
+        return x
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection
+
+
+def _trims_padding(model: Any) -> bool:
+    mask = getattr(model, "attn_mask", None)
+    return (
+        type(model) is CLIP
+        and "encode_text" not in vars(model)
+        and getattr(model, "text_pool_type", None) == "argmax"
+        # causal, exactly as open_clip builds it: -inf above the diagonal, 0 on and below it
+        and isinstance(mask, torch.Tensor)
+        and torch.equal(mask, torch.full_like(mask, -torch.inf).triu(1))
+    )
 
 
 @frozen

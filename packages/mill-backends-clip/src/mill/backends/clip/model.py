@@ -156,6 +156,10 @@ def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
                 "Check the network or the Hugging Face cache, or give a local checkpoint file"
             ) from error
     model.eval()
+    if args.compile:
+        # Only the image tower runs for every batch; text is encoded once per classifier, or not at all
+        # on a cache hit, so compiling it would cost more than it saves.
+        model.visual = torch.compile(model.visual)
 
     if checkpoint is not None:
         digest = file_sha256(checkpoint, cache_dir=cache_dir)
@@ -169,14 +173,12 @@ def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
         weights_key = f"random:seed={RANDOM_INIT_SEED}"
 
     identity_path = config_file.stem if config_file is not None else args.path
-    # A checkpoint is named by its file name: the directory says nothing about the model, and the
-    # content hash in ``revision`` tells same-named files apart.
-    weights_name = checkpoint.name if checkpoint is not None else (args.pretrained or "random")
     resolved = {**args.as_dict(), "architecture": architecture.name}
     if architecture.switched_to_quickgelu:
         resolved["quickgelu_switch"] = f"{requested} -> {architecture.name} (weights trained with QuickGELU)"
     info = ModelInfo(
-        identity=f"{identity_path}/{weights_name}",
+        # The content hash in ``revision`` tells same-named checkpoint files apart.
+        identity=f"{identity_path}/{args.weights_name}",
         settings={"precision": args.precision.name},
         resolved_args=resolved,
         revision=revision,

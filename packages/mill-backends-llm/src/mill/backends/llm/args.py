@@ -55,6 +55,8 @@ class VllmArgs:
     batch them well, small enough that the decoded images of one chunk fit in host memory.
     ``min_pixels``/``max_pixels`` reach the model's processor as ``mm_processor_kwargs``.
     ``num_workers`` (data loader processes) left unset falls back to the run's setting, then 0.
+    ``enforce_eager`` skips vLLM's torch.compile and CUDA graph capture: the engine starts in
+    seconds instead of minutes and generates more slowly, which suits small runs and CPU builds.
     """
 
     path: str
@@ -67,6 +69,7 @@ class VllmArgs:
     revision: str | None = None
     trust_remote_code: bool = False
     max_num_seqs: int | None = field(default=None, validator=_positive)
+    enforce_eager: bool = False
     min_pixels: int | None = field(default=None, validator=_positive)
     max_pixels: int | None = field(default=None, validator=_positive)
     chunk_size: int = field(default=1024, validator=validators.gt(0))

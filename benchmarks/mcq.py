@@ -1,0 +1,126 @@
+"""Generative multiple-choice throughput: hf batched vs batch size 1, and vllm vs hf where vLLM is installed.
+
+Default: the tiny random-weight VLM (``mill.backends.llm.tiny.write_tiny_vlm``, no download) on CPU, answering
+the ``imagenet_mcq`` question of specs/imagenet.toml about 64 real photos. Both runs get identical inputs and
+greedy decoding, so their answers must agree; the script checks it. On a GPU machine, with a real model:
+  python benchmarks/mcq.py --path Qwen/Qwen2-VL-2B-Instruct --device cuda --dtype bfloat16 --n_images 512
+Timings exclude model loading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sample_shards import DEFAULT_SAMPLE_DIR, DEFAULT_WORK_DIR, photo_shards
+
+from mill.core.backend import RunContext
+from mill.core.mcq import make_question_fn
+from mill.core.plugins import load_plugin
+from mill.core.progress import SilentProgress
+from mill.core.spec import McqVariant, load_spec
+from mill.core.task import McqTask
+from mill.data import ShardDataset, open_dataset
+
+SPEC = Path(__file__).resolve().parents[1] / "specs" / "imagenet.toml"
+
+
+def main() -> None:
+    args = _parse()
+    scratch = Path(tempfile.mkdtemp(prefix="mill-bench-mcq-"))
+    path = args.path
+    if path is None:
+        from mill.backends.llm.tiny import write_tiny_vlm
+
+        path = str(write_tiny_vlm(scratch / "vlm"))
+    root = photo_shards(Path(args.sample_dir), Path(args.work_dir), args.n_images)
+    data = open_dataset(
+        str(root),
+        split="test",
+        image_member="0.webp",
+        label_member="cls",
+        n_classes=1000,
+        expected_count=None,
+        cache_dir=scratch / "cache",
+    )
+    spec = load_spec(SPEC)
+    variant = spec.variants["imagenet_mcq"]
+    assert isinstance(variant, McqVariant)
+    task = McqTask(
+        spec.name,
+        "imagenet_mcq",
+        spec.classnames,
+        variant.max_new_tokens,
+        make_question_fn(spec.seed, "imagenet_mcq", spec.classnames, variant.n_options, variant.prompt),
+    )
+    print(
+        f"machine: {os.cpu_count()} CPU cores, device {args.device}; model {args.path or 'tiny random VLM'}; "
+        f"{len(data)} images, max_new_tokens {variant.max_new_tokens}\n"
+    )
+
+    common = {"path": path, "dtype": args.dtype, "device": args.device, "num_workers": args.num_workers}
+    hf = load_plugin("hf").load({**common, "batch_size": args.batch_size}, _context(scratch))
+    _run(hf, task, _head(data, 2))  # warm-up, untimed
+    batched, answers = _run(hf, task, data)
+    hf_one = load_plugin("hf").load({**common, "batch_size": 1}, _context(scratch))
+    single, single_answers = _run(hf_one, task, data)
+    same = sum(a == b for a, b in zip(answers, single_answers, strict=True))
+    print(f"hf batch size {args.batch_size}: {_rate(len(data), batched)}")
+    print(f"hf batch size 1: {_rate(len(data), single)}")
+    print(f"batched vs batch size 1: {single / batched:.2f}x; identical answers for {same} of {len(data)} samples")
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        print(
+            "\nvllm: not installed here, so vllm vs hf is not measured (pip install ./packages/mill-backends-llm[vllm])"
+        )
+        return
+    engine = load_plugin("vllm").load({"path": path, "dtype": args.dtype}, _context(scratch))
+    fast, _ = _run(engine, task, data)
+    print(f"\nvllm: {_rate(len(data), fast)} -> {batched / fast:.2f}x hf batched")
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", default=None, help="a transformers VLM (default: the tiny random VLM)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--num_workers", type=int, default=1)
+    parser.add_argument("--n_images", type=int, default=64)
+    parser.add_argument("--sample_dir", default=str(DEFAULT_SAMPLE_DIR))
+    parser.add_argument("--work_dir", default=str(DEFAULT_WORK_DIR), help="where converted shards are cached")
+    args = parser.parse_args()
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    return args
+
+
+def _context(scratch: Path) -> RunContext:
+    return RunContext(cache_dir=scratch / "cache", progress=SilentProgress())
+
+
+def _head(data: ShardDataset, n: int) -> ShardDataset:
+    return data.subset(data.keys[:n])
+
+
+def _run(backend: Any, task: McqTask, data: ShardDataset) -> tuple[float, list[str]]:
+    """Seconds to answer every sample, and the answers in key order."""
+    start = time.perf_counter()
+    results = list(backend.run_mcq(task, data))
+    seconds = time.perf_counter() - start
+    answers = dict(zip((k for r in results for k in r.keys), (a for r in results for a in r.responses), strict=True))
+    return seconds, [answers[k] for k in sorted(answers)]
+
+
+def _rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:.2f} samples/s ({seconds:.1f} s)"
+
+
+if __name__ == "__main__":
+    main()

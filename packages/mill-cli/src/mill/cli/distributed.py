@@ -1,0 +1,197 @@
+"""Data parallelism with torch.distributed: which process this is, which samples are its own, and
+bringing every process's results to one.
+
+Launch N copies of the same ``mill eval`` command, each of which evaluates a disjoint part of the samples::
+
+    torchrun --nproc_per_node=8 -m mill.cli eval "clip[path=ViT-B-32,pretrained=laion2b_s34b_b79k]" imagenet
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 -m mill.cli eval ...
+    # SLURM (one task per GPU): srun sets SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID; the batch script exports
+    #   MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) MASTER_PORT=29500
+    srun --ntasks-per-node=8 --gpus-per-task=1 python -m mill.cli eval ...
+
+How the runner uses these helpers, for one planned run:
+
+1. ``info = world()`` once per process. ``init_process_group_if_needed(device_type)`` joins the group
+   (NCCL on CUDA, gloo on CPU; a no-op for a single process) and ``device_for(info, device_type)`` is
+   the device this rank loads its model on (``cuda:<local_rank>``).
+2. Every rank opens the same dataset (same shards, same ``--limit`` subset, so the same keys) and
+   evaluates ``data.subset(rank_keys(data.keys, info.rank, info.world_size))``. The split depends only on
+   the keys and the world size. Resume chunks are committed by each rank for the samples it evaluated and
+   reused by sample key, so a restart with another number of ranks reuses them all.
+3. Zero-shot: the classifier is built once. Rank 0 calls ``classifier_for`` (which builds and stores it
+   under the cache's file lock); the others wait at ``barrier()`` and then load it from the cache. With a
+   cache directory that is not shared between nodes, the first rank of each other node builds its own copy
+   (under the same lock), which gives the same classifier.
+4. Each rank collects its batch results; ``gather_objects(results)`` returns the list of every rank's
+   results on rank 0 (None elsewhere). Only rank 0 (``is_main()``) scores them, writes the per-sample
+   parquet (rows are sorted by key, so it equals a single-process run's) and upserts the aggregate rows;
+   the others finish without writing. ``shutdown()`` leaves the group at the end.
+
+The vllm backend refuses to run under torchrun (it spreads a model over GPUs itself, with
+``tensor_parallel_size``/``data_parallel_size``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from attrs import frozen
+
+from mill.core.errors import MillError
+
+T = TypeVar("T")
+
+#: How long a rank waits for the others (at a barrier, or to gather): rank 0 may be building a large
+#: model's classifier while the others wait, which takes longer than torch's 10-minute NCCL default.
+GROUP_TIMEOUT = dt.timedelta(hours=2)
+
+
+class DistributedError(MillError):
+    """The launcher's environment (torchrun or SLURM variables) does not describe a usable process group."""
+
+
+@frozen
+class WorldInfo:
+    """This process's place among the processes of one launch: global rank, how many, rank on this node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world(environ: Mapping[str, str] = os.environ) -> WorldInfo:
+    """This process's :class:`WorldInfo`, from the launcher's environment (pure in ``environ``).
+
+    torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. Under SLURM, ``SLURM_PROCID``,
+    ``SLURM_NTASKS`` and ``SLURM_LOCALID`` are used only when ``MASTER_ADDR`` and ``MASTER_PORT`` are set
+    too: a plain batch script sees the allocation's task count although it is one process. Anything else is
+    a single process.
+
+    Raises:
+        DistributedError: a variable is not a number, or the rank is outside ``[0, world_size)``.
+    """
+    if "WORLD_SIZE" in environ:
+        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    elif "SLURM_NTASKS" in environ and "MASTER_ADDR" in environ and "MASTER_PORT" in environ:
+        names = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
+    else:
+        return WorldInfo()
+    rank, world_size, local_rank = (_count(environ, name) for name in names)
+    if world_size < 1 or not 0 <= rank < world_size or local_rank > rank:
+        raise DistributedError(
+            f"{names[0]}={rank}, {names[1]}={world_size}, {names[2]}={local_rank} do not describe a process of "
+            "a launch: the rank must be in [0, world size) and the local rank at most the rank. Launch with "
+            "torchrun or srun, which set them, rather than setting them by hand"
+        )
+    return WorldInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def device_for(info: WorldInfo, device_type: str) -> str:
+    """The device this rank runs on: its own GPU (``cuda:<local_rank>``) under a launch, else ``device_type``."""
+    return f"cuda:{info.local_rank}" if device_type == "cuda" and info.is_distributed else device_type
+
+
+def init_process_group_if_needed(device_type: str, info: WorldInfo | None = None) -> bool:
+    """Join the process group of this launch (NCCL for ``cuda``, gloo otherwise); True when there is one.
+
+    A single process (``world_size`` 1) joins nothing. Calling it again once joined does nothing.
+    ``MASTER_ADDR``/``MASTER_PORT`` come from the environment (torchrun sets them; under SLURM the batch
+    script exports them).
+
+    Raises:
+        DistributedError: the environment is malformed (see :func:`world`), or MASTER_ADDR/MASTER_PORT
+            are missing.
+    """
+    info = info or world()
+    if not info.is_distributed:
+        return False
+    if dist.is_initialized():
+        return True
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise DistributedError(
+            f"rank {info.rank} of {info.world_size} has no {' or '.join(missing)}: export "
+            "MASTER_ADDR=<first node's host name> and MASTER_PORT=<a free port> before srun, or launch with torchrun"
+        )
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(
+        "nccl" if device_type == "cuda" else "gloo",
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=GROUP_TIMEOUT,
+    )
+    return True
+
+
+def rank_keys(keys: Sequence[str], rank: int, world_size: int) -> list[str]:
+    """The keys rank ``rank`` of ``world_size`` evaluates: every ``world_size``-th of the sorted keys.
+
+    Pure and independent of the order of ``keys``, so every rank computes the same split; the ranks'
+    parts are disjoint, cover ``keys``, and differ in size by at most one. Striding (rather than
+    contiguous blocks) spreads the class-ordered shards' classes, and their cost, evenly over the ranks.
+
+    Raises:
+        ValueError: ``rank`` is not in ``[0, world_size)``.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return sorted(keys)[rank::world_size]
+
+
+def gather_objects(obj: T) -> list[T] | None:
+    """Every rank's ``obj`` (picklable), in rank order, on rank 0; None on the other ranks.
+
+    Without a process group this is ``[obj]``. Every rank must call it, as with any collective.
+    """
+    if not dist.is_initialized():
+        return [obj]
+    rank = dist.get_rank()
+    gathered: list[T] | None = [obj] * dist.get_world_size() if rank == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait until every rank reaches this point (no-op without a process group)."""
+    if not dist.is_initialized():
+        return
+    if dist.get_backend() == "nccl":
+        # Names this rank's GPU so NCCL does not guess (and warn) which device the barrier runs on.
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+def is_main() -> bool:
+    """True on rank 0, the one that writes results (and on a single process)."""
+    return dist.get_rank() == 0 if dist.is_initialized() else world().is_main
+
+
+def shutdown() -> None:
+    """Leave the process group, if joined, so the launch ends cleanly."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _count(environ: Mapping[str, str], name: str) -> int:
+    text = environ.get(name)
+    if text is None or not text.strip().isdigit():
+        raise DistributedError(
+            f"{name}={text!r} is not a non-negative integer; the launcher (torchrun or srun) sets it, so launch "
+            "with one of them, or unset WORLD_SIZE/SLURM_NTASKS to run a single process"
+        )
+    return int(text)

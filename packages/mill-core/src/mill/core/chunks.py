@@ -1,0 +1,212 @@
+"""Committed work of a run: raw per-sample results in chunk files, so an interrupted run loses minutes.
+
+A run's directory is keyed by its :class:`~mill.core.run_identity.RunIdentity` digest::
+
+    {output_dir}/.mill/runs/{digest}/run.json            identity, run id, first start time
+    {output_dir}/.mill/runs/{digest}/chunk-00000.parquet raw results of some samples
+    {output_dir}/.mill/runs/{digest}/lock                held while a process works on the run
+
+Chunks hold what the backend answered (zero-shot: top-k classes; MCQ: prompt and response), not
+scores: the run is scored once over the union of its chunks, so metrics never depend on where a
+run was cut. Each chunk is written atomically (temporary file, fsync, rename), so a chunk file
+that exists is whole, and a sample is either in exactly one chunk or still to be computed. A
+sample skipped as undecodable is committed too, with its reason in ``skipped``, so a resumed run
+neither retries it nor forgets to count it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from filelock import FileLock, Timeout
+
+from mill.core.errors import ResultsError
+from mill.core.results import ensure_output_dir, write_json_atomic, write_parquet_atomic
+from mill.core.run_identity import RunIdentity
+from mill.core.task import McqBatchResult, ZeroShotBatchResult
+
+RUNS_DIR = Path(".mill") / "runs"
+RUN_FILE = "run.json"
+_CHUNK = re.compile(r"chunk-(\d+)\.parquet")
+
+RAW_ZERO_SHOT_SCHEMA: dict[str, Any] = {
+    "key": pl.String,
+    "shard": pl.String,
+    "gold": pl.Int64,
+    "topk": pl.List(pl.Int64),
+    "skipped": pl.String,
+}
+
+RAW_MCQ_SCHEMA: dict[str, Any] = {
+    "key": pl.String,
+    "shard": pl.String,
+    "gold": pl.Int64,
+    "prompt": pl.String,
+    "response": pl.String,
+    "skipped": pl.String,
+}
+
+
+def raw_rows(batch: ZeroShotBatchResult | McqBatchResult) -> list[dict[str, Any]]:
+    """One raw row per sample of a backend's batch result (pure)."""
+    if isinstance(batch, ZeroShotBatchResult):
+        return [
+            {"key": key, "shard": shard, "gold": gold, "topk": list(topk)}
+            for key, shard, gold, topk in zip(batch.keys, batch.shards, batch.golds, batch.topk, strict=True)
+        ]
+    return [
+        {"key": key, "shard": shard, "gold": gold, "prompt": prompt, "response": response}
+        for key, shard, gold, prompt, response in zip(
+            batch.keys, batch.shards, batch.golds, batch.prompts, batch.responses, strict=True
+        )
+    ]
+
+
+def skipped_row(key: str, shard: str, reason: str) -> dict[str, Any]:
+    """The raw row of a sample left out because it could not be read (pure)."""
+    return {"key": key, "shard": shard, "skipped": reason}
+
+
+def zero_shot_batch(frame: pl.DataFrame) -> ZeroShotBatchResult:
+    """Evaluated (not skipped) rows of a raw zero-shot frame as one batch result, for the scorer."""
+    done = frame.filter(pl.col("skipped").is_null())
+    return ZeroShotBatchResult(
+        keys=done["key"].to_list(),
+        shards=done["shard"].to_list(),
+        golds=done["gold"].to_list(),
+        topk=done["topk"].to_list(),
+    )
+
+
+def mcq_batch(frame: pl.DataFrame) -> McqBatchResult:
+    """Evaluated (not skipped) rows of a raw MCQ frame as one batch result, for the scorer."""
+    done = frame.filter(pl.col("skipped").is_null())
+    return McqBatchResult(
+        keys=done["key"].to_list(),
+        shards=done["shard"].to_list(),
+        golds=done["gold"].to_list(),
+        prompts=done["prompt"].to_list(),
+        responses=done["response"].to_list(),
+    )
+
+
+class ChunkStore:
+    """The committed chunks of one run, opened with :meth:`open` (which holds the run's lock)."""
+
+    def __init__(self, path: Path, schema: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+        self.path = path
+        self.schema = dict(schema)
+        self._run = dict(run)
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run, kept from its first start so a resumed run is the same run."""
+        return str(self._run["run_id"])
+
+    @property
+    def started_at(self) -> str:
+        """When the run first started (ISO 8601, UTC)."""
+        return str(self._run["started_at"])
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls,
+        output_dir: Path,
+        identity: RunIdentity,
+        *,
+        schema: Mapping[str, Any],
+        overwrite: bool = False,
+    ) -> Iterator[ChunkStore]:
+        """The store of ``identity``'s run under ``output_dir``, locked against other processes.
+
+        With ``overwrite`` (or when the directory holds chunks of unknown provenance) committed
+        chunks are deleted first. Temporary files left by a process killed mid-write are removed.
+
+        Raises:
+            ResultsError: another process holds the run, the directory cannot be created, or its
+                ``run.json`` records a different identity.
+        """
+        path = ensure_output_dir(output_dir / RUNS_DIR / identity.digest())
+        lock = FileLock(str(path / "lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ResultsError(
+                f"another mill eval is running this same run in {output_dir} (lock {path / 'lock'} is held); "
+                "wait for it to finish, or use another --output_dir"
+            ) from None
+        try:
+            yield cls(path, schema, _prepare(path, identity, overwrite=overwrite))
+        finally:
+            lock.release()
+
+    def chunk_files(self) -> list[Path]:
+        """Committed chunk files, in commit order."""
+        found = [(number, p) for p in self.path.iterdir() if (number := _chunk_number(p)) is not None]
+        return [p for _, p in sorted(found)]
+
+    def done_keys(self, *, skipped: bool) -> set[str]:
+        """Keys of every committed sample: evaluated ones, and with ``skipped`` those committed as
+        skipped too (a run that fails on bad samples computes those again, and so fails on them)."""
+        files = self.chunk_files()
+        if not files:
+            return set()
+        frame = pl.read_parquet(files, columns=["key", "skipped"])
+        if not skipped:
+            frame = frame.filter(pl.col("skipped").is_null())
+        return set(frame["key"].to_list())
+
+    def commit(self, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """Write ``rows`` (raw rows, see :func:`raw_rows`) as the next chunk, atomically."""
+        files = self.chunk_files()
+        number = (_chunk_number(files[-1]) or 0) + 1 if files else 0
+        target = self.path / f"chunk-{number:05d}.parquet"
+        write_parquet_atomic(target, pl.DataFrame(list(rows), schema=self.schema))
+        return target
+
+    def read(self) -> pl.DataFrame:
+        """Every committed row, one per key (an evaluated row wins over a skipped one), sorted by key."""
+        files = self.chunk_files()
+        if not files:
+            return pl.DataFrame(schema=self.schema)
+        frame = pl.read_parquet(files).sort(pl.col("skipped").is_not_null(), maintain_order=True)
+        return frame.unique("key", keep="first", maintain_order=True).sort("key")
+
+
+def _chunk_number(path: Path) -> int | None:
+    match = _CHUNK.fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
+
+def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str, Any]:
+    """Clean ``path`` for use by this process and return its run record (``run.json``)."""
+    for stale in path.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    record_file = path / RUN_FILE
+    record: dict[str, Any] | None = None
+    if record_file.exists() and not overwrite:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        if record.get("identity") != identity.as_dict():
+            raise ResultsError(
+                f"{record_file} records another run than this one (its digest collides); delete {path} and run again"
+            )
+    if record is None:
+        for leftover in path.iterdir():
+            if _chunk_number(leftover) is not None or leftover.name == RUN_FILE:
+                leftover.unlink()
+        record = {
+            "identity": identity.as_dict(),
+            "run_id": uuid.uuid4().hex[:12],
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        write_json_atomic(record_file, record)
+    return record

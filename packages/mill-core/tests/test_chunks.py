@@ -1,0 +1,142 @@
+"""Committed chunks: atomic, numbered, reused only by the same identity, cleaned of half-written files."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from mill.core.backend import ModelInfo
+from mill.core.chunks import (
+    RAW_MCQ_SCHEMA,
+    RAW_ZERO_SHOT_SCHEMA,
+    RUNS_DIR,
+    ChunkStore,
+    mcq_batch,
+    raw_rows,
+    skipped_row,
+    zero_shot_batch,
+)
+from mill.core.errors import ResultsError
+from mill.core.run_identity import RunIdentity
+from mill.core.task import McqBatchResult, ZeroShotBatchResult
+
+
+def _identity(seed: int = 42) -> RunIdentity:
+    info = ModelInfo(identity="m", settings={"precision": "fp32"}, resolved_args={"path": "m"})
+    return RunIdentity.of(
+        info,
+        settings=info.settings,
+        versions={},
+        benchmark="b",
+        spec_hash="h",
+        variant="b",
+        seed=seed,
+        limit=None,
+        shards=[("test/0.tar", 10)],
+    )
+
+
+ZS = ZeroShotBatchResult(keys=["b", "a"], shards=["0.tar", "0.tar"], golds=[1, 0], topk=[[1, 2], [2, 0]])
+
+
+def test_commit_then_reopen_reads_the_union_sorted_by_key(tmp_path: Path) -> None:
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        first = store.commit(raw_rows(ZS))
+        second = store.commit([skipped_row("c", "1.tar", "cannot decode")])
+        run_id = store.run_id
+    assert [first.name, second.name] == ["chunk-00000.parquet", "chunk-00001.parquet"]
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        assert store.run_id == run_id
+        assert store.done_keys(skipped=True) == {"a", "b", "c"}
+        frame = store.read()
+        assert store.commit(raw_rows(ZS)).name == "chunk-00002.parquet"
+    assert frame["key"].to_list() == ["a", "b", "c"]
+    batch = zero_shot_batch(frame)
+    assert (list(batch.keys), list(batch.topk)) == (["a", "b"], [[2, 0], [1, 2]])
+
+
+def test_skipped_samples_count_as_done_only_when_skipping(tmp_path: Path) -> None:
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        store.commit([*raw_rows(ZS)[:1], skipped_row("a", "0.tar", "cannot decode")])
+        assert store.done_keys(skipped=True) == {"a", "b"}
+        assert store.done_keys(skipped=False) == {"b"}
+        # Evaluated again once readable (a run that fails on bad samples retries them): the result wins.
+        store.commit(raw_rows(ZS)[1:])
+        frame = store.read()
+    assert frame["key"].to_list() == ["a", "b"]
+    assert frame["skipped"].to_list() == [None, None]
+
+
+def test_mcq_rows_round_trip(tmp_path: Path) -> None:
+    batch = McqBatchResult(keys=["k"], shards=["0.tar"], golds=[3], prompts=["Which?"], responses=["B"])
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_MCQ_SCHEMA) as store:
+        store.commit(raw_rows(batch))
+        assert mcq_batch(store.read()) == batch
+
+
+def test_another_identity_gets_another_directory(tmp_path: Path) -> None:
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        store.commit(raw_rows(ZS))
+    with ChunkStore.open(tmp_path, _identity(seed=1), schema=RAW_ZERO_SHOT_SCHEMA) as other:
+        assert other.done_keys(skipped=True) == set()
+    assert len(list((tmp_path / RUNS_DIR).iterdir())) == 2
+
+
+def test_overwrite_forgets_committed_chunks_and_the_run_id(tmp_path: Path) -> None:
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        store.commit(raw_rows(ZS))
+        run_id = store.run_id
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA, overwrite=True) as store:
+        assert store.done_keys(skipped=True) == set()
+        assert store.run_id != run_id
+
+
+def test_half_written_chunk_is_ignored_and_removed(tmp_path: Path) -> None:
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        store.commit(raw_rows(ZS))
+        leftover = store.path / ".chunk-00001.parquet.x1y2.tmp"
+    leftover.write_bytes(b"PAR1 cut short")
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        assert not leftover.exists()
+        assert store.done_keys(skipped=True) == {"a", "b"}
+
+
+def test_run_record_of_another_identity_is_refused(tmp_path: Path) -> None:
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        path = store.path
+    # As if another identity had the same digest: the record is compared, not only the name.
+    os.rename(path, tmp_path / RUNS_DIR / _identity(seed=1).digest())
+    with (
+        pytest.raises(ResultsError, match="records another run"),
+        ChunkStore.open(tmp_path, _identity(seed=1), schema=RAW_ZERO_SHOT_SCHEMA),
+    ):
+        pass
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path: Path) -> None:
+    errors: list[str] = []
+
+    def contender() -> None:
+        try:
+            with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA):
+                pass
+        except ResultsError as error:
+            errors.append(str(error))
+
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA):
+        thread = threading.Thread(target=contender)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and "another mill eval is running this same run" in errors[0]
+
+
+def test_output_dir_under_a_file_is_a_results_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with (
+        pytest.raises(ResultsError, match=r"cannot create the output directory .*file.*--output_dir"),
+        ChunkStore.open(tmp_path / "file" / "out", _identity(), schema=RAW_ZERO_SHOT_SCHEMA),
+    ):
+        pass
