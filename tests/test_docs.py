@@ -191,3 +191,10 @@ def test_reproducibility_table_is_what_collect_prints(tmp_path: Path) -> None:
     assert len(rows) == 5  # the header and the four published models
     for row in rows:
         assert row in page, f"docs/reproducibility/imagenet.md lacks the row {row!r}"
+
+
+def test_relative_links_resolve() -> None:
+    for file in DOC_FILES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", file.read_text(encoding="utf-8")):
+            if "://" not in target:
+                assert (file.parent / target).exists(), f"{file.relative_to(REPO)}: broken link {target}"

@@ -119,6 +119,8 @@ STOPS = {
     "while_a_chunk_is_written": Stop("before:chunk-00002.parquet", (signal.SIGKILL,)),
     "while_the_aggregate_is_updated": Stop("before:aggregate.csv", (signal.SIGKILL,)),
     "ctrl_c_between_chunks": Stop("after:chunk-00001.parquet", (signal.SIGINT, signal.SIGCONT)),
+    # A cluster's pre-emption: SIGTERM stops the run as Ctrl-C does.
+    "sigterm_between_chunks": Stop("after:chunk-00001.parquet", (signal.SIGTERM, signal.SIGCONT)),
     "holding_the_aggregate_lock": Stop("before:aggregate.csv", (), ("--seed", "1")),
 }
 
@@ -182,10 +184,11 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(
     assert not list(_run_dir(killed.out).glob(".*.tmp")) and not list(killed.out.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("stop", ["ctrl_c_between_chunks", "sigterm_between_chunks"])
 def test_ctrl_c_commits_what_is_done_and_says_how_to_resume(
-    stopped_runs: StoppedRuns, reference: Path, run_mill: Any
+    stopped_runs: StoppedRuns, reference: Path, run_mill: Any, stop: str
 ) -> None:
-    interrupted = stopped_runs.get("ctrl_c_between_chunks")
+    interrupted = stopped_runs.get(stop)
     assert interrupted.code == EXIT_INTERRUPTED
     assert f"interrupted: {2 * CHUNK_SIZE} of {N_SAMPLES} samples" in interrupted.err
     assert "re-run the same command to continue" in interrupted.err

@@ -9,7 +9,7 @@ from attrs import evolve
 from mill.core.metrics import MetricValue
 from mill.core.registry import builtin_spec_dir
 from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
-from mill.core.spec import Spec, load_spec
+from mill.core.spec import ReportedBaseline, Spec, load_spec
 from mill.core.tables import MISSING, REPORTED_COLUMNS, metric_tables, reported_tables, select_rows
 
 
@@ -123,3 +123,11 @@ def test_reported_filters_by_metric_and_model(
         ("ViT-B-32/openai", MISSING, "0.6332"),
         ("Qwen/Qwen3-VL-2B-Instruct", "0.8123†", MISSING),
     ]
+
+
+def test_reported_delta_below_the_shown_precision_is_unsigned_zero(tmp_path: Path, facts: RunFacts) -> None:
+    # 275/300 = 0.91666... against a published 0.9167 differs by -0.00003: shown as +0.0000, never -0.0000.
+    upsert_aggregate(tmp_path, run_rows(facts, "imagenet", {"acc": MetricValue(275 / 300, 0.01)}, ("acc", "acc")))
+    spec = evolve(_imagenet_spec(), reported=(ReportedBaseline(model=facts.model, value=0.9167, source="s"),))
+    tables = reported_tables(select_rows(read_aggregate(tmp_path)), [spec])
+    assert tables[0].frame.row(0) == (facts.model, "0.9167", "0.9167", "s", "+0.0000")

@@ -7,7 +7,9 @@ printed as one message and exit with status 2; anything else is a bug and keeps 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mill.cli import distributed
 from mill.cli.display import PlainProgress, RichProgress
 from mill.cli.runner import (
     RunInterrupted,
@@ -180,6 +183,10 @@ def eval_command(
         overwrite=overwrite,
         chunk_size=chunk_size_from_env(),
     )
+    launch = distributed.world()
+    # Under torchrun/srun every rank evaluates its part; rank 0 alone reports and writes results.
+    distributed.init_process_group_if_needed(_launch_device_type(device), launch)
+    quiet = quiet or not launch.is_main
     progress: Progress
     if quiet:
         progress = SilentProgress()
@@ -195,18 +202,30 @@ def eval_command(
         progress=progress,
     )
     produced: list[AggregateRow] = []
-    for run in planned:
-        if not quiet:
-            console.print(
-                f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})"
-            )
-        try:
-            produced.extend(execute(run, options, context))
-        finally:
-            progress.finish()
+    try:
+        for run in planned:
+            if not quiet:
+                console.print(
+                    f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})"
+                )
+            try:
+                produced.extend(execute(run, options, context))
+            finally:
+                progress.finish()
+    finally:
+        distributed.shutdown()
     if not quiet:
         _print_rows(console, produced)
         console.print(f"results: {out / 'aggregate.csv'}")
+
+
+def _launch_device_type(device: str | None) -> str:
+    """The device type a distributed launch communicates over: NCCL for CUDA, gloo for CPU."""
+    import torch
+
+    if device is not None:
+        return torch.device(device).type
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _print_rows(console: Console, rows: Sequence[AggregateRow]) -> None:
@@ -276,7 +295,8 @@ def collect_command(
     render[output_format](tables)
     if output_format in ("table", "markdown"):
         click.echo(
-            f"\n{MCQ_MARK} multiple-choice variant (not on the scale of a 1000-way accuracy); "
+            f"\n{MCQ_MARK} multiple-choice variant (a choice among a few options, not on the scale of a classification "
+            "accuracy over all classes); "
             f"{SETTINGS_MARK} non-default settings"
         )
 
@@ -348,6 +368,8 @@ def ls_command(spec_files: Sequence[Path]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mill`` script."""
+    if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="mill", standalone_mode=False)
     except click.exceptions.Abort as exc:
@@ -364,3 +386,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: results already written are kept; re-run the same command to continue", err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """Clusters pre-empt jobs with SIGTERM: stop as on Ctrl-C, committing finished batches first."""
+    del signum, frame
+    raise KeyboardInterrupt

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 from attrs import frozen
 
+from mill.cli import distributed
 from mill.core.backend import BackendPlugin, Capabilities, RunContext
 from mill.core.chunks import (
     RAW_MCQ_SCHEMA,
@@ -214,16 +215,35 @@ def execute(run: PlannedRun, options: RunOptions, context: RunContext) -> list[A
         shards=[(s.name, s.size) for s in data.shards],
     )
     schema = RAW_ZERO_SHOT_SCHEMA if variant.kind is VariantKind.ZERO_SHOT else RAW_MCQ_SCHEMA
-    with ChunkStore.open(options.output_dir, identity, schema=schema, overwrite=options.overwrite) as store:
+    launch = distributed.world()
+    if not launch.is_main:
+        distributed.barrier()  # rank 0 prepares the run's directory first
+    with ChunkStore.open(
+        options.output_dir,
+        identity,
+        schema=schema,
+        overwrite=options.overwrite and launch.is_main,
+        worker=launch.rank,
+    ) as store:
+        if launch.is_main:
+            distributed.barrier()
         done = store.done_keys(skipped=options.on_bad_sample == "skip")
-        todo = [key for key in data.keys if key not in done]
+        mine = set(distributed.rank_keys(data.keys, launch.rank, launch.world_size))
+        todo = [key for key in data.keys if key not in done and key in mine]
         if done:
-            context.progress.start(f"resuming: {len(data) - len(todo)} of {len(data)} samples already committed")
+            context.progress.start(f"resuming: {len(done)} of {len(data)} samples already committed")
             context.progress.finish()
         if todo:
             _commit_results(backend, run, data.subset(todo), store, seed, options.chunk_size, n_total=len(data))
-        raw = store.read()
-        return _finish(run, options, backend, data, source, raw, seed, settings, store, n_reused=len(data) - len(todo))
+        # Every rank hands its part to rank 0, which scores the union: the same rows, sorted by key,
+        # as a single process would have (and no shared filesystem is assumed between nodes).
+        own = store.read().filter(pl.col("key").is_in(sorted(mine)))
+        parts = distributed.gather_objects((own, len(todo)))
+        if parts is None:
+            return []
+        raw = pl.concat([frame for frame, _ in parts]).sort("key")
+        n_computed = sum(count for _, count in parts)
+        return _finish(run, options, backend, data, source, raw, seed, settings, store, n_reused=len(data) - n_computed)
 
 
 def _commit_results(

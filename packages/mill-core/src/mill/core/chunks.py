@@ -4,7 +4,8 @@ A run's directory is keyed by its :class:`~mill.core.run_identity.RunIdentity` d
 
     {output_dir}/.mill/runs/{digest}/run.json            identity, run id, first start time
     {output_dir}/.mill/runs/{digest}/chunk-00000.parquet raw results of some samples
-    {output_dir}/.mill/runs/{digest}/lock                held while a process works on the run
+    {output_dir}/.mill/runs/{digest}/chunk-r1-00000.parquet  the same, committed by rank 1 of a launch
+    {output_dir}/.mill/runs/{digest}/lock                held while a process works on the run (lock-r1 ...)
 
 Chunks hold what the backend answered (zero-shot: top-k classes; MCQ: prompt and response), not
 scores: the run is scored once over the union of its chunks, so metrics never depend on where a
@@ -35,7 +36,7 @@ from mill.core.task import McqBatchResult, ZeroShotBatchResult
 
 RUNS_DIR = Path(".mill") / "runs"
 RUN_FILE = "run.json"
-_CHUNK = re.compile(r"chunk-(\d+)\.parquet")
+_CHUNK = re.compile(r"chunk-(?:r(\d+)-)?(\d+)\.parquet")
 
 RAW_ZERO_SHOT_SCHEMA: dict[str, Any] = {
     "key": pl.String,
@@ -101,10 +102,11 @@ def mcq_batch(frame: pl.DataFrame) -> McqBatchResult:
 class ChunkStore:
     """The committed chunks of one run, opened with :meth:`open` (which holds the run's lock)."""
 
-    def __init__(self, path: Path, schema: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, schema: Mapping[str, Any], run: Mapping[str, Any], worker: int = 0) -> None:
         self.path = path
         self.schema = dict(schema)
         self._run = dict(run)
+        self._worker = worker
 
     @property
     def run_id(self) -> str:
@@ -125,18 +127,22 @@ class ChunkStore:
         *,
         schema: Mapping[str, Any],
         overwrite: bool = False,
+        worker: int = 0,
     ) -> Iterator[ChunkStore]:
         """The store of ``identity``'s run under ``output_dir``, locked against other processes.
 
         With ``overwrite`` (or when the directory holds chunks of unknown provenance) committed
         chunks are deleted first. Temporary files left by a process killed mid-write are removed.
+        ``worker`` is the rank of a distributed launch: each rank commits chunks of its own (and
+        holds its own lock), and every rank reads all of them, so a restart reuses the work of
+        any number of ranks. Rank 0 must open the store before the others (it prepares it).
 
         Raises:
             ResultsError: another process holds the run, the directory cannot be created, or its
                 ``run.json`` records a different identity.
         """
         path = ensure_output_dir(output_dir / RUNS_DIR / identity.digest())
-        lock = FileLock(str(path / "lock"), timeout=0)
+        lock = FileLock(str(path / ("lock" if worker == 0 else f"lock-r{worker}")), timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -145,14 +151,15 @@ class ChunkStore:
                 "wait for it to finish, or use another --output_dir"
             ) from None
         try:
-            yield cls(path, schema, _prepare(path, identity, overwrite=overwrite))
+            record = _prepare(path, identity, overwrite=overwrite) if worker == 0 else _record(path, identity)
+            yield cls(path, schema, record, worker)
         finally:
             lock.release()
 
-    def chunk_files(self) -> list[Path]:
-        """Committed chunk files, in commit order."""
-        found = [(number, p) for p in self.path.iterdir() if (number := _chunk_number(p)) is not None]
-        return [p for _, p in sorted(found)]
+    def chunk_files(self, *, own: bool = False) -> list[Path]:
+        """Committed chunk files of every rank (or, with ``own``, of this one), in commit order."""
+        found = [(place, p) for p in self.path.iterdir() if (place := _chunk_place(p)) is not None]
+        return [p for place, p in sorted(found) if not own or place[0] == self._worker]
 
     def done_keys(self, *, skipped: bool) -> set[str]:
         """Keys of every committed sample: evaluated ones, and with ``skipped`` those committed as
@@ -167,9 +174,10 @@ class ChunkStore:
 
     def commit(self, rows: Sequence[Mapping[str, Any]]) -> Path:
         """Write ``rows`` (raw rows, see :func:`raw_rows`) as the next chunk, atomically."""
-        files = self.chunk_files()
-        number = (_chunk_number(files[-1]) or 0) + 1 if files else 0
-        target = self.path / f"chunk-{number:05d}.parquet"
+        files = self.chunk_files(own=True)
+        number = _chunk_place(files[-1])[1] + 1 if files else 0  # type: ignore[index]
+        prefix = "chunk-" if self._worker == 0 else f"chunk-r{self._worker}-"
+        target = self.path / f"{prefix}{number:05d}.parquet"
         write_parquet_atomic(target, pl.DataFrame(list(rows), schema=self.schema))
         return target
 
@@ -182,9 +190,25 @@ class ChunkStore:
         return frame.unique("key", keep="first", maintain_order=True).sort("key")
 
 
-def _chunk_number(path: Path) -> int | None:
+def _chunk_place(path: Path) -> tuple[int, int] | None:
+    """(rank, number) of a chunk file, None for any other file."""
     match = _CHUNK.fullmatch(path.name)
-    return int(match.group(1)) if match else None
+    return (int(match.group(1) or 0), int(match.group(2))) if match else None
+
+
+def _record(path: Path, identity: RunIdentity) -> dict[str, Any]:
+    """The run record rank 0 prepared, checked against this rank's identity."""
+    record_file = path / RUN_FILE
+    try:
+        record: dict[str, Any] = json.loads(record_file.read_text(encoding="utf-8"))
+    except OSError:
+        raise ResultsError(f"{record_file} is missing: rank 0 of the launch must open the run first") from None
+    if record.get("identity") != identity.as_dict():
+        raise ResultsError(
+            f"{record_file}: this rank's run identity differs from rank 0's (another model revision, library "
+            "version or data?); every rank of a launch must see the same model, code and data"
+        )
+    return record
 
 
 def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str, Any]:
@@ -201,7 +225,7 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
             )
     if record is None:
         for leftover in path.iterdir():
-            if _chunk_number(leftover) is not None or leftover.name == RUN_FILE:
+            if _chunk_place(leftover) is not None or leftover.name == RUN_FILE:
                 leftover.unlink()
         record = {
             "identity": identity.as_dict(),

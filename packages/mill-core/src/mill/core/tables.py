@@ -148,7 +148,7 @@ def reported_tables(
                 pl.col("cell").fill_null(MISSING).alias("Mill"),
                 _fraction(pl.col("reported"), "{:.4f}").fill_null(MISSING).alias("Reported"),
                 pl.col("source").fill_null(MISSING).alias("Source"),
-                _fraction(pl.col("performance") - pl.col("reported"), "{:+.4f}").fill_null(MISSING).alias("Δ"),
+                _delta(pl.col("performance") - pl.col("reported")).fill_null(MISSING).alias("Δ"),
             )
             tables.append(ReportedTable(spec.name, task, metric_name, frame))
     return tables
@@ -156,6 +156,11 @@ def reported_tables(
 
 def _fraction(values: pl.Expr, pattern: str) -> pl.Expr:
     return values.map_elements(pattern.format, return_dtype=pl.String)
+
+
+def _delta(values: pl.Expr) -> pl.Expr:
+    # Rounded first so that a difference below the shown precision reads +0.0000, not -0.0000.
+    return values.round(4).map_elements(lambda value: f"{value + 0.0:+.4f}", return_dtype=pl.String)
 
 
 def _cell() -> pl.Expr:

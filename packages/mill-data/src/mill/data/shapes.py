@@ -120,4 +120,6 @@ def _outline(shape: str, centre: np.ndarray, radius: float, angle: float) -> lis
     else:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     cos, sin = math.cos(angle), math.sin(angle)
-    return [(centre[0] + radius * (px * cos - py * sin), centre[1] + radius * (px * sin + py * cos)) for px, py in points]
+    return [
+        (centre[0] + radius * (px * cos - py * sin), centre[1] + radius * (px * sin + py * cos)) for px, py in points
+    ]
