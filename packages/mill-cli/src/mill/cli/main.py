@@ -32,10 +32,10 @@ from mill.cli.runner import (
     execute,
     parse_data_dirs,
     plan_runs,
-    split_list,
 )
 from mill.core.backend import RunContext
 from mill.core.errors import MillError
+from mill.core.model_spec import split_top_level
 from mill.core.plugins import installed_backends
 from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
@@ -163,7 +163,7 @@ def eval_command(
     name, a variant name or a spec file. Both may be comma-separated lists.
     """
     console = Console(stderr=False)
-    models, benchmarks = split_list(model), split_list(benchmark)
+    models, benchmarks = split_top_level(model), split_top_level(benchmark)
     registry = SpecRegistry.discover(spec_files)
     planned = plan_runs(models, benchmarks, registry)
     default_data_dir, data_dirs = parse_data_dirs(data_dir)
@@ -273,19 +273,19 @@ def collect_command(
     rows = select_rows(
         read_aggregate(out),
         metric=metric,
-        models=split_list(models or ""),
-        benchmarks=split_list(benchmarks or ""),
+        models=split_top_level(models or ""),
+        benchmarks=split_top_level(benchmarks or ""),
         include_all=include_all,
     )
     tables: Sequence[MetricTable | ReportedTable]
     if reported:
-        wanted = set(split_list(benchmarks or ""))
+        wanted = set(split_top_level(benchmarks or ""))
         specs = [
             spec
             for spec in SpecRegistry.discover(spec_files).specs.values()
             if not wanted or spec.name in wanted or wanted & set(spec.variants)
         ]
-        tables = reported_tables(rows, specs, metric=metric, models=split_list(models or ""))
+        tables = reported_tables(rows, specs, metric=metric, models=split_top_level(models or ""))
     else:
         tables = metric_tables(rows)
     if not tables:

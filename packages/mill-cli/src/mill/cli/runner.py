@@ -126,11 +126,6 @@ def plan_runs(models: Sequence[str], benchmarks: Sequence[str], registry: SpecRe
     return planned
 
 
-def split_list(text: str) -> list[str]:
-    """A comma list of model specs or benchmarks (commas inside brackets belong to a model spec)."""
-    return split_top_level(text)
-
-
 def parse_data_dirs(text: str | None) -> tuple[str | None, dict[str, str]]:
     """``DIR`` (one benchmark) or ``imagenet=DIR,other=DIR2`` (several)."""
     if not text:
@@ -448,4 +443,4 @@ def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-__all__ = ["DataError", "PlannedRun", "RunInterrupted", "RunOptions", "execute", "plan_runs"]
+__all__ = ["PlannedRun", "RunInterrupted", "RunOptions", "execute", "plan_runs"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from attrs import frozen
 
 from mill.core.errors import UnknownBenchmarkError
-from mill.core.spec import Spec, Variant, load_spec
+from mill.core.spec import Spec, load_spec
 
 SPEC_PATH_ENV = "MILL_SPEC_PATH"
 
@@ -91,8 +91,3 @@ class SpecRegistry:
             f"unknown benchmark or variant {benchmark!r}.{hint} Known: {', '.join(names) or 'none'}. "
             "Add your own with --spec FILE or a directory in MILL_SPEC_PATH; `mill ls` lists them."
         )
-
-
-def variants_in_order(spec: Spec) -> list[tuple[str, Variant]]:
-    """The spec's variants in declaration order (the order capability matching tries them)."""
-    return list(spec.variants.items())
