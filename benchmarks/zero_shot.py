@@ -8,7 +8,7 @@ Prints, for one run on this machine:
   4. Mill end to end vs the model's forward pass alone on pre-decoded tensors (the data path's cost).
 
 Default size fits a 2-core CPU in a few minutes: the ViT-B-32 architecture with random weights (no download)
-and 96 real photos, classified among 16 classes with 4 templates. On a GPU machine, for example:
+and 96 real photos, classified among 64 classes with 16 templates. On a GPU machine, for example:
   python benchmarks/zero_shot.py --device cuda --n_images 1000 --n_classes 1000 --n_templates 80
 Timings exclude model construction (both tools get the same model object).
 """
@@ -143,8 +143,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=None, help="both tools (default: each tool's own)")
     parser.add_argument("--num_workers", type=int, default=None, help="both tools (default: each tool's own)")
     parser.add_argument("--n_images", type=int, default=96, help="photos converted from --sample_dir (max 1000)")
-    parser.add_argument("--n_templates", type=int, default=4, help="the first N of the 80 OpenAI templates")
-    parser.add_argument("--n_classes", type=int, default=16, help="the first N ImageNet classes (1000: all)")
+    parser.add_argument("--n_templates", type=int, default=16, help="the first N of the 80 OpenAI templates")
+    parser.add_argument("--n_classes", type=int, default=64, help="the first N ImageNet classes (1000: all)")
     parser.add_argument("--data_dir", default=None, help="existing shards (DIR/test/*.tar) instead of the photos")
     parser.add_argument("--sample_dir", default=str(DEFAULT_SAMPLE_DIR))
     parser.add_argument("--work_dir", default=str(DEFAULT_WORK_DIR), help="where converted shards are cached")
