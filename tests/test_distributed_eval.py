@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,13 @@ def test_torchrun_two_ranks_equal_one_process(
         .sort(columns)
         .equals(zero_shot.first.aggregate().select(columns).sort(columns))
     )
+
+    # Restarted as one process, the job reuses what both ranks committed and computes nothing.
+    rerun = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, check=False, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    manifest = json.loads(
+        (output_dir / zero_shot.first.per_sample_path().relative_to(zero_shot.first.output_dir))
+        .with_suffix(".json")
+        .read_text()
+    )
+    assert manifest["n_reused"] == manifest["n_samples"] == len(single)
