@@ -29,6 +29,8 @@ from attrs import frozen
 
 from mill.cli.main import main
 from mill.cli.runner import CHUNK_SIZE_ENV
+from mill.core.metrics import MetricValue
+from mill.core.results import RunFacts, run_rows, upsert_aggregate
 from mill.data import write_synthetic_shards
 
 N_CLASSES = 20
@@ -312,3 +314,29 @@ def serve() -> Iterator[Callable[..., str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def _add_foreign_row(output_dir: Path) -> None:
+    """A result of another model already in aggregate.csv: no failure or kill may lose it."""
+    facts = RunFacts(
+        model="other/model",
+        benchmark="tinybench",
+        task_type="zero_shot",
+        n_samples=60,
+        seed=42,
+        limit=None,
+        settings="precision=fp32",
+        default_settings=False,
+        run_id="earlier",
+        incomplete=False,
+        n_skipped=0,
+        output_file="outputs/other.parquet",
+        finished_at="2026-01-01T00:00:00+00:00",
+    )
+    upsert_aggregate(output_dir, run_rows(facts, "tinybench", {"acc": MetricValue(0.5, 0.1)}, ("acc", "acc")))
+
+
+@pytest.fixture(scope="session")
+def foreign_row() -> Callable[[Path], None]:
+    """``foreign_row(output_dir)`` puts another model's result into ``output_dir``'s aggregate.csv."""
+    return _add_foreign_row

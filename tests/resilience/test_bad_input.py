@@ -17,30 +17,14 @@ import pytest
 from mill.backends.clip.plugin import ClipPlugin
 from mill.cli.main import EXIT_USER_ERROR
 from mill.core.chunks import RUNS_DIR
-from mill.core.metrics import MetricValue
-from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
+from mill.core.results import read_aggregate
 
 
 @pytest.fixture
-def results(tmp_path: Path) -> Path:
+def results(tmp_path: Path, foreign_row: Callable[[Path], None]) -> Path:
     """An output directory already holding another model's result."""
     out = tmp_path / "results"
-    facts = RunFacts(
-        model="other/model",
-        benchmark="tinybench",
-        task_type="zero_shot",
-        n_samples=60,
-        seed=42,
-        limit=None,
-        settings="precision=fp32",
-        default_settings=False,
-        run_id="earlier",
-        incomplete=False,
-        n_skipped=0,
-        output_file="outputs/other.parquet",
-        finished_at="2026-01-01T00:00:00+00:00",
-    )
-    upsert_aggregate(out, run_rows(facts, "tinybench", {"acc": MetricValue(0.5, 0.1)}, ("acc", "acc")))
+    foreign_row(out)
     return out
 
 

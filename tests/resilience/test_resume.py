@@ -24,8 +24,7 @@ from polars.testing import assert_frame_equal
 from mill.cli.main import EXIT_INTERRUPTED, main
 from mill.cli.runner import CHUNK_SIZE_ENV
 from mill.core.chunks import RUNS_DIR
-from mill.core.metrics import MetricValue
-from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
+from mill.core.results import read_aggregate
 
 CHUNK_SIZE, N_SAMPLES = 8, 60  # as in conftest.Sizes; parametrisation needs them at collection
 PARQUET = Path("outputs/mill-tiny-clip__mill-tiny-clip.pt/tinybench_0shot_precision-fp32.parquet")
@@ -71,26 +70,6 @@ def _run_dir(output_dir: Path) -> Path:
     return run_dir
 
 
-def _foreign_row(output_dir: Path) -> None:
-    """A result of another model already in aggregate.csv: no kill may lose it."""
-    facts = RunFacts(
-        model="other/model",
-        benchmark="tinybench",
-        task_type="zero_shot",
-        n_samples=60,
-        seed=42,
-        limit=None,
-        settings="precision=fp32",
-        default_settings=False,
-        run_id="earlier",
-        incomplete=False,
-        n_skipped=0,
-        output_file="outputs/other.parquet",
-        finished_at="2026-01-01T00:00:00+00:00",
-    )
-    upsert_aggregate(output_dir, run_rows(facts, "tinybench", {"acc": MetricValue(0.5, 0.1)}, ("acc", "acc")))
-
-
 @frozen
 class Stop:
     """Where a subprocess stops itself (a ``stop_at`` point) and which signals it then gets."""
@@ -129,12 +108,12 @@ class StoppedRuns:
     """Every run of :data:`STOPS`, started at once (they are independent, and Python start-up
     dominates their time); :meth:`get` waits for one to stop and signals it."""
 
-    def __init__(self, root: Path, eval_argv: Any, stoppable_mill: Any) -> None:
+    def __init__(self, root: Path, eval_argv: Any, stoppable_mill: Any, foreign_row: Any) -> None:
         self._started: dict[str, tuple[list[str], Path, Any]] = {}
         self._done: dict[str, Stopped] = {}
         for name, stop in STOPS.items():
             out = root / name
-            _foreign_row(out)
+            foreign_row(out)
             argv = eval_argv(out, *stop.flags)
             self._started[name] = (argv, out, stoppable_mill(argv, stop_at=stop.point))
 
@@ -154,8 +133,10 @@ class StoppedRuns:
 
 
 @pytest.fixture(scope="session")
-def stopped_runs(tmp_path_factory: pytest.TempPathFactory, eval_argv: Any, stoppable_mill: Any) -> StoppedRuns:
-    return StoppedRuns(tmp_path_factory.mktemp("stopped"), eval_argv, stoppable_mill)
+def stopped_runs(
+    tmp_path_factory: pytest.TempPathFactory, eval_argv: Any, stoppable_mill: Any, foreign_row: Any
+) -> StoppedRuns:
+    return StoppedRuns(tmp_path_factory.mktemp("stopped"), eval_argv, stoppable_mill, foreign_row)
 
 
 KILLS = {
