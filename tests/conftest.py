@@ -98,6 +98,12 @@ def run_in_process(*argv: str) -> Outcome:
 
 
 @pytest.fixture(scope="session")
+def mill_in_process() -> Mill:
+    """``mill_in_process(*argv)``: :func:`run_in_process`, for conftests below this one."""
+    return run_in_process
+
+
+@pytest.fixture(scope="session")
 def shape() -> Shape:
     return Shape()
 

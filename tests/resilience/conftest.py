@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 from attrs import frozen
 
-from mill.cli.main import main
 from mill.cli.runner import CHUNK_SIZE_ENV
 from mill.core.metrics import MetricValue
 from mill.core.results import RunFacts, run_rows, upsert_aggregate
@@ -179,22 +178,11 @@ def eval_argv(tiny_clip: str, tiny_spec: Path, run_cache: Path) -> Callable[...,
 
 
 @pytest.fixture
-def run_mill(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Outcome]:
+def run_mill(mill_in_process: Callable[..., Outcome], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Outcome]:
     """``run_mill("eval", ...)``: run the command in this process, committing every
     :data:`CHUNK_SIZE` samples, and return its :class:`Outcome`."""
     monkeypatch.setenv(CHUNK_SIZE_ENV, str(CHUNK_SIZE))
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
+    return mill_in_process
 
 
 class MillProcess:
