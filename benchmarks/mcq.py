@@ -20,12 +20,13 @@ import torch
 from sample_shards import DEFAULT_SAMPLE_DIR, DEFAULT_WORK_DIR, photo_shards
 
 from mill.core.backend import RunContext
+from mill.core.kinds.generative_mcq import McqTask, McqVariant
 from mill.core.mcq import make_question_fn
 from mill.core.plugins import load_plugin
 from mill.core.progress import SilentProgress
-from mill.core.spec import McqVariant, load_spec
-from mill.core.task import McqTask
-from mill.data import ShardDataset, open_dataset
+from mill.core.sample import ReadOptions
+from mill.core.spec import load_spec
+from mill.data import ShardDataset, open_dataset, synthetic_dataset_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "imagenet.toml"
 
@@ -40,13 +41,9 @@ def main() -> None:
         path = str(write_tiny_vlm(scratch / "vlm"))
     root = photo_shards(Path(args.sample_dir), Path(args.work_dir), args.n_images)
     data = open_dataset(
-        str(root),
-        split="test",
-        image_member="0.webp",
-        label_member="cls",
+        synthetic_dataset_spec(root, n_samples=args.n_images),
         n_classes=1000,
-        expected_count=None,
-        cache_dir=scratch / "cache",
+        options=ReadOptions(allow_incomplete=True, cache_dir=scratch / "cache"),
     )
     spec = load_spec(SPEC)
     variant = spec.variants["imagenet_mcq"]
@@ -64,10 +61,10 @@ def main() -> None:
     )
 
     common = {"path": path, "dtype": args.dtype, "device": args.device, "num_workers": args.num_workers}
-    hf = load_plugin("hf").load({**common, "batch_size": args.batch_size}, _context(scratch))
+    hf = load_plugin("hf").plugin.load({**common, "batch_size": args.batch_size}, _context(scratch))
     _run(hf, task, _head(data, 2))  # warm-up, untimed
     batched, answers = _run(hf, task, data)
-    hf_one = load_plugin("hf").load({**common, "batch_size": 1}, _context(scratch))
+    hf_one = load_plugin("hf").plugin.load({**common, "batch_size": 1}, _context(scratch))
     single, single_answers = _run(hf_one, task, data)
     same = sum(a == b for a, b in zip(answers, single_answers, strict=True))
     print(f"hf batch size {args.batch_size}: {_rate(len(data), batched)}")
@@ -81,7 +78,7 @@ def main() -> None:
             "\nvllm: not installed here, so vllm vs hf is not measured (pip install ./packages/mill-backends-llm[vllm])"
         )
         return
-    engine = load_plugin("vllm").load({"path": path, "dtype": args.dtype}, _context(scratch))
+    engine = load_plugin("vllm").plugin.load({"path": path, "dtype": args.dtype}, _context(scratch))
     fast, _ = _run(engine, task, data)
     print(f"\nvllm: {_rate(len(data), fast)} -> {batched / fast:.2f}x hf batched")
 

@@ -33,9 +33,10 @@ from mill.backends.clip import ClipArgs
 from mill.backends.clip.args import DEFAULT_BATCH_SIZE, MAX_DEFAULT_WORKERS
 from mill.backends.clip.backend import ClipBackend
 from mill.core.backend import RunContext
+from mill.core.kinds.zero_shot import ZeroShotTask
 from mill.core.progress import SilentProgress
-from mill.core.task import ZeroShotTask
-from mill.data import ShardDataset, open_dataset
+from mill.core.sample import ReadOptions
+from mill.data import ShardDataset, open_dataset, synthetic_dataset_spec
 
 #: clip_benchmark's command-line defaults.
 REFERENCE_BATCH_SIZE = 64
@@ -154,13 +155,9 @@ def _parse() -> argparse.Namespace:
 
 def _open(root: Path, cache: Path) -> ShardDataset:
     return open_dataset(
-        str(root),
-        split="test",
-        image_member="0.webp",
-        label_member="cls",
+        synthetic_dataset_spec(root, n_samples=0),
         n_classes=1000,
-        expected_count=None,
-        cache_dir=cache,
+        options=ReadOptions(allow_incomplete=True, cache_dir=cache),
     )
 
 

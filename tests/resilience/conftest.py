@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from attrs import frozen
 
-from mill.cli.runner import CHUNK_SIZE_ENV
+from mill.core.engine import CHUNK_SIZE_ENV
 from mill.core.metrics import MetricValue
 from mill.core.results import RunFacts, run_rows, upsert_aggregate
 from mill.data import write_synthetic_shards

@@ -22,8 +22,8 @@ from attrs import frozen
 from polars.testing import assert_frame_equal
 
 from mill.cli.main import EXIT_INTERRUPTED, main
-from mill.cli.runner import CHUNK_SIZE_ENV
 from mill.core.chunks import RUNS_DIR
+from mill.core.engine import CHUNK_SIZE_ENV
 from mill.core.results import read_aggregate
 
 CHUNK_SIZE, N_SAMPLES = 8, 60  # as in conftest.Sizes; parametrisation needs them at collection

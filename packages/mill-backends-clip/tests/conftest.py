@@ -12,9 +12,10 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from mill.backends.clip import ClipArgs, TinyModel, write_tiny_model
 from mill.backends.clip.backend import ClipBackend
 from mill.core.backend import RunContext
+from mill.core.kinds.zero_shot import ZeroShotTask
 from mill.core.progress import Progress, SilentProgress
-from mill.core.task import ZeroShotTask
-from mill.data import ShardDataset, open_dataset, write_synthetic_shards
+from mill.core.sample import ReadOptions
+from mill.data import ShardDataset, open_dataset, synthetic_dataset_spec, write_synthetic_shards
 
 # 30 classes x 2 images: with 10 x 5 the random-weight model's top-1 falls on only 4 classes, too few
 # for the equivalence tests to compare predictions that vary (30 x 2 gives 9).
@@ -34,13 +35,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> ShardDataset:
     root = tmp_path_factory.mktemp("shards")
     write_synthetic_shards(root, n_classes=N_CLASSES, per_class=PER_CLASS, n_shards=3)
     return open_dataset(
-        str(root),
-        split="test",
-        image_member="0.webp",
-        label_member="cls",
+        synthetic_dataset_spec(root, n_samples=N_CLASSES * PER_CLASS),
         n_classes=N_CLASSES,
-        expected_count=N_CLASSES * PER_CLASS,
-        cache_dir=tmp_path_factory.mktemp("data-cache"),
+        options=ReadOptions(cache_dir=tmp_path_factory.mktemp("data-cache")),
     )
 
 

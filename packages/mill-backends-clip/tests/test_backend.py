@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mill.backends.clip import TinyModel
 from mill.backends.clip.backend import ClipBackend
-from mill.core.task import ZeroShotTask
+from mill.core.kinds.zero_shot import ZeroShotTask
 from mill.data import ShardDataset
 
 

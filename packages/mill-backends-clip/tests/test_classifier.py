@@ -11,7 +11,7 @@ from attrs import evolve
 from mill.backends.clip.backend import ClipBackend
 from mill.backends.clip.classifier import prompts_for
 from mill.core.errors import SpecError
-from mill.core.task import ZeroShotTask
+from mill.core.kinds.zero_shot import ZeroShotTask
 
 
 def _no_text_encoding(*args: Any, **kwargs: Any) -> NoReturn:

@@ -9,7 +9,7 @@ import torch
 
 from mill.backends.clip.backend import ClipBackend
 from mill.backends.clip.classifier import encode_text, prompts_for
-from mill.core.task import ZeroShotTask
+from mill.core.kinds.zero_shot import ZeroShotTask
 from mill.data import ShardDataset
 
 

@@ -15,9 +15,10 @@ import pytest
 
 from mill.backends.llm.tiny import write_tiny_vlm
 from mill.core.backend import RunContext
-from mill.core.sample import SampleSource
-from mill.core.task import McqQuestion, McqTask
-from mill.data import open_dataset, write_synthetic_shards
+from mill.core.kinds.generative_mcq import McqTask
+from mill.core.mcq import McqQuestion
+from mill.core.sample import ReadOptions, SampleSource
+from mill.data import open_dataset, synthetic_dataset_spec, write_synthetic_shards
 
 CLASSNAMES = ("tench", "goldfish", "great white shark", "tiger shark")
 N_SAMPLES = 8
@@ -74,13 +75,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> SampleSource:
     root = tmp_path_factory.mktemp("shards")
     write_synthetic_shards(root, n_classes=len(CLASSNAMES), per_class=N_SAMPLES // len(CLASSNAMES), n_shards=2)
     return open_dataset(
-        str(root),
-        split="test",
-        image_member="0.webp",
-        label_member="cls",
+        synthetic_dataset_spec(root, n_samples=N_SAMPLES),
         n_classes=len(CLASSNAMES),
-        expected_count=N_SAMPLES,
-        cache_dir=root / "cache",
+        options=ReadOptions(cache_dir=root / "cache"),
     )
 
 

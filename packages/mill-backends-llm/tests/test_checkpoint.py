@@ -8,7 +8,6 @@ import pytest
 from mill.backends.llm.checkpoint import Checkpoint
 from mill.backends.llm.plugin import hf_plugin, vllm_plugin
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
-from mill.core.task import VariantKind
 
 
 def _refuse_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,15 +25,15 @@ def test_vlm_serves_images_without_loading_weights(tiny_vlm: Path, monkeypatch: 
     for plugin in (hf_plugin, vllm_plugin):
         capabilities = plugin.capabilities({"path": str(tiny_vlm)})
         assert capabilities.modalities == {"image", "text"}
-        assert capabilities.serves(VariantKind.GENERATIVE_MCQ)
-        assert not capabilities.serves(VariantKind.ZERO_SHOT)
+        assert capabilities.serves("generative_mcq")
+        assert not capabilities.serves("zero_shot")
 
 
 def test_text_only_model_serves_nothing(text_only_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _refuse_weights(monkeypatch)
     capabilities = hf_plugin.capabilities({"path": str(text_only_model)})
     assert capabilities.modalities == {"text"}
-    assert not capabilities.serves(VariantKind.GENERATIVE_MCQ)
+    assert not capabilities.serves("generative_mcq")
 
 
 def test_vision_config_without_image_processor_serves_nothing(tiny_vlm: Path, tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from mill.backends.llm.plugin import hf_plugin
-from mill.core.backend import McqBackend, RunContext
+from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError
+from mill.core.kinds.generative_mcq import McqBackend, McqBatchResult, McqTask
+from mill.core.mcq import McqQuestion
 from mill.core.sample import SampleSource
-from mill.core.task import McqBatchResult, McqQuestion, McqTask
 
 
 def _load(model: Path, context: RunContext, **args: Any) -> McqBackend:

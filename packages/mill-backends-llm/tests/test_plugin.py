@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from mill.backends.llm.plugin import hf_plugin, vllm_plugin
 from mill.backends.llm.vllm import INSTALL_HINT
 from mill.core.errors import UnknownBackendError
+from mill.core.plugins import load_plugin
 
 
 def test_plugin_module_imports_no_ml_framework() -> None:
@@ -21,8 +23,10 @@ def test_plugin_module_imports_no_ml_framework() -> None:
 
 
 def test_distributions() -> None:
-    assert hf_plugin.distribution == "mill-backends-llm"
-    assert vllm_plugin.distribution == "mill-backends-llm[vllm]"
+    # From the entry points' metadata: a name pip knows, so its version enters the run identity.
+    assert load_plugin("hf").plugin is hf_plugin and load_plugin("vllm").plugin is vllm_plugin
+    assert load_plugin("hf").distribution == load_plugin("vllm").distribution == "mill-backends-llm"
+    assert version(str(load_plugin("vllm").distribution))
 
 
 def test_vllm_missing_says_how_to_install(tiny_vlm: Path, context: object, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,8 @@ from mill.backends.llm.messages import render_prompt
 from mill.backends.llm.vllm import VllmBackend, engine_kwargs, refuse_torchrun
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.errors import BackendArgumentError
+from mill.core.kinds.generative_mcq import McqTask
 from mill.core.sample import SampleSource
-from mill.core.task import McqTask
 
 
 class FakeLLM:

@@ -15,8 +15,8 @@ import pytest
 
 from mill.backends.llm.plugin import vllm_plugin
 from mill.core.backend import ModelInfo, RunContext
+from mill.core.kinds.generative_mcq import McqBatchResult, McqTask
 from mill.core.sample import SampleSource
-from mill.core.task import McqBatchResult, McqTask
 
 pytestmark = pytest.mark.vllm
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mill.cli.distributed import DistributedError, WorldInfo, device_for, gather_objects, rank_keys, world
-from mill.data import open_dataset, write_synthetic_shards
+from mill.cli.distributed import DistributedError, WorldInfo, device_for, gather_objects, world
+from mill.core.engine import rank_keys
+from mill.core.sample import ReadOptions
+from mill.data import open_dataset, synthetic_dataset_spec, write_synthetic_shards
 
 # Each rank opens the same shards, keeps its own keys, and "evaluates" every image into a record that
 # depends on its decoded pixels; rank 0 writes what it gathered.
@@ -26,14 +28,16 @@ from pathlib import Path
 import torch
 
 from mill.cli import distributed as d
-from mill.data import open_dataset
+from mill.core.engine import rank_keys
+from mill.core.sample import ReadOptions
+from mill.data import open_dataset, synthetic_dataset_spec
 
 shards, cache, out = (Path(p) for p in sys.argv[1:4])
 info = d.world()
 assert d.init_process_group_if_needed("cpu", info)
-data = open_dataset(str(shards), split="test", image_member="0.webp", label_member="cls", n_classes=7,
-                    expected_count=None, cache_dir=cache / f"rank{info.rank}")
-mine = data.subset(d.rank_keys(data.keys, info.rank, info.world_size))
+data = open_dataset(synthetic_dataset_spec(shards, n_samples=21), n_classes=7,
+                    options=ReadOptions(cache_dir=cache / f"rank{info.rank}"))
+mine = data.subset(rank_keys(data.keys, info.rank, info.world_size))
 records = []
 for batch in mine.batches(batch_size=3, num_workers=1):
     for key, label, image in zip(batch.keys, batch.labels, batch.images):
@@ -54,15 +58,7 @@ def _records(shards: Path, cache: Path) -> list[dict[str, object]]:
     """What one process alone computes over all the samples (the reference)."""
     import torch
 
-    data = open_dataset(
-        str(shards),
-        split="test",
-        image_member="0.webp",
-        label_member="cls",
-        n_classes=7,
-        expected_count=None,
-        cache_dir=cache,
-    )
+    data = open_dataset(synthetic_dataset_spec(shards, n_samples=21), n_classes=7, options=ReadOptions(cache_dir=cache))
     records: list[dict[str, object]] = []
     for batch in data.batches(batch_size=4):
         for key, label, image in zip(batch.keys, batch.labels, batch.images, strict=True):

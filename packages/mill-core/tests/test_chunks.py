@@ -6,22 +6,24 @@ import os
 import threading
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from mill.core.backend import ModelInfo
-from mill.core.chunks import (
-    RAW_MCQ_SCHEMA,
-    RAW_ZERO_SHOT_SCHEMA,
-    RUNS_DIR,
-    ChunkStore,
-    mcq_batch,
-    raw_rows,
-    skipped_row,
-    zero_shot_batch,
-)
+from mill.core.chunks import RUNS_DIR, ChunkStore
 from mill.core.errors import ResultsError
+from mill.core.kinds import generative_mcq, zero_shot
+from mill.core.kinds.generative_mcq import McqBatchResult
+from mill.core.kinds.zero_shot import ZeroShotBatchResult
 from mill.core.run_identity import RunIdentity
-from mill.core.task import McqBatchResult, ZeroShotBatchResult
+from mill.core.task_kind import raw_schema
+
+RAW_ZERO_SHOT_SCHEMA = raw_schema(zero_shot.kind)
+RAW_MCQ_SCHEMA = raw_schema(generative_mcq.kind)
+
+
+def skipped_row(key: str, shard: str, reason: str) -> pl.DataFrame:
+    return pl.DataFrame({"key": [key], "shard": [shard], "skipped": [reason]})
 
 
 def _identity(seed: int = 42) -> RunIdentity:
@@ -44,28 +46,28 @@ ZS = ZeroShotBatchResult(keys=["b", "a"], shards=["0.tar", "0.tar"], golds=[1, 0
 
 def test_commit_then_reopen_reads_the_union_sorted_by_key(tmp_path: Path) -> None:
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
-        first = store.commit(raw_rows(ZS))
-        second = store.commit([skipped_row("c", "1.tar", "cannot decode")])
+        first = store.commit(ZS.frame())
+        second = store.commit(skipped_row("c", "1.tar", "cannot decode"))
         run_id = store.run_id
     assert [first.name, second.name] == ["chunk-00000.parquet", "chunk-00001.parquet"]
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
         assert store.run_id == run_id
         assert store.done_keys(skipped=True) == {"a", "b", "c"}
-        frame = store.read()
-        assert store.commit(raw_rows(ZS)).name == "chunk-00002.parquet"
+        frame = store.read().sort("key")
+        assert store.commit(ZS.frame()).name == "chunk-00002.parquet"
     assert frame["key"].to_list() == ["a", "b", "c"]
-    batch = zero_shot_batch(frame)
-    assert (list(batch.keys), list(batch.topk)) == (["a", "b"], [[2, 0], [1, 2]])
+    done = frame.filter(pl.col("skipped").is_null())
+    assert (done["key"].to_list(), done["topk"].to_list()) == (["a", "b"], [[2, 0], [1, 2]])
 
 
 def test_skipped_samples_count_as_done_only_when_skipping(tmp_path: Path) -> None:
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
-        store.commit([*raw_rows(ZS)[:1], skipped_row("a", "0.tar", "cannot decode")])
+        store.commit(pl.concat([ZS.frame()[:1], skipped_row("a", "0.tar", "cannot decode")], how="diagonal_relaxed"))
         assert store.done_keys(skipped=True) == {"a", "b"}
         assert store.done_keys(skipped=False) == {"b"}
         # Evaluated again once readable (a run that fails on bad samples retries them): the result wins.
-        store.commit(raw_rows(ZS)[1:])
-        frame = store.read()
+        store.commit(ZS.frame()[1:])
+        frame = store.read().sort("key")
     assert frame["key"].to_list() == ["a", "b"]
     assert frame["skipped"].to_list() == [None, None]
 
@@ -73,13 +75,15 @@ def test_skipped_samples_count_as_done_only_when_skipping(tmp_path: Path) -> Non
 def test_mcq_rows_round_trip(tmp_path: Path) -> None:
     batch = McqBatchResult(keys=["k"], shards=["0.tar"], golds=[3], prompts=["Which?"], responses=["B"])
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_MCQ_SCHEMA) as store:
-        store.commit(raw_rows(batch))
-        assert mcq_batch(store.read()) == batch
+        store.commit(batch.frame())
+        read = store.read()
+    assert read.drop("skipped").to_dicts() == batch.frame().to_dicts()
+    assert read["skipped"].to_list() == [None]
 
 
 def test_another_identity_gets_another_directory(tmp_path: Path) -> None:
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
-        store.commit(raw_rows(ZS))
+        store.commit(ZS.frame())
     with ChunkStore.open(tmp_path, _identity(seed=1), schema=RAW_ZERO_SHOT_SCHEMA) as other:
         assert other.done_keys(skipped=True) == set()
     assert len(list((tmp_path / RUNS_DIR).iterdir())) == 2
@@ -87,7 +91,7 @@ def test_another_identity_gets_another_directory(tmp_path: Path) -> None:
 
 def test_overwrite_forgets_committed_chunks_and_the_run_id(tmp_path: Path) -> None:
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
-        store.commit(raw_rows(ZS))
+        store.commit(ZS.frame())
         run_id = store.run_id
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA, overwrite=True) as store:
         assert store.done_keys(skipped=True) == set()
@@ -96,7 +100,7 @@ def test_overwrite_forgets_committed_chunks_and_the_run_id(tmp_path: Path) -> No
 
 def test_half_written_chunk_is_ignored_and_removed(tmp_path: Path) -> None:
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
-        store.commit(raw_rows(ZS))
+        store.commit(ZS.frame())
         leftover = store.path / ".chunk-00001.parquet.x1y2.tmp"
     leftover.write_bytes(b"PAR1 cut short")
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:

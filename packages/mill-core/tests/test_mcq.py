@@ -8,6 +8,7 @@ import random
 import pytest
 
 from mill.core.mcq import (
+    McqQuestion,
     McqScore,
     derive_options,
     make_question_fn,
@@ -18,7 +19,6 @@ from mill.core.mcq import (
     score_response,
     unparsable_guess,
 )
-from mill.core.task import McqQuestion
 
 IMAGENET_TEMPLATE = (
     "Which of these categories best describes the image?\n{options}\nAnswer with the letter of the correct option."

@@ -15,6 +15,8 @@ import pytest
 from attrs import frozen
 from PIL import Image
 
+from mill.core.sample import ReadOptions
+from mill.core.spec import DatasetSpec
 from mill.data import ShardDataset, open_dataset, write_synthetic_shards
 
 N_CLASSES = 10
@@ -65,16 +67,17 @@ def open_wds(cache_dir: Path) -> Any:
     """``open_wds(source, **overrides)``: open_dataset with the synthetic data's spec values filled in."""
 
     def opener(source: Path | str, **overrides: Any) -> ShardDataset:
-        args: dict[str, Any] = {
-            "split": "test",
-            "image_member": "0.webp",
-            "label_member": "cls",
-            "n_classes": N_CLASSES,
-            "expected_count": TOTAL,
-            "cache_dir": cache_dir,
-        }
-        args.update(overrides)
-        return open_dataset(str(source), **args)
+        dataset = {"split": "test", "image_member": "0.webp", "label_member": "cls", "n_samples": TOTAL}
+        options: dict[str, Any] = {"cache_dir": cache_dir}
+        n_classes = overrides.pop("n_classes", N_CLASSES)
+        if "expected_count" in overrides:
+            # None: a test whose shards fail before their count matters.
+            dataset["n_samples"] = overrides.pop("expected_count") or 0
+        for name in ("split", "image_member", "label_member"):
+            dataset.update({name: overrides.pop(name)} if name in overrides else {})
+        options.update(overrides)
+        spec = DatasetSpec(source=str(source), **dataset)
+        return open_dataset(spec, n_classes=n_classes, options=ReadOptions(**options))
 
     return opener
 

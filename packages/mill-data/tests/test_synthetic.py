@@ -39,13 +39,13 @@ def test_clip_benchmark_layout(tmp_path: Path) -> None:
 def test_classes_look_different_to_a_random_network(tmp_path: Path) -> None:
     # A randomly initialised model must spread its top-1 over many classes, or demo and benchmark runs
     # would show a degenerate accuracy that hides bugs in the label path.
-    from mill.data import open_dataset
+    from mill.core.sample import ReadOptions
+    from mill.data import open_dataset, synthetic_dataset_spec
 
     write_synthetic_shards(tmp_path, n_classes=50, per_class=1, n_shards=2, image_size=32)
     dataset = open_dataset(
-        str(tmp_path), split="test", image_member="0.webp", label_member="cls", n_classes=50,
-        expected_count=50, cache_dir=tmp_path / "cache",
-    )  # fmt: skip
+        synthetic_dataset_spec(tmp_path, n_samples=50), n_classes=50, options=ReadOptions(cache_dir=tmp_path / "cache")
+    )
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 5, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(50)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TypeVar
 
 import torch
@@ -137,21 +137,6 @@ def init_process_group_if_needed(device_type: str, info: WorldInfo | None = None
     return True
 
 
-def rank_keys(keys: Sequence[str], rank: int, world_size: int) -> list[str]:
-    """The keys rank ``rank`` of ``world_size`` evaluates: every ``world_size``-th of the sorted keys.
-
-    Pure and independent of the order of ``keys``, so every rank computes the same split; the ranks'
-    parts are disjoint, cover ``keys``, and differ in size by at most one. Striding (rather than
-    contiguous blocks) spreads the class-ordered shards' classes, and their cost, evenly over the ranks.
-
-    Raises:
-        ValueError: ``rank`` is not in ``[0, world_size)``.
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, {world_size})")
-    return sorted(keys)[rank::world_size]
-
-
 def gather_objects(obj: T) -> list[T] | None:
     """Every rank's ``obj`` (picklable), in rank order, on rank 0; None on the other ranks.
 
@@ -179,6 +164,28 @@ def barrier() -> None:
 def is_main() -> bool:
     """True on rank 0, the one that writes results (and on a single process)."""
     return dist.get_rank() == 0 if dist.is_initialized() else world().is_main
+
+
+@frozen
+class TorchCollectives:
+    """The engine's :class:`~mill.core.engine.Collectives` over this launch's torch.distributed process group
+    (a single process when there is none)."""
+
+    info: WorldInfo
+
+    @property
+    def rank(self) -> int:
+        return self.info.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.info.world_size
+
+    def barrier(self) -> None:
+        barrier()
+
+    def gather(self, obj: T) -> list[T] | None:
+        return gather_objects(obj)
 
 
 def shutdown() -> None:

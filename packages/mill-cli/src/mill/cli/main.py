@@ -22,18 +22,16 @@ from rich.table import Table
 
 from mill.cli import distributed
 from mill.cli.display import PlainProgress, RichProgress
-from mill.cli.runner import (
+from mill.core.backend import RunContext
+from mill.core.engine import (
     RunInterrupted,
     RunOptions,
     chunk_size_from_env,
-    command_line,
     default_cache_dir,
     default_output_dir,
     execute,
-    parse_data_dirs,
     plan_runs,
 )
-from mill.core.backend import RunContext
 from mill.core.errors import MillError
 from mill.core.model_spec import split_top_level
 from mill.core.plugins import installed_backends
@@ -41,14 +39,14 @@ from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
 from mill.core.results import AggregateRow, read_aggregate
 from mill.core.tables import (
-    MCQ_MARK,
-    SETTINGS_MARK,
     MetricTable,
     ReportedTable,
+    legend,
     metric_tables,
     reported_tables,
     select_rows,
 )
+from mill.data import open_spec_data
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USER_ERROR = 2
@@ -195,13 +193,14 @@ def eval_command(
     else:
         progress = PlainProgress(console)
     context = RunContext(
-        cache_dir=options.cache_dir,
+        cache_dir=cache_dir or default_cache_dir(),
         device=device,
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
     )
     produced: list[AggregateRow] = []
+    collectives = distributed.TorchCollectives(launch)
     try:
         for run in planned:
             if not quiet:
@@ -209,7 +208,7 @@ def eval_command(
                     f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})"
                 )
             try:
-                produced.extend(execute(run, options, context))
+                produced.extend(execute(run, options, context, open_data=open_spec_data, collectives=collectives))
             finally:
                 progress.finish()
     finally:
@@ -217,6 +216,23 @@ def eval_command(
     if not quiet:
         _print_rows(console, produced)
         console.print(f"results: {out / 'aggregate.csv'}")
+
+
+def parse_data_dirs(text: str | None) -> tuple[str | None, dict[str, str]]:
+    """``DIR`` (one benchmark) or ``imagenet=DIR,other=DIR2`` (several)."""
+    if not text:
+        return None, {}
+    if "=" not in text or "://" in text.split("=", 1)[0]:
+        return text, {}
+    pairs = {}
+    for item in split_top_level(text):
+        name, _, directory = item.partition("=")
+        pairs[name.strip()] = directory.strip()
+    return None, pairs
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def _launch_device_type(device: str | None) -> str:
@@ -294,11 +310,7 @@ def collect_command(
     render = {"table": _render_rich, "csv": _render_csv, "markdown": _render_markdown, "json": _render_json}
     render[output_format](tables)
     if output_format in ("table", "markdown"):
-        click.echo(
-            f"\n{MCQ_MARK} multiple-choice variant (a choice among a few options, not on the scale of a classification "
-            "accuracy over all classes); "
-            f"{SETTINGS_MARK} non-default settings"
-        )
+        click.echo(f"\n{legend()}")
 
 
 def _render_rich(tables: Sequence[MetricTable | ReportedTable]) -> None:
@@ -352,7 +364,7 @@ def ls_command(spec_files: Sequence[Path]) -> None:
             benchmarks.add_row(
                 spec.name,
                 name,
-                variant.kind.value,
+                variant.kind,
                 variant.metric,
                 str(spec.dataset.n_samples),
                 str(spec.path),

@@ -8,27 +8,25 @@ rejected before anything expensive happens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
 from mill.core.progress import Progress, SilentProgress
-from mill.core.sample import SampleSource
-from mill.core.task import McqBatchResult, McqTask, VariantKind, ZeroShotBatchResult, ZeroShotTask
 
 BackendArgs = Mapping[str, Any]
 
 
 @frozen
 class Capabilities:
-    """Which variant kinds a model can serve and which input modalities it accepts."""
+    """Which task kinds (by name, e.g. ``zero_shot``) a model can serve and which input modalities it accepts."""
 
-    kinds: frozenset[VariantKind]
+    kinds: frozenset[str]
     modalities: frozenset[str] = frozenset({"image", "text"})
 
-    def serves(self, kind: VariantKind) -> bool:
+    def serves(self, kind: str) -> bool:
         return kind in self.kinds and "image" in self.modalities
 
 
@@ -40,7 +38,8 @@ class ModelInfo:
     path or hub id). ``settings`` holds only arguments that change outputs (precision, dtype,
     max new tokens, ...) and decides which runs are comparable. ``resolved_args`` is every
     argument after defaults, for the manifest. ``default_settings`` is false when a setting
-    differs from the backend's default, so result tables can mark such runs.
+    differs from the backend's default, so result tables can mark such runs. ``cuda_version`` is the
+    CUDA version the backend's framework was built with (None without CUDA), for the manifest.
     """
 
     identity: str
@@ -50,6 +49,7 @@ class ModelInfo:
     library_versions: Mapping[str, str] = field(factory=dict)
     device_type: str = "cpu"
     default_settings: bool = True
+    cuda_version: str | None = None
 
 
 @frozen
@@ -65,7 +65,8 @@ class RunContext:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A loaded model. Implements the ``run_*`` method of each kind its plugin declares."""
+    """A loaded model. Each task kind it serves adds a protocol of its own (e.g.
+    :class:`mill.core.kinds.zero_shot.ZeroShotBackend`), checked with ``isinstance`` once the model is loaded."""
 
     @property
     def info(self) -> ModelInfo: ...
@@ -76,22 +77,12 @@ class Backend(Protocol):
 
 
 @runtime_checkable
-class ZeroShotBackend(Backend, Protocol):
-    def run_zero_shot(self, task: ZeroShotTask, data: SampleSource) -> Iterator[ZeroShotBatchResult]: ...
-
-
-@runtime_checkable
-class McqBackend(Backend, Protocol):
-    def run_mcq(self, task: McqTask, data: SampleSource) -> Iterator[McqBatchResult]: ...
-
-
 class BackendPlugin(Protocol):
-    """What a ``mill.backends`` entry point resolves to. Its module must import no ML framework."""
+    """What a ``mill.backends`` entry point resolves to. Its module must import no ML framework.
 
-    @property
-    def distribution(self) -> str:
-        """The distribution that provides this backend, e.g. ``mill-backends-clip``."""
-        ...
+    The distribution that provides it (whose version enters every run's identity) is read from the
+    entry point's metadata, never declared by the plugin.
+    """
 
     def capabilities(self, args: BackendArgs) -> Capabilities:
         """What the model described by ``args`` can serve, decided without loading weights.
@@ -110,8 +101,6 @@ __all__ = [
     "BackendArgs",
     "BackendPlugin",
     "Capabilities",
-    "McqBackend",
     "ModelInfo",
     "RunContext",
-    "ZeroShotBackend",
 ]

@@ -9,7 +9,7 @@ A run's directory is keyed by its :class:`~mill.core.run_identity.RunIdentity` d
 
 Chunks hold what the backend answered (zero-shot: top-k classes; MCQ: prompt and response), not
 scores: the run is scored once over the union of its chunks, so metrics never depend on where a
-run was cut. Each chunk is written atomically (temporary file, fsync, rename), so a chunk file
+run was cut. Each chunk is written atomically (:mod:`mill.core.atomic`), so a chunk file
 that exists is whole, and a sample is either in exactly one chunk or still to be computed. A
 sample skipped as undecodable is committed too, with its reason in ``skipped``, so a resumed run
 neither retries it nor forgets to count it.
@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,74 +29,14 @@ from typing import Any
 import polars as pl
 from filelock import FileLock, Timeout
 
+from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_parquet_atomic
 from mill.core.errors import ResultsError
-from mill.core.results import ensure_output_dir, write_json_atomic, write_parquet_atomic
+from mill.core.results import ensure_output_dir
 from mill.core.run_identity import RunIdentity
-from mill.core.task import McqBatchResult, ZeroShotBatchResult
 
 RUNS_DIR = Path(".mill") / "runs"
 RUN_FILE = "run.json"
 _CHUNK = re.compile(r"chunk-(?:r(\d+)-)?(\d+)\.parquet")
-
-RAW_ZERO_SHOT_SCHEMA: dict[str, Any] = {
-    "key": pl.String,
-    "shard": pl.String,
-    "gold": pl.Int64,
-    "topk": pl.List(pl.Int64),
-    "skipped": pl.String,
-}
-
-RAW_MCQ_SCHEMA: dict[str, Any] = {
-    "key": pl.String,
-    "shard": pl.String,
-    "gold": pl.Int64,
-    "prompt": pl.String,
-    "response": pl.String,
-    "skipped": pl.String,
-}
-
-
-def raw_rows(batch: ZeroShotBatchResult | McqBatchResult) -> list[dict[str, Any]]:
-    """One raw row per sample of a backend's batch result (pure)."""
-    if isinstance(batch, ZeroShotBatchResult):
-        return [
-            {"key": key, "shard": shard, "gold": gold, "topk": list(topk)}
-            for key, shard, gold, topk in zip(batch.keys, batch.shards, batch.golds, batch.topk, strict=True)
-        ]
-    return [
-        {"key": key, "shard": shard, "gold": gold, "prompt": prompt, "response": response}
-        for key, shard, gold, prompt, response in zip(
-            batch.keys, batch.shards, batch.golds, batch.prompts, batch.responses, strict=True
-        )
-    ]
-
-
-def skipped_row(key: str, shard: str, reason: str) -> dict[str, Any]:
-    """The raw row of a sample left out because it could not be read (pure)."""
-    return {"key": key, "shard": shard, "skipped": reason}
-
-
-def zero_shot_batch(frame: pl.DataFrame) -> ZeroShotBatchResult:
-    """Evaluated (not skipped) rows of a raw zero-shot frame as one batch result, for the scorer."""
-    done = frame.filter(pl.col("skipped").is_null())
-    return ZeroShotBatchResult(
-        keys=done["key"].to_list(),
-        shards=done["shard"].to_list(),
-        golds=done["gold"].to_list(),
-        topk=done["topk"].to_list(),
-    )
-
-
-def mcq_batch(frame: pl.DataFrame) -> McqBatchResult:
-    """Evaluated (not skipped) rows of a raw MCQ frame as one batch result, for the scorer."""
-    done = frame.filter(pl.col("skipped").is_null())
-    return McqBatchResult(
-        keys=done["key"].to_list(),
-        shards=done["shard"].to_list(),
-        golds=done["gold"].to_list(),
-        prompts=done["prompt"].to_list(),
-        responses=done["response"].to_list(),
-    )
 
 
 class ChunkStore:
@@ -172,22 +112,23 @@ class ChunkStore:
             frame = frame.filter(pl.col("skipped").is_null())
         return set(frame["key"].to_list())
 
-    def commit(self, rows: Sequence[Mapping[str, Any]]) -> Path:
-        """Write ``rows`` (raw rows, see :func:`raw_rows`) as the next chunk, atomically."""
+    def commit(self, frame: pl.DataFrame) -> Path:
+        """Write ``frame`` (raw columns: the kind's raw schema, missing columns null) as the next chunk, atomically."""
         files = self.chunk_files(own=True)
         number = _chunk_place(files[-1])[1] + 1 if files else 0  # type: ignore[index]
         prefix = "chunk-" if self._worker == 0 else f"chunk-r{self._worker}-"
         target = self.path / f"{prefix}{number:05d}.parquet"
-        write_parquet_atomic(target, pl.DataFrame(list(rows), schema=self.schema))
+        missing = [pl.lit(None, dtype).alias(name) for name, dtype in self.schema.items() if name not in frame.columns]
+        write_parquet_atomic(target, frame.with_columns(missing).select(list(self.schema)).cast(pl.Schema(self.schema)))
         return target
 
     def read(self) -> pl.DataFrame:
-        """Every committed row, one per key (an evaluated row wins over a skipped one), sorted by key."""
+        """Every committed row, one per key (an evaluated row wins over a skipped one), in commit order."""
         files = self.chunk_files()
         if not files:
             return pl.DataFrame(schema=self.schema)
         frame = pl.read_parquet(files).sort(pl.col("skipped").is_not_null(), maintain_order=True)
-        return frame.unique("key", keep="first", maintain_order=True).sort("key")
+        return frame.unique("key", keep="first", maintain_order=True)
 
 
 def _chunk_place(path: Path) -> tuple[int, int] | None:
@@ -213,8 +154,7 @@ def _record(path: Path, identity: RunIdentity) -> dict[str, Any]:
 
 def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str, Any]:
     """Clean ``path`` for use by this process and return its run record (``run.json``)."""
-    for stale in path.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temporaries(path)
     record_file = path / RUN_FILE
     record: dict[str, Any] | None = None
     if record_file.exists() and not overwrite:

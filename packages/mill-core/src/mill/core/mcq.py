@@ -15,7 +15,16 @@ from typing import Literal
 
 from attrs import field, frozen
 
-from mill.core.task import McqQuestion
+
+@frozen
+class McqQuestion:
+    """One rendered multiple-choice question for a sample."""
+
+    prompt: str
+    option_indices: tuple[int, ...]
+    letters: tuple[str, ...]
+    gold_letter: str
+
 
 UnparsablePolicy = Literal["wrong", "random"]
 """What an answer that names no option counts as: always wrong, or a seeded random letter."""

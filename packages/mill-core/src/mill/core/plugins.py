@@ -81,16 +81,34 @@ def _unknown(name: str, installed: set[str]) -> UnknownBackendError:
     )
 
 
-def load_plugin(name: str) -> BackendPlugin:
+@frozen
+class LoadedPlugin:
+    """A backend's entry point, imported: its name, the plugin object, and the distribution providing it
+    (from the entry point's metadata: its version enters the run identity)."""
+
+    name: str
+    plugin: BackendPlugin
+    distribution: str | None
+
+
+def load_plugin(name: str) -> LoadedPlugin:
     """Import the entry point registered as ``name``.
 
     Raises:
-        UnknownBackendError: naming the distribution to install for a known but missing backend.
+        UnknownBackendError: naming the distribution to install for a known but missing backend, or
+            naming the distribution whose entry point is not a backend plugin.
     """
     installed = installed_backends()
     if name in installed:
-        plugin: BackendPlugin = installed[name].load()
-        return plugin
+        entry = installed[name]
+        distribution = entry.dist.name if entry.dist is not None else None
+        plugin = entry.load()
+        if not isinstance(plugin, BackendPlugin):
+            raise UnknownBackendError(
+                f"backend {name!r} (entry point {entry.value!r} of {distribution or 'an unknown distribution'}) "
+                "is not a Mill backend plugin: it lacks capabilities() or load(); see docs/backends.md"
+            )
+        return LoadedPlugin(name, plugin, distribution)
     if name in KNOWN_DISTRIBUTIONS:
         have = ", ".join(sorted(installed)) or "none"
         raise UnknownBackendError(

@@ -1,19 +1,15 @@
 """The results store: ``aggregate.csv`` (one row per model × task × metric × run settings), and per
 run a per-sample parquet file with its JSON manifest under ``outputs/{model_slug}/``.
 
-Every write is atomic (temporary file, fsync, rename), and ``aggregate.csv`` updates are
+Every write is atomic (:mod:`mill.core.atomic`), and ``aggregate.csv`` updates are
 serialised with a file lock, so concurrent ``mill eval`` processes sharing an output directory
 leave a valid file holding all their rows.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ import polars as pl
 from attrs import asdict, frozen
 from filelock import FileLock
 
+from mill.core.atomic import atomic_path, remove_stale_temporaries, write_parquet_atomic
 from mill.core.errors import ResultsError
 from mill.core.metrics import MetricValue
 
@@ -117,32 +114,6 @@ def ensure_output_dir(path: Path) -> Path:
     return path
 
 
-@contextmanager
-def _atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success fsync it and rename it over ``target``."""
-    ensure_output_dir(target.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(target: Path, data: Mapping[str, Any]) -> None:
-    with _atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-
-
-def write_parquet_atomic(target: Path, frame: pl.DataFrame) -> None:
-    with _atomic_path(target) as tmp:
-        frame.write_parquet(tmp)
-
-
 def read_aggregate(output_dir: Path) -> pl.DataFrame:
     """Every row of ``aggregate.csv`` (an empty frame with the schema when there is none).
 
@@ -179,12 +150,11 @@ def upsert_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> Path:
     with FileLock(str(path) + ".lock"):
         # Under the lock no other writer is mid-update, so a temporary file left here belongs to a
         # process killed while updating.
-        for stale in output_dir.glob(f".{AGGREGATE_FILE}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries(output_dir, AGGREGATE_FILE)
         existing = read_aggregate(output_dir)
         kept = existing.filter(~_key(existing).is_in(_key(new).implode()))
         merged = pl.concat([kept, new], how="vertical")
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             merged.write_csv(tmp)
     return path
 
@@ -247,7 +217,6 @@ def per_sample_path(output_dir: Path, identity: str, stem: str) -> Path:
     return output_dir / "outputs" / model_slug(identity) / f"{stem}.parquet"
 
 
-def write_per_sample(path: Path, records: Sequence[Mapping[str, Any]], schema: Mapping[str, Any]) -> None:
-    """Write one row per sample, sorted by ``key`` (the order never depends on batching or workers)."""
-    frame = pl.DataFrame(list(records), schema=dict(schema)).sort("key")
+def write_per_sample(path: Path, frame: pl.DataFrame) -> None:
+    """Write one row per sample; ``frame`` is sorted by ``key`` (the order never depends on batching or workers)."""
     write_parquet_atomic(path, frame)

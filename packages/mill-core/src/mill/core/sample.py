@@ -7,9 +7,13 @@ protocol here lets backends and the runner be typed without importing torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from attrs import frozen
+
+if TYPE_CHECKING:
+    from mill.core.spec import Spec
 
 
 @frozen
@@ -53,3 +57,72 @@ class SampleSource(Protocol):
     def subset(self, keys: Sequence[str]) -> SampleSource:
         """The samples whose keys are in ``keys`` (used to skip work already committed)."""
         ...
+
+
+class ShardRef(Protocol):
+    """A shard a dataset reads: its file name and size in bytes (both enter the run identity)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class Skipped(Protocol):
+    """A sample left out because its image could not be read, and why."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def shard(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class Dataset(SampleSource, Protocol):
+    """A benchmark's opened data: its samples, where they came from, and what could not be read.
+
+    ``skipped`` fills while batches are produced (``on_bad_sample="skip"``); ``incomplete`` is True
+    when the shards held another number of samples than the spec expects.
+    """
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def shards(self) -> Sequence[ShardRef]: ...
+
+    @property
+    def incomplete(self) -> bool: ...
+
+    @property
+    def skipped(self) -> Sequence[Skipped]: ...
+
+    def subset(self, keys: Sequence[str]) -> Dataset: ...
+
+
+OnBadSample = Literal["fail", "skip"]
+
+
+@frozen
+class ReadOptions:
+    """How a benchmark's data is read: a ``limit`` subset, whether fewer samples than expected are
+    allowed, where shard indexes and downloads are cached (None: nowhere), and what an unreadable
+    image does."""
+
+    limit: int | None = None
+    allow_incomplete: bool = False
+    cache_dir: Path | None = None
+    on_bad_sample: OnBadSample = "fail"
+
+
+class DataOpener(Protocol):
+    """Opens a spec's data (mill-data implements it): ``data_dir`` overrides the spec's source.
+
+    Raises :class:`mill.core.errors.DataError` for missing, unreachable or malformed data.
+    """
+
+    def __call__(self, spec: Spec, data_dir: str | None, options: ReadOptions) -> Dataset: ...

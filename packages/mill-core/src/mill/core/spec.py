@@ -8,31 +8,22 @@ dotted key path and say what was expected, e.g.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cattrs
 from attrs import evolve, field, frozen
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
+from mill.core.convert import structure
 from mill.core.errors import SpecError
-from mill.core.task import VariantKind
+from mill.core.task_kind import UnknownKindError, Variant, get_kind
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
-
-
-class UnparsedPolicy(str, enum.Enum):
-    """How an MCQ answer that names no option is scored."""
-
-    WRONG = "wrong"
-    RANDOM = "random"
 
 
 @frozen
@@ -66,26 +57,6 @@ class TemplatesSpec:
 
     list: tuple[str, ...] | None = None
     file: str | None = None
-
-
-@frozen
-class ZeroShotVariant:
-    kind: VariantKind
-    metric: str
-    top_k: int = 5
-
-
-@frozen
-class McqVariant:
-    kind: VariantKind
-    metric: str
-    n_options: int
-    prompt: str
-    max_new_tokens: int
-    unparsed: UnparsedPolicy = UnparsedPolicy.WRONG
-
-
-Variant = ZeroShotVariant | McqVariant
 
 
 @frozen
@@ -138,85 +109,31 @@ class Spec:
 _T = TypeVar("_T")
 
 
-def _strict(expected: str, types: tuple[type, ...]) -> Any:
-    """A structure hook that accepts only the TOML types given, never coercing ('32x' is no int)."""
-
-    def hook(value: Any, _: Any) -> Any:
-        if isinstance(value, bool) and bool not in types:
-            raise ValueError(f"expected {expected}, got {value!r}")
-        if not isinstance(value, types):
-            raise ValueError(f"expected {expected}, got {value!r}")
-        return value
-
-    return hook
-
-
-def _make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(int, _strict("an integer", (int,)))
-    converter.register_structure_hook(str, _strict("a string", (str,)))
-    converter.register_structure_hook(bool, _strict("true or false", (bool,)))
-    converter.register_structure_hook(float, lambda v, _: float(_strict("a number", (int, float))(v, None)))
-
-    def enum_hook(value: Any, cls: type[enum.Enum]) -> enum.Enum:
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"expected one of {choices}, got {value!r}") from None
-
-    converter.register_structure_hook(VariantKind, enum_hook)
-    converter.register_structure_hook(UnparsedPolicy, enum_hook)
-    return converter
-
-
-_CONVERTER = _make_converter()
-
-
-def _error_lines(exc: BaseException, path: str) -> list[str]:
-    """Flatten cattrs' exception groups into ``dotted.path: message`` lines."""
-    if isinstance(exc, ClassValidationError | IterableValidationError):
-        lines: list[str] = []
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            part = note.name if hasattr(note, "name") else str(note.index)
-            lines.extend(_error_lines(sub, f"{path}.{part}" if path else part))
-        for sub in without:
-            lines.extend(_error_lines(sub, path))
-        return lines
-    where = path or "(top level)"
-    if isinstance(exc, ForbiddenExtraKeysError):
-        keys = ", ".join(sorted(exc.extra_fields))
-        return [f"{where}: unknown key(s) {keys}; check the spelling against docs/specs.md"]
-    if isinstance(exc, KeyError):
-        return [f"{where}: required key is missing"]
-    message = str(exc)
-    if isinstance(exc, TypeError) and "missing" in message and "required" in message:
-        return [f"{where}: {message.split(': ', 1)[-1]}"]
-    return [f"{where}: {message}"]
-
-
 def _structure(data: Any, cls: type[_T], file: Path, path: str) -> _T:
     try:
-        return _CONVERTER.structure(data, cls)
-    except Exception as exc:  # cattrs raises groups of heterogeneous errors
-        lines = _error_lines(exc, path)
+        return structure(data, cls, path=path)
+    except ValueError as exc:
+        lines = [
+            f"{line}; check the spelling against docs/specs.md" if "unknown key(s)" in line else line
+            for line in str(exc).splitlines()
+        ]
         raise SpecError("\n".join(f"{file}: {line}" for line in lines)) from None
 
 
-def _variant(name: str, data: dict[str, Any], file: Path) -> Variant:
+def _variant(name: str, data: dict[str, Any], file: Path, n_classes: int) -> Variant:
+    """A ``[variants.name]`` table structured by its kind's schema and checked by its kind."""
     path = f"variants.{name}"
     if not isinstance(data, dict):
         raise SpecError(f"{file}: {path}: expected a table, got {data!r}")
-    kind = data.get("kind")
-    classes: dict[str, type[Variant]] = {
-        VariantKind.ZERO_SHOT.value: ZeroShotVariant,
-        VariantKind.GENERATIVE_MCQ.value: McqVariant,
-    }
-    if kind not in classes:
-        choices = ", ".join(repr(k) for k in classes)
-        raise SpecError(f"{file}: {path}.kind: expected one of {choices}, got {kind!r}")
-    return _structure(data, classes[kind], file, path)
+    try:
+        kind = get_kind(data.get("kind"))  # type: ignore[arg-type]
+    except UnknownKindError as exc:
+        raise SpecError(f"{file}: {path}.kind: {exc}") from None
+    variant: Variant = _structure(data, kind.variant_type, file, path)
+    problems = kind.check_variant(variant, n_classes)
+    if problems:
+        raise SpecError("\n".join(f"{file}: {path}.{key}: {message}" for key, message in problems))
+    return variant
 
 
 def _read_lines(file: Path, relative: str, key: str) -> tuple[tuple[str, ...], bytes]:
@@ -264,20 +181,9 @@ def _classnames(spec: _SpecFile, file: Path) -> tuple[tuple[str, ...], bytes]:
     return tuple(resolved), raw
 
 
-def _check_variants(spec: _SpecFile, variants: Mapping[str, Variant], n_classes: int, file: Path) -> None:
+def _check_variants(spec: _SpecFile, variants: Mapping[str, Variant], file: Path) -> None:
     if not variants:
         raise SpecError(f"{file}: variants: a spec needs at least one variant")
-    for name, variant in variants.items():
-        if isinstance(variant, McqVariant):
-            if not 2 <= variant.n_options <= min(26, n_classes):
-                raise SpecError(
-                    f"{file}: variants.{name}.n_options: expected 2 to {min(26, n_classes)} "
-                    f"(at most the {n_classes} classes, one letter each), got {variant.n_options}"
-                )
-            if "{options}" not in variant.prompt:
-                raise SpecError(f"{file}: variants.{name}.prompt: must contain the placeholder {{options}}")
-            if variant.max_new_tokens < 1:
-                raise SpecError(f"{file}: variants.{name}.max_new_tokens: expected a positive integer")
     metrics = {v.metric for v in variants.values()}
     if spec.headline_metric not in metrics | {"acc"}:
         raise SpecError(f"{file}: headline_metric: {spec.headline_metric!r} is no variant's metric")
@@ -300,13 +206,13 @@ def load_spec(file: Path) -> Spec:
     variants_data = data.get("variants")
     parsed = _structure(data, _SpecFile, file, "")
     assert isinstance(variants_data, dict)
-    variants = {name: _variant(name, value, file) for name, value in variants_data.items()}
     classnames, classes_raw = _classnames(parsed, file)
+    variants = {name: _variant(name, value, file, len(classnames)) for name, value in variants_data.items()}
     templates, templates_raw = _inline_or_file(parsed.templates.list, parsed.templates.file, file, "templates", "list")
     for index, template in enumerate(templates):
         if "{c}" not in template:
             raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")
-    _check_variants(parsed, variants, len(classnames), file)
+    _check_variants(parsed, variants, file)
     dataset = parsed.dataset
     if "://" not in dataset.source and not Path(dataset.source).is_absolute():
         # A local source written in a spec is relative to the spec file, like its class and

@@ -9,9 +9,8 @@ import polars as pl
 from attrs import frozen
 
 from mill.core.spec import Spec
+from mill.core.task_kind import installed_kinds
 
-# A cell from a multiple-choice variant is marked: 10-way and 1000-way accuracies are not one scale.
-MCQ_MARK = "†"
 # A cell from a run with non-default settings (another precision, dtype, ...).
 SETTINGS_MARK = "*"
 #: A cell with nothing to show: no run, or no published number.
@@ -163,10 +162,22 @@ def _delta(values: pl.Expr) -> pl.Expr:
     return values.round(4).map_elements(lambda value: f"{value + 0.0:+.4f}", return_dtype=pl.String)
 
 
+def legend() -> str:
+    """What the marks in result tables mean: each task kind's own mark, then non-default settings."""
+    marks = [f"{kind.mark.symbol} {kind.mark.legend}" for kind in installed_kinds().values() if kind.mark]
+    return "; ".join([*marks, f"{SETTINGS_MARK} non-default settings"])
+
+
+def _kind_mark() -> pl.Expr:
+    """The mark of each row's task kind (``task_type``), as its kind declares it; none for unknown kinds."""
+    marks = {name: kind.mark.symbol for name, kind in installed_kinds().items() if kind.mark}
+    return pl.col("task_type").replace_strict(marks, default="", return_dtype=pl.String)
+
+
 def _cell() -> pl.Expr:
-    """A result as shown: the fraction to four places, marked for MCQ variants and non-default settings."""
+    """A result as shown: the fraction to four places, marked by its task kind and for non-default settings."""
     return (
         _fraction(pl.col("performance"), "{:.4f}")
-        + pl.when(pl.col("task_type") == "generative_mcq").then(pl.lit(MCQ_MARK)).otherwise(pl.lit(""))
+        + _kind_mark()
         + pl.when(pl.col("default_settings").fill_null(True)).then(pl.lit("")).otherwise(pl.lit(SETTINGS_MARK))
     )

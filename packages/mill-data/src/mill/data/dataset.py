@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 import attrs
 import torch
@@ -20,11 +19,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mill.core.errors import DataError
-from mill.core.sample import SampleBatch
+from mill.core.sample import OnBadSample, ReadOptions, SampleBatch
+from mill.core.spec import DatasetSpec, Spec
 from mill.data.index import IMAGE_EXTENSIONS, Member, ShardIndex, index_shard
-from mill.data.source import ShardInfo, resolve_shards
+from mill.data.source import ShardInfo, choose_source, resolve_shards
 
-OnBadSample = Literal["fail", "skip"]
 #: How many shard names an error message lists before eliding the rest.
 _NAMES_SHOWN = 8
 
@@ -59,6 +58,7 @@ class ShardDataset:
     mutable part, filled as batches are produced.
     """
 
+    source: str
     shards: tuple[ShardInfo, ...]
     samples: tuple[SampleRef, ...]
     n_indexed: int
@@ -119,36 +119,48 @@ class ShardDataset:
                 yield SampleBatch(keys=keys, shards=shards, labels=labels, images=images)
 
 
-def open_dataset(
-    source: str,
-    *,
-    split: str,
-    image_member: str,
-    label_member: str,
-    n_classes: int,
-    expected_count: int | None,
-    limit: int | None = None,
-    allow_incomplete: bool = False,
-    cache_dir: Path,
-    benchmark: str | None = None,
-    on_bad_sample: OnBadSample = "fail",
-) -> ShardDataset:
-    """Resolve ``source``, index its shards and select the samples to evaluate.
+def open_spec_data(spec: Spec, data_dir: str | None, options: ReadOptions) -> ShardDataset:
+    """The samples of ``spec`` (mill-core's :class:`~mill.core.sample.DataOpener`): from ``data_dir`` when
+    given, else ``$MILL_DATA_DIR/<benchmark>``, else the spec's own source.
 
-    ``limit`` picks N samples spread evenly over the whole index (shards are class-ordered, so the first N
-    would cover few classes); the choice depends only on the index, so it is the same in every run.
+    Raises:
+        DataError: as :func:`open_dataset`.
+    """
+    source = choose_source(data_dir, spec.name, spec.dataset.source)
+    return open_dataset(
+        spec.dataset, n_classes=len(spec.classnames), options=options, source=source, benchmark=spec.name
+    )
+
+
+def open_dataset(
+    dataset: DatasetSpec,
+    *,
+    n_classes: int,
+    options: ReadOptions,
+    source: str | None = None,
+    benchmark: str | None = None,
+) -> ShardDataset:
+    """Resolve ``source`` (default: the spec's), index its shards and select the samples to evaluate.
+
+    ``options.limit`` picks N samples spread evenly over the whole index (shards are class-ordered, so the
+    first N would cover few classes); the choice depends only on the index, so it is the same in every run.
     ``benchmark`` only improves the message when the data is missing.
 
     Raises:
         DataError: the source is missing or unreachable; a shard is corrupt; a sample lacks its image or
             label, has a label outside ``[0, n_classes)`` or repeats another's key; the sample count differs
-            from ``expected_count`` (without ``limit`` or ``allow_incomplete``).
+            from the spec's ``n_samples`` (without ``limit`` or ``allow_incomplete``).
     """
+    source = dataset.source if source is None else source
+    limit, on_bad_sample, cache_dir = options.limit, options.on_bad_sample, options.cache_dir
+    image_member, label_member, expected_count = dataset.image_member, dataset.label_member, dataset.n_samples
+    if cache_dir is None:
+        raise DataError("reading shards needs a cache directory for their indexes and downloads")
     if limit is not None and limit <= 0:
         raise DataError(f"--limit must be a positive number of samples, got {limit}")
     if on_bad_sample not in ("fail", "skip"):
         raise DataError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
-    shards = resolve_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+    shards = resolve_shards(source, split=dataset.split, cache_dir=cache_dir, benchmark=benchmark)
     samples: list[SampleRef] = []
     shard_of_key: dict[str, str] = {}
     for shard in shards:
@@ -165,8 +177,8 @@ def open_dataset(
     names = ", ".join(s.name for s in shards[:_NAMES_SHOWN]) + (", ..." if len(shards) > _NAMES_SHOWN else "")
     if total == 0:
         raise DataError(f"shards {names} from {source} hold no samples")
-    incomplete = expected_count is not None and total != expected_count
-    if incomplete and limit is None and not allow_incomplete:
+    incomplete = total != expected_count
+    if incomplete and limit is None and not options.allow_incomplete:
         raise DataError(
             f"found {total} samples in {len(shards)} shard(s) ({names}) from {source}, expected {expected_count}: "
             "a shard may be missing or partly downloaded. Re-download the data, or pass --allow_incomplete to "
@@ -175,6 +187,7 @@ def open_dataset(
     if limit is not None:
         samples = [samples[i] for i in spread_indices(total, limit)]
     return ShardDataset(
+        source=source,
         shards=shards,
         samples=tuple(samples),
         n_indexed=total,

@@ -18,11 +18,19 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from mill.core.spec import DatasetSpec
+
 Layout = Literal["wds_imagenet1k", "clip_benchmark"]
 
 #: Every n-th sample is stored greyscale / palette (offsets chosen so the two never coincide in a row).
 GREY_EVERY = 9
 PALETTE_EVERY = 13
+
+
+def synthetic_dataset_spec(root: Path, *, n_samples: int, split: str = "test") -> DatasetSpec:
+    """The dataset section of a spec that reads shards written under ``root`` by :func:`write_synthetic_shards`
+    (either layout: the image member is found by extension when ``0.webp`` is absent)."""
+    return DatasetSpec(source=str(root), split=split, image_member="0.webp", label_member="cls", n_samples=n_samples)
 
 
 def write_synthetic_shards(

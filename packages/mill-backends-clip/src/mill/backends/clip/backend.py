@@ -14,8 +14,8 @@ from mill.backends.clip.args import ClipArgs
 from mill.backends.clip.classifier import ClassifierStore, build_classifier, classifier_cache_key
 from mill.backends.clip.model import LoadedModel, load_model
 from mill.core.backend import ModelInfo, RunContext
+from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
 from mill.core.sample import SampleBatch, SampleSource
-from mill.core.task import ZeroShotBatchResult, ZeroShotTask
 
 
 class ClipBackend:

@@ -185,6 +185,7 @@ def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
         library_versions=library_versions(),
         device_type=device.type,
         default_settings=args.precision.name == DEFAULT_PRECISION,
+        cuda_version=torch.version.cuda,
     )
     return LoadedModel(
         model=model,

@@ -16,7 +16,7 @@ from attrs import frozen
 
 from mill.core.backend import Capabilities
 from mill.core.errors import BackendArgumentError, CapabilityError, MillError, ModelNotFoundError
-from mill.core.task import VariantKind
+from mill.core.kinds import generative_mcq
 
 # "name" (legacy) or "owner/name", as the Hub allows; anything else can only be a local path.
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
@@ -82,7 +82,7 @@ class Checkpoint:
         config = self.config()
         vision = self._config_has_vision(config) and self._has_image_processor()
         modalities = {"image", "text"} if vision else {"text"}
-        return Capabilities(kinds=frozenset({VariantKind.GENERATIVE_MCQ}), modalities=frozenset(modalities))
+        return Capabilities(kinds=frozenset({generative_mcq.NAME}), modalities=frozenset(modalities))
 
     def _config_has_vision(self, config: Any) -> bool:
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from mill.core.kinds.generative_mcq import McqBatchResult, McqTask
 from mill.core.progress import Progress
 from mill.core.sample import SampleSource
-from mill.core.task import McqBatchResult, McqTask
 
 # (images, prompts, max_new_tokens) -> one response per prompt, in order.
 Answerer = Callable[[Sequence[Any], list[str], int], list[str]]

@@ -7,24 +7,22 @@ batch it lands in, except where padding changes a matmul's rounding enough to fl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
 from mill.backends.llm.args import HfArgs, output_settings, resolved, run_setting
+from mill.backends.llm.base import GenerativeBackend
 from mill.backends.llm.checkpoint import Checkpoint
-from mill.backends.llm.generation import answer_mcq
 from mill.backends.llm.messages import render_prompt
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.errors import BackendArgumentError
-from mill.core.sample import SampleSource
-from mill.core.task import McqBatchResult, McqTask
 
 DEFAULT_BATCH_SIZE = 8
 _PIXEL_LIMITS = ("min_pixels", "max_pixels")
 
 
-class HfBackend:
+class HfBackend(GenerativeBackend):
     """A loaded transformers vision-language model answering :class:`McqTask` by generation."""
 
     def __init__(
@@ -37,12 +35,9 @@ class HfBackend:
         num_workers: int,
         context: RunContext,
     ) -> None:
+        super().__init__(info, batch_size=batch_size, num_workers=num_workers, context=context)
         self._model = model
         self._processor = processor
-        self._info = info
-        self._batch_size = batch_size
-        self._num_workers = num_workers
-        self._context = context
 
     @classmethod
     def load(cls, args: HfArgs, context: RunContext, backend: str = "hf") -> HfBackend:
@@ -79,6 +74,7 @@ class HfBackend:
             revision=checkpoint.resolved_revision(),
             library_versions={"transformers": version("transformers"), "torch": version("torch")},
             device_type=model.device.type,
+            cuda_version=torch.version.cuda,
         )
         return cls(
             model,
@@ -87,24 +83,6 @@ class HfBackend:
             batch_size=batch_size,
             num_workers=num_workers,
             context=context,
-        )
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    def run_info(self) -> Mapping[str, Any]:
-        return {"batch_size": self._batch_size}
-
-    def run_mcq(self, task: McqTask, data: SampleSource) -> Iterator[McqBatchResult]:
-        """Answer every sample of ``data``, one result per batch, in the loader's order."""
-        return answer_mcq(
-            task,
-            data,
-            self.generate,
-            batch_size=self._batch_size,
-            num_workers=self._num_workers,
-            progress=self._context.progress,
         )
 
     def generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:

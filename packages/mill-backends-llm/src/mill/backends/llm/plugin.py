@@ -19,10 +19,6 @@ class HfPlugin:
 
     name: str = "hf"
 
-    @property
-    def distribution(self) -> str:
-        return "mill-backends-llm"
-
     def capabilities(self, args: BackendArgs) -> Capabilities:
         parsed = parse_args(HfArgs, args, self.name)
         return Checkpoint(parsed.path, self.name, parsed.revision, parsed.trust_remote_code).capabilities()
@@ -38,10 +34,6 @@ class VllmPlugin:
     """Vision-language models through vLLM's offline engine (the ``[vllm]`` extra)."""
 
     name: str = "vllm"
-
-    @property
-    def distribution(self) -> str:
-        return "mill-backends-llm[vllm]"
 
     def capabilities(self, args: BackendArgs) -> Capabilities:
         # vLLM reads the same Hugging Face config and processor files, so transformers answers

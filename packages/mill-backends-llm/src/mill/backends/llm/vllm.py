@@ -8,18 +8,16 @@ is why it refuses to run inside a torchrun launch. vllm is imported only when a 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
 from mill.backends.llm.args import VllmArgs, output_settings, resolved, run_setting
+from mill.backends.llm.base import GenerativeBackend
 from mill.backends.llm.checkpoint import Checkpoint
-from mill.backends.llm.generation import answer_mcq
 from mill.backends.llm.messages import build_vllm_request
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.errors import BackendArgumentError, UnknownBackendError
-from mill.core.sample import SampleSource
-from mill.core.task import McqBatchResult, McqTask
 
 INSTALL_HINT = "pip install './packages/mill-backends-llm[vllm]'"
 
@@ -77,8 +75,10 @@ def engine_kwargs(args: VllmArgs) -> dict[str, Any]:
     return kwargs
 
 
-class VllmBackend:
-    """A vLLM engine answering :class:`McqTask` by greedy generation."""
+class VllmBackend(GenerativeBackend):
+    """A vLLM engine answering :class:`McqTask` by greedy generation, ``chunk_size`` requests per engine call."""
+
+    batch_size_name = "chunk_size"
 
     def __init__(
         self,
@@ -90,12 +90,9 @@ class VllmBackend:
         num_workers: int,
         context: RunContext,
     ) -> None:
+        super().__init__(info, batch_size=chunk_size, num_workers=num_workers, context=context)
         self._llm = llm
         self._sampling = sampling
-        self._info = info
-        self._chunk_size = chunk_size
-        self._num_workers = num_workers
-        self._context = context
 
     @classmethod
     def load(cls, args: VllmArgs, context: RunContext, backend: str = "vllm") -> VllmBackend:
@@ -105,6 +102,8 @@ class VllmBackend:
         under torchrun or when the model needs ``trust_remote_code``, :class:`ModelNotFoundError`
         when the model cannot be found.
         """
+        import torch
+
         refuse_torchrun()
         vllm = import_vllm()
         checkpoint = Checkpoint(args.path, backend, args.revision, args.trust_remote_code)
@@ -128,6 +127,7 @@ class VllmBackend:
                 "torch": version("torch"),
             },
             device_type=_device_type(),
+            cuda_version=torch.version.cuda,
         )
 
         def sampling(max_tokens: int) -> Any:
@@ -140,24 +140,6 @@ class VllmBackend:
             chunk_size=args.chunk_size,
             num_workers=num_workers,
             context=context,
-        )
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    def run_info(self) -> Mapping[str, Any]:
-        return {"chunk_size": self._chunk_size}
-
-    def run_mcq(self, task: McqTask, data: SampleSource) -> Iterator[McqBatchResult]:
-        """Answer every sample of ``data``; one result per chunk of ``chunk_size`` requests."""
-        return answer_mcq(
-            task,
-            data,
-            self.generate,
-            batch_size=self._chunk_size,
-            num_workers=self._num_workers,
-            progress=self._context.progress,
         )
 
     def generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:

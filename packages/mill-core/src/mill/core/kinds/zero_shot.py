@@ -1,0 +1,150 @@
+"""Zero-shot classification: every image scored against all class names by a prompt-ensemble classifier.
+
+The backend answers with its top-k classes per sample (best first); the scorer derives top-1, the
+top-k accuracy ``acc{k}`` (for k > 1) and the mean per-class recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import polars as pl
+from attrs import frozen
+
+from mill.core.backend import Backend
+from mill.core.metrics import (
+    MetricValue,
+    accuracy_with_stderr,
+    mean_per_class_recall_with_stderr,
+    topk_accuracy_with_stderr,
+)
+from mill.core.sample import SampleSource
+from mill.core.spec import Spec
+from mill.core.task_kind import SAMPLE_COLUMNS, Scored, TableMark
+
+NAME = "zero_shot"
+
+
+@frozen
+class ZeroShotVariant:
+    """``[variants.X]`` with ``kind = "zero_shot"``: ``metric`` names top-1; ``top_k`` the classes kept per sample."""
+
+    kind: str
+    metric: str
+    top_k: int = 5
+
+
+@frozen
+class ZeroShotTask:
+    """Score every image against ``classnames`` with a prompt-ensemble classifier.
+
+    ``templates`` hold a ``{c}`` placeholder for the class name.
+    """
+
+    benchmark: str
+    variant: str
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+    top_k: int = 5
+
+
+@frozen
+class ZeroShotBatchResult:
+    """Top-k class indices per sample, best first, aligned with ``keys``: columns, one entry per sample."""
+
+    keys: Sequence[str]
+    shards: Sequence[str]
+    golds: Sequence[int]
+    topk: Sequence[Sequence[int]]
+
+    def frame(self) -> pl.DataFrame:
+        """The batch as raw chunk columns."""
+        columns = {"key": self.keys, "shard": self.shards, "gold": self.golds, "topk": self.topk}
+        return pl.DataFrame(columns, schema={**SAMPLE_COLUMNS, **RAW_SCHEMA})
+
+
+@runtime_checkable
+class ZeroShotBackend(Backend, Protocol):
+    """A loaded model that serves zero-shot tasks."""
+
+    def run_zero_shot(self, task: ZeroShotTask, data: SampleSource) -> Iterator[ZeroShotBatchResult]: ...
+
+
+RAW_SCHEMA: dict[str, Any] = {"topk": pl.List(pl.Int64)}
+
+
+def output_schema(top_k: int) -> dict[str, Any]:
+    """The per-sample file's columns for a variant keeping ``top_k`` classes."""
+    return {
+        **SAMPLE_COLUMNS,
+        "gold_label": pl.String,
+        "prediction": pl.Int64,
+        "prediction_label": pl.String,
+        f"top{top_k}": pl.List(pl.Int64),
+        "correct": pl.Boolean,
+    }
+
+
+def score(task: ZeroShotTask, raw: pl.DataFrame, metric: str, seed: int) -> Scored:
+    """Per-sample predictions and the metrics ``metric`` (top-1), ``acc{k}`` (k > 1) and
+    ``mean_per_class_recall``, each with a bootstrap stderr seeded by ``seed``. ``raw`` is sorted by key."""
+    k = task.top_k
+    labels = np.array(task.classnames, dtype=object)
+    golds = raw["gold"].to_numpy()
+    topk = np.asarray(raw["topk"].list.head(k).to_list(), dtype=np.int64).reshape(len(raw), -1)
+    predictions = topk[:, 0]
+    correct = predictions == golds
+    frame = pl.DataFrame(
+        {
+            "key": raw["key"],
+            "shard": raw["shard"],
+            "gold": raw["gold"],
+            "gold_label": labels[golds].tolist(),
+            "prediction": predictions,
+            "prediction_label": labels[predictions].tolist(),
+            f"top{k}": raw["topk"].list.head(k),
+            "correct": correct,
+        },
+        schema=output_schema(k),
+    )
+    metrics: dict[str, MetricValue] = {metric: accuracy_with_stderr(correct, seed)}
+    if k > 1:
+        metrics[f"acc{k}"] = topk_accuracy_with_stderr(golds, topk, min(k, topk.shape[1]), seed)
+    metrics["mean_per_class_recall"] = mean_per_class_recall_with_stderr(golds, predictions, seed)
+    return Scored(frame, metrics)
+
+
+@frozen
+class ZeroShotKind:
+    """The ``zero_shot`` task kind."""
+
+    name: str = NAME
+    variant_type: type[ZeroShotVariant] = ZeroShotVariant
+    backend_protocol: type[Any] = ZeroShotBackend
+    raw_schema: Mapping[str, Any] = RAW_SCHEMA
+    mark: TableMark | None = None
+
+    def check_variant(self, variant: ZeroShotVariant, n_classes: int) -> Sequence[tuple[str, str]]:
+        if not 1 <= variant.top_k <= n_classes:
+            return [("top_k", f"expected 1 to {n_classes} (the number of classes), got {variant.top_k}")]
+        return []
+
+    def settings(self, variant: ZeroShotVariant) -> Mapping[str, str]:
+        del variant
+        return {}
+
+    def build_task(self, spec: Spec, variant_name: str, variant: ZeroShotVariant, seed: int) -> ZeroShotTask:
+        del seed
+        return ZeroShotTask(spec.name, variant_name, spec.classnames, spec.templates, variant.top_k)
+
+    def answer(self, backend: ZeroShotBackend, task: ZeroShotTask, data: SampleSource) -> Iterator[pl.DataFrame]:
+        for batch in backend.run_zero_shot(task, data):
+            yield batch.frame()
+
+    def score(self, task: ZeroShotTask, variant: ZeroShotVariant, raw: pl.DataFrame, seed: int) -> Scored:
+        return score(task, raw, variant.metric, seed)
+
+
+kind = ZeroShotKind()
