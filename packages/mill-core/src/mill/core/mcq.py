@@ -443,14 +443,15 @@ def unparsable_guess(response: str, letters: Sequence[str], seed: int) -> str:
     return random.Random(f"{seed}|parse_multi_choice|{response}").choice(list(letters))
 
 
-def score_response(
+def grade_answer(
     response: str,
-    question: McqQuestion,
     option_names: Sequence[str],
+    letters: Sequence[str],
+    gold_letter: str,
     policy: UnparsablePolicy,
     seed: int,
 ) -> McqScore:
-    """Grade ``response`` to ``question``, whose options are named ``option_names`` in letter order.
+    """Grade ``response`` to a question whose options ``letters`` are named ``option_names``.
 
     Under policy ``"wrong"`` an unparsable response has no prediction and is wrong; under
     ``"random"`` it is graded on :func:`unparsable_guess`, and may be right by chance.
@@ -460,8 +461,25 @@ def score_response(
     """
     if policy not in ("wrong", "random"):
         raise ValueError(f"unknown unparsable policy {policy!r}; expected 'wrong' or 'random'")
-    parsed = parse_answer(response, option_names, question.letters)
+    parsed = parse_answer(response, option_names, letters)
     prediction = parsed
     if parsed is None and policy == "random":
-        prediction = unparsable_guess(response, question.letters, seed)
-    return McqScore(parsed_letter=parsed, prediction=prediction, correct=prediction == question.gold_letter)
+        prediction = unparsable_guess(response, letters, seed)
+    return McqScore(parsed_letter=parsed, prediction=prediction, correct=prediction == gold_letter)
+
+
+def score_response(
+    response: str,
+    question: McqQuestion,
+    option_names: Sequence[str],
+    policy: UnparsablePolicy,
+    seed: int,
+) -> McqScore:
+    """Grade ``response`` to ``question``, whose options are named ``option_names`` in letter order.
+
+    As :func:`grade_answer`, with the letters and gold letter taken from ``question``.
+
+    Raises:
+        ValueError: for an unknown policy, or option names that do not match the letters.
+    """
+    return grade_answer(response, option_names, question.letters, question.gold_letter, policy, seed)
