@@ -445,6 +445,8 @@ STRUCTURED_ANSWERS: list[tuple[str, str | None]] = [
     ('{"answer": "sea lion"}', "C"),
     ('{"reasoning": "It is not A", "final_answer": "G"}', "G"),
     ('{"answer": {"letter": "H"}}', "H"),
+    ('{"answer_explanation": "A is wrong", "answer": "C"}', "C"),
+    ('{"explanation": "not B", "answer_letter": "I"}', "I"),
     ('{"answer": "unknown"}', None),
     ('{"answer": ""}', None),
     ('{"confidence": 0.9}', None),

@@ -218,7 +218,13 @@ _EMPHASIS = re.compile(rf"\*+|(?<!{_W})_+|_+(?!{_W})")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{(?P<body>(?:[^{}]|\{[^{}]*\})*)\}")
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+\s*|[{}$]")
 _FLAT_OBJECT = re.compile(r"\{[^{}]*\}")
-_ANSWER_KEYS = (re.compile(r"answer", re.IGNORECASE), re.compile(r"choice|option|letter|select", re.IGNORECASE))
+# Field names tried in turn: an answer field by a usual name, then any name with "answer" in it
+# ("answer_explanation" only when there is no "answer"), then choice-like names.
+_ANSWER_KEYS = (
+    re.compile(r"(?:final[\s_-]?)?answer(?:[\s_-]?letter)?|choice|option|letter|selected[\s_-]?option", re.IGNORECASE),
+    re.compile(r".*answer.*", re.IGNORECASE),
+    re.compile(r".*(?:choice|option|letter|select).*", re.IGNORECASE),
+)
 
 
 def _is_letter_use(response: str, match: re.Match[str]) -> bool:
@@ -341,7 +347,7 @@ def _object_answer(source: str) -> str | None:
         return None
     for key_pattern in _ANSWER_KEYS:
         for key, field_value in value.items():
-            if isinstance(key, str) and isinstance(field_value, str) and key_pattern.search(key):
+            if isinstance(key, str) and isinstance(field_value, str) and key_pattern.fullmatch(key):
                 return field_value
     return None
 
