@@ -8,6 +8,7 @@ import random
 import pytest
 
 from mill.core.mcq import (
+    PARSER_VERSION,
     McqQuestion,
     McqScore,
     derive_options,
@@ -299,3 +300,197 @@ def test_random_policy_varies_with_seed_and_response() -> None:
 def test_score_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError, match="policy"):
         score_response("A", QUESTION, OPTIONS, "skip", 0)  # type: ignore[arg-type]
+
+
+# --- Responses real VLMs write ----------------------------------------------------------------------
+# One corpus per class of response; each holds negative cases that must stay unparsed.
+
+
+def _parses(corpus: list[tuple[str, str | None]]) -> list[tuple[str, str | None, str | None]]:
+    """``(response, expected, parsed)`` for every case of ``corpus`` that parses otherwise."""
+    return [
+        (response, expected, parsed)
+        for response, expected in corpus
+        if (parsed := parse_answer(response, OPTIONS, LETTERS)) != expected
+    ]
+
+
+ECHOED_LISTS: list[tuple[str, str | None]] = [
+    ("A) golden retriever\nB) lion\nC) sea lion\nD) tabby cat", None),
+    ("A) golden retriever B) lion C) sea lion", None),
+    ("A) golden retriever, B) lion", None),
+    ("(A) golden retriever (B) lion (C) sea lion", None),
+    ("A. golden retriever\nB. lion\nC. sea lion", None),
+    ("- A) golden retriever\n- B) lion\n- J) jay", None),
+    ("A) dog\nB) cat", None),  # options echoed with names the prompt did not use
+    ("H) goldfish\nI) ox\nJ) jay", None),  # a tail of the list
+    ("The answer is between A) golden retriever and C) sea lion", None),
+    ("**A) golden retriever**\n**B) lion**", None),
+    ("Options: A) golden retriever, B) lion, C) sea lion. I choose C.", "C"),
+    ("A) golden retriever\nB) lion\nC) sea lion\nAnswer: C", "C"),
+    ("A) golden retriever\nB) lion\n\nThe image shows a king penguin, so G.", "G"),
+    ("C) sea lion", "C"),
+    ("C) sea lion\nC) sea lion", "C"),
+    ("It's not A: too small. C: sea lion fits.", "C"),
+]
+
+
+def test_echoed_option_lists_choose_none() -> None:
+    assert _parses(ECHOED_LISTS) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_echo_of_a_rendered_prompt_chooses_none(seed: int) -> None:
+    classnames = [f"class {i}" for i in range(100)]
+    question = make_question_fn(seed, "imagenet_mcq", classnames, 10, "{options}")(f"s{seed:07d}", seed)
+    names = [classnames[i] for i in question.option_indices]
+    lines = question.prompt.split("\n")
+    start = seed % 5
+    echo = "\n".join(lines[start : start + 2 + seed % 4])
+    assert parse_answer(echo, names, question.letters) is None
+    assert parse_answer(f"{echo}\nAnswer: {question.gold_letter}", names, question.letters) == question.gold_letter
+
+
+BARE_LETTERS: list[tuple[str, str | None]] = [
+    ("c", "C"),
+    ("C", "C"),
+    ("  b  ", "B"),
+    ("\n\nd\n", "D"),
+    ("\tE\t", "E"),
+    ("(d)", "D"),
+    ("a.", "A"),
+    ("a", "A"),
+    ("i", "I"),
+    ("j)", "J"),
+    (" [h] ", "H"),
+    ("g\n", "G"),
+    ("k", None),
+    ("Z", None),
+    ("cc", None),
+    ("   ", None),
+    ("c d", None),
+]
+
+
+def test_bare_letters_in_either_case() -> None:
+    assert _parses(BARE_LETTERS) == []
+
+
+CJK_AND_OTHER_LANGUAGES: list[tuple[str, str | None]] = [
+    ("答案：C", "C"),
+    ("答案是C", "C"),
+    ("答案: c", "C"),
+    ("正确答案是（C）", "C"),
+    ("最终答案：**D**", "D"),
+    ("我选择B。", "B"),
+    ("图片中是海狮，所以选C。", "C"),
+    ("选项D", "D"),
+    ("C是正确的", "C"),
+    ("答案不是A，是C", "C"),
+    ("答案：Ｃ", "C"),  # full-width letter
+    ("答えはCです", "C"),
+    ("正解：B", "B"),
+    ("정답은 C입니다", "C"),
+    ("정답: D", "D"),
+    ("Respuesta: C", "C"),
+    ("La respuesta correcta es C", "C"),
+    ("La bonne réponse est C.", "C"),
+    ("Die richtige Antwort ist C", "C"),
+    ("A resposta correta é E", "E"),
+    ("Ответ: C", "C"),
+    ("Đáp án: C", "C"),
+    ("Jawaban: G", "G"),
+    ("答案是海狮", None),
+    ("我不确定。", None),
+    ("这张图片无法判断。", None),
+    ("选项：A) golden retriever B) lion", None),
+    ("答案：K", None),
+    ("Ответ: не знаю", None),
+]
+
+
+def test_answer_markers_in_other_languages_and_letters_beside_cjk() -> None:
+    assert _parses(CJK_AND_OTHER_LANGUAGES) == []
+
+
+REASONING_BLOCKS: list[tuple[str, str | None]] = [
+    ("<think>The image shows a lion. Answer: B</think>\n\nC", "C"),
+    ("<think>\n\n</think>\n\nD", "D"),
+    ("<think>A or B? It has a mane.</think>The answer is (b).", "B"),
+    ("</think>C", "C"),  # the template opened the block; only its end was generated
+    ("<THINK>A</THINK> E", "E"),
+    ("<thinking>Looks like a cat, so D.</thinking>\nAnswer: D", "D"),
+    ("◁think▷hmm, A◁/think▷F", "F"),
+    ("<think>first</think>\n<think>second, maybe A</think>\nG", "G"),
+    ("<think>It is a sea lion</think>\nsea lion", "C"),
+    ("<think>\nThe answer is C.\n</think>", None),  # nothing follows the reasoning
+    ("<think>long reasoning... maybe A, or B", None),  # cut off mid-reasoning
+    ("<think>Answer: C", None),
+    ("<think>A</think>\n\nI cannot tell.", None),
+    ("<think>The answer is B</think>\n<think>still thinking about C", None),
+]
+
+
+def test_what_follows_the_reasoning_decides() -> None:
+    assert _parses(REASONING_BLOCKS) == []
+
+
+STRUCTURED_ANSWERS: list[tuple[str, str | None]] = [
+    ('{"answer": "C"}', "C"),
+    ('{"answer": "c"}', "C"),
+    ("{'answer': 'D'}", "D"),
+    ('```json\n{"answer": "C", "reason": "A mane is visible"}\n```', "C"),
+    ('{"choice": "e"}', "E"),
+    ('{"Answer": "(B)"}', "B"),
+    ('{"answer": "sea lion"}', "C"),
+    ('{"reasoning": "It is not A", "final_answer": "G"}', "G"),
+    ('{"answer": {"letter": "H"}}', "H"),
+    ('{"answer_explanation": "A is wrong", "answer": "C"}', "C"),
+    ('{"explanation": "not B", "answer_letter": "I"}', "I"),
+    ('{"answer": "unknown"}', None),
+    ('{"answer": ""}', None),
+    ('{"confidence": 0.9}', None),
+    ("\\boxed{C}", "C"),
+    ("$\\boxed{c}$", "C"),
+    ("\\boxed{\\text{C}}", "C"),
+    ("\\boxed{\\textbf{(D)}}", "D"),
+    ("A is close, but \\boxed{(D)}. Also A fits the colour.", "D"),
+    ("\\boxed{C) sea lion}", "C"),
+    ("First \\boxed{A}, on reflection \\boxed{B}", "B"),
+    ("\\boxed{}", None),
+    ("\\boxed{Z}", None),
+    ("\\boxed{lion or cobra}", None),
+]
+
+
+def test_json_and_boxed_answers() -> None:
+    assert _parses(STRUCTURED_ANSWERS) == []
+
+
+MARKDOWN_EMPHASIS: list[tuple[str, str | None]] = [
+    ("**Answer:** _c_", "C"),
+    ("__C__", "C"),
+    ("*C*", "C"),
+    ("***C***", "C"),
+    ("Answer: **c**", "C"),
+    ("**答案：C**", "C"),
+    ("The answer is ~~A~~ **C**", "C"),
+    ("**Final Answer**: D", "D"),
+    ("## Answer\n\nE", "E"),
+    ("_Answer_: d", "D"),
+    ("> **Answer:** `B`", "B"),
+    ("**(F)**", "F"),
+    ("The image shows a **sea lion**.", "C"),
+    ("~~B~~", None),
+    ("**I cannot tell.**", None),
+    ("*A dog sits on the grass*", None),
+    ("__init__ CAT", None),
+]
+
+
+def test_markdown_emphasis_around_markers_and_letters() -> None:
+    assert _parses(MARKDOWN_EMPHASIS) == []
+
+
+def test_parser_version_is_exported() -> None:
+    assert PARSER_VERSION == 2

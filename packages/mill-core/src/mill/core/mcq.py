@@ -7,9 +7,12 @@ question, and a rerun reproduces it exactly.
 
 from __future__ import annotations
 
+import ast
+import json
 import random
 import re
 import string
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -152,22 +155,55 @@ def make_question_fn(
 
 # --- Answer parsing -------------------------------------------------------------------------------
 
-# An explicit marker, then any run of punctuation, markdown and linking words, then one letter that
-# stands alone. The letter may be lowercase here ("answer: c"), though not when a word follows it
-# ("the answer is a dog"); see _is_letter_use.
+PARSER_VERSION = 2
+"""The version of :func:`parse_answer`'s rules. Bump it whenever the letter parsed from some response can
+change: stored results record it, so a re-score knows which results were parsed by older rules."""
+
+# Scripts written without spaces between words (Han, kana, Hangul, CJK punctuation). A letter beside
+# them stands alone ("答案是C", "正解はCです"); beside any other word character (Latin, Cyrillic, digits,
+# "_") it is part of a word. _W is "a word character that joins a letter to a word".
+_CJK = "\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3200-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff"
+_W = rf"[^\W{_CJK}]"
+_BEFORE = rf"(?<!{_W})(?<!-)"
+_AFTER = rf"(?!{_W}|-)(?!['’]{_W})(?!\.{_W})"
+
+# Words that announce the answer, in the languages VLMs fall into; a marker is followed by any run of
+# punctuation, markdown and linking words, then one letter that stands alone. The letter may be
+# lowercase here ("answer: c"), though not when a word follows it ("the answer is a dog").
+_MARKER_WORDS = (
+    r"final\s+answer|(?:correct|right|best)\s+(?:answer|option|choice)|answer"
+    r"|respuesta|resposta|r[ée]ponse|risposta|antwort|antwoord|l[öo]sung|ответ|jawaban|cevap|yan[ıi]t"
+    r"|đáp\s+án|câu\s+trả\s+lời"
+)
+_CJK_MARKERS = r"答案|答え|正解|回答|정답|답변|답|答|我选择|我选|选择|選擇|选|選"
+_LINKING_WORDS = (
+    r"is|would\s+be|should\s+be|will\s+be|must\s+be|option|letter|choice"
+    r"|es|est|ist|lautet|é|è|sería|seria|serait|wäre|sarebbe|la|le|l'|die|der|das"
+    r"|correct[aeo]?|corretta|richtige|final[e]?|это"
+)
+_CJK_LINKING = r"应该是|應該是|应为|應為|是|为|為|は|が|은|는|이"
 _MARKER = re.compile(
-    r"\b(?:final\s+answer|(?:correct|right|best)\s+(?:answer|option|choice)|answer)\b"
-    r"(?:[\s:=*_\"'`(\[\-–—]|is\b|would\s+be\b|should\s+be\b|will\s+be\b|must\s+be\b|option\b|letter\b|choice\b)*"
-    r"(?P<letter>[A-Za-z])(?![\w\-])(?!['’]\w)(?!\.\w)",
+    rf"(?:(?<!{_W})(?:{_MARKER_WORDS})(?!{_W})|{_CJK_MARKERS})"
+    rf"(?:[\s:=*_\"'`(\[\-–—【「『《]|(?:{_LINKING_WORDS})(?!{_W})|{_CJK_LINKING})*"
+    rf"(?P<letter>[A-Za-z]){_AFTER}",
     re.IGNORECASE,
 )
 
 # A capital letter standing alone: not inside a word ("CAT", "Cobra"), a contraction ("I'm") or an
 # abbreviation ("U.S."). Whether it is an option is decided by _is_letter_use.
-_LONE_CAPITAL = re.compile(r"(?<![\w\-])(?<!\w\.)(?P<letter>[A-Z])(?![\w\-])(?!['’]\w)(?!\.\w)")
+_LONE_CAPITAL = re.compile(rf"{_BEFORE}(?<!{_W}\.)(?P<letter>[A-Z]){_AFTER}")
 
-# "option c" / "letter (c)": the only place a lowercase letter counts without a marker.
-_NAMED_LOWERCASE = re.compile(r"\b(?:option|letter)\s*\(?(?P<letter>[a-z])(?![\w\-])(?!['’]\w)(?!\.\w)", re.IGNORECASE)
+# "option c" / "letter (c)" / "选项c": the only place a lowercase letter counts without a marker.
+_NAMED_LOWERCASE = re.compile(
+    rf"(?<!{_W})(?:option|letter|opción|opção|选项|選項)\s*\(?(?P<letter>[a-z]){_AFTER}", re.IGNORECASE
+)
+
+# A response that is nothing but one letter, in either case, with punctuation or brackets around it.
+_BARE_LETTER = re.compile(r"[\W_]*(?P<letter>[A-Za-z])[\W_]*")
+
+# An option label as the prompt writes it ("C)") or close to it ("(C)", "C.", "C:").
+_ITEM_LABEL = re.compile(rf"(?<!{_W})(?:\((?P<paren>[A-Za-z])\)|(?P<bare>[A-Za-z])[).:])[ \t]*")
+_LINE_LEAD = re.compile(r"[ \t\-•>#]*")
 
 _FOLLOWING_WORD = re.compile(r"[ \t]+(?P<word>[A-Za-z]+)")
 
@@ -175,6 +211,28 @@ _FOLLOWING_WORD = re.compile(r"[ \t]+(?P<word>[A-Za-z]+)")
 # anything else, a capital A begins a noun phrase ("A dog sits") and a lowercase letter is a word.
 _LETTER_CONTINUATIONS = frozenset(
     {"is", "was", "because", "since", "seems", "looks", "appears", "matches", "fits", "and", "or", "but"}
+)
+
+# Reasoning blocks: "<think>...</think>", and the "◁think▷...◁/think▷" some models emit.
+_REASONING_OPEN = re.compile(r"[<◁]\s*(?:think|thinking|reasoning)\s*[>▷]", re.IGNORECASE)
+_REASONING_CLOSE = re.compile(r"[<◁]\s*/\s*(?:think|thinking|reasoning)\s*[>▷]", re.IGNORECASE)
+
+# Markdown: struck-through text is withdrawn; emphasis marks ("**C**", "_c_") are only decoration.
+# An underscore inside a word ("final_answer") is part of the word.
+_STRUCK = re.compile(r"~~.*?~~", re.DOTALL)
+_EMPHASIS = re.compile(rf"\*+|(?<!{_W})_+|_+(?!{_W})")
+
+# Structured answers: LaTeX "\boxed{C}" (one level of nested braces, "\boxed{\text{C}}") and flat
+# JSON or Python-literal objects whose answer field holds the choice ({"answer": "C"}).
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{(?P<body>(?:[^{}]|\{[^{}]*\})*)\}")
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+\s*|[{}$]")
+_FLAT_OBJECT = re.compile(r"\{[^{}]*\}")
+# Field names tried in turn: an answer field by a usual name, then any name with "answer" in it
+# ("answer_explanation" only when there is no "answer"), then choice-like names.
+_ANSWER_KEYS = (
+    re.compile(r"(?:final[\s_-]?)?answer(?:[\s_-]?letter)?|choice|option|letter|selected[\s_-]?option", re.IGNORECASE),
+    re.compile(r".*answer.*", re.IGNORECASE),
+    re.compile(r".*(?:choice|option|letter|select).*", re.IGNORECASE),
 )
 
 
@@ -197,9 +255,9 @@ def _is_letter_use(response: str, match: re.Match[str]) -> bool:
 
 
 def _name_pattern(name: str) -> re.Pattern[str]:
-    words = name.split()
+    words = unicodedata.normalize("NFKC", name).split()
     body = r"\s+".join(re.escape(word) for word in words)
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+    return re.compile(rf"(?<!{_W}){body}(?!{_W})", re.IGNORECASE)
 
 
 def _option_mentions(response: str, option_names: Sequence[str]) -> list[tuple[int, int, int]]:
@@ -224,15 +282,42 @@ def _option_mentions(response: str, option_names: Sequence[str]) -> list[tuple[i
     ]
 
 
+def _echoed_items(response: str, option_names: Sequence[str], letters: frozenset[str]) -> list[tuple[int, int]]:
+    """Spans of an option list the response repeats, or ``[]`` if it repeats none.
+
+    An item is a label ("C)", "(C)", "C.", "C:") followed by the name of an option, or a label that
+    opens a line followed by any text. Items with two or more distinct letters are a list (the
+    prompt's options echoed back, in whole or in part): its letters and names choose nothing.
+    """
+    patterns = [_name_pattern(name) for name in option_names if name.strip()]
+    items: list[tuple[int, int, str]] = []
+    for match in _ITEM_LABEL.finditer(response):
+        letter = (match.group("paren") or match.group("bare")).upper()
+        if letter not in letters:
+            continue
+        line_start = response.rfind("\n", 0, match.start()) + 1
+        line_end = response.find("\n", match.end())
+        line_end = len(response) if line_end < 0 else line_end
+        named = [m.end() for p in patterns if (m := p.match(response, match.end())) is not None]
+        if named:
+            items.append((match.start(), max(named), letter))
+        elif _LINE_LEAD.fullmatch(response, line_start, match.start()) and response[match.end() : line_end].strip():
+            items.append((match.start(), line_end, letter))
+    if len({letter for _, _, letter in items}) < 2:
+        return []
+    return [(start, end) for start, end, _ in items]
+
+
 def _last_label(
     response: str,
     patterns: Sequence[re.Pattern[str]],
     letters: frozenset[str],
-    option_text: Sequence[tuple[int, int]],
+    excluded: Sequence[tuple[int, int]],
 ) -> str | None:
     """The last letter any of ``patterns`` finds that is a valid option letter used as a label.
 
-    Letters inside option text ("Model T", "vitamin C") belong to the text, not to a label.
+    Letters inside ``excluded`` spans (option text such as "Model T" or "vitamin C", an echoed option
+    list) belong to that text, not to a label.
     """
     last: tuple[int, str] | None = None
     for pattern in patterns:
@@ -241,7 +326,7 @@ def _last_label(
             position = match.start("letter")
             if (
                 letter in letters
-                and not any(start <= position < end for start, end in option_text)
+                and not any(start <= position < end for start, end in excluded)
                 and _is_letter_use(response, match)
                 and (last is None or position > last[0])
             ):
@@ -249,40 +334,103 @@ def _last_label(
     return None if last is None else last[1]
 
 
+def _after_reasoning(text: str) -> str:
+    """What follows the last closed reasoning block; an unclosed block's reasoning is dropped."""
+    closes = list(_REASONING_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end() :]
+    opened = _REASONING_OPEN.search(text)
+    return text if opened is None else text[: opened.start()]
+
+
+def _object_answer(source: str) -> str | None:
+    """The answer field of a flat JSON (or Python literal) object, if ``source`` is one with one."""
+    try:
+        value: object = json.loads(source)
+    except ValueError:
+        try:
+            value = ast.literal_eval(source)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+    if not isinstance(value, dict):
+        return None
+    for key_pattern in _ANSWER_KEYS:
+        for key, field_value in value.items():
+            if isinstance(key, str) and isinstance(field_value, str) and key_pattern.fullmatch(key):
+                return field_value
+    return None
+
+
+def _structured_answer(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` or JSON answer field in ``text``, if any."""
+    found: list[tuple[int, str]] = [(m.start(), _LATEX_COMMAND.sub("", m.group("body"))) for m in _BOXED.finditer(text)]
+    for m in _FLAT_OBJECT.finditer(text):
+        answer = _object_answer(m.group())
+        if answer is not None:
+            found.append((m.start(), answer))
+    return max(found)[1] if found else None
+
+
+def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence[str]) -> str | None:
+    """The element of ``upper_letters`` that ``text`` chooses by rules 2-5 of :func:`parse_answer`, or None."""
+    letters = frozenset(upper_letters)
+    bare = _BARE_LETTER.fullmatch(text)
+    if bare is not None:
+        letter = bare.group("letter").upper()
+        return letter if letter in letters else None
+    mentions = _option_mentions(text, option_names)
+    option_text = [(start, end) for start, end, _ in mentions]
+    marked = _last_label(text, (_MARKER,), letters, option_text)
+    if marked is not None:
+        return marked
+    echoed = _echoed_items(text, option_names, letters)
+    label = _last_label(text, (_LONE_CAPITAL, _NAMED_LOWERCASE), letters, [*option_text, *echoed])
+    if label is not None:
+        return label
+    named = {option for start, _, option in mentions if not any(s <= start < e for s, e in echoed)}
+    return upper_letters[named.pop()] if len(named) == 1 else None
+
+
 def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[str]) -> str | None:
     """The option letter a free-text response chooses, or ``None`` if it chooses none.
 
-    ``option_names[i]`` is the text of option ``letters[i]``. Evidence is weighed in this order,
-    and the first kind present decides:
+    ``option_names[i]`` is the text of option ``letters[i]``. The response is first normalised:
+    Unicode compatibility forms are folded (full-width "Ｃ" and "：" become "C" and ":"), only what
+    follows the last closed ``<think>...</think>`` block counts (an unclosed block counts for
+    nothing), struck-through Markdown is dropped and emphasis marks are removed. Then evidence is
+    weighed in this order, and the first kind present decides:
 
-    1. an explicit marker ("Answer: C", "the answer is (C)", "Final answer: **c**"); the last wins;
-    2. a letter standing alone or delimited ("C", "(C)", "C.", "**C**", "[C]", "Option C"); the
-       last wins. An "A" or "I" followed by a word is the article or pronoun ("A dog sits",
-       "I think"), and capitals inside words do not count;
-    3. the text of exactly one option, as a whole phrase, case-insensitive; a name inside a longer
+    1. a structured answer, the last one winning: ``\\boxed{C}`` or a JSON object's answer field
+       (``{"answer": "C"}``); its content is parsed by rules 2-5 and, if it names no option, the
+       response chooses none;
+    2. a response that is only a letter, in either case ("c", " (B) ", "a.");
+    3. an explicit marker ("Answer: C", "the answer is (C)", "答案：C", "正解はC", "Respuesta: C");
+       the last wins;
+    4. a letter standing alone or delimited ("C", "(C)", "C.", "[C]", "Option C", "选C"); the last
+       wins. An "A" or "I" followed by a word is the article or pronoun ("A dog sits", "I think"),
+       capitals inside words do not count, and CJK characters beside a letter do not join it to a
+       word. A list of options in the prompt's ``X) name`` shape with two or more letters (an echo
+       of the prompt) counts for nothing here or in 5;
+    5. the text of exactly one option, as a whole phrase, case-insensitive; a name inside a longer
        named option ("lion" in "sea lion") counts only as the longer one. Two options named: None.
 
-    In 1 and 2, letters outside ``letters`` and letters inside option text are ignored. Refusals
+    In 3 and 4, letters outside ``letters`` and letters inside option text are ignored. Refusals
     ("I cannot determine", "I'm not sure") contain none of these and give ``None``. The letter
-    returned is the matching element of ``letters``.
+    returned is the matching element of ``letters``. Results change only with :data:`PARSER_VERSION`.
 
     Raises:
         ValueError: if ``option_names`` and ``letters`` differ in length.
     """
     if len(option_names) != len(letters):
         raise ValueError(f"{len(option_names)} option names for {len(letters)} letters")
-    by_upper = {letter.upper(): letter for letter in letters}
-    valid = frozenset(by_upper)
-    mentions = _option_mentions(response, option_names)
-    option_text = [(start, end) for start, end, _ in mentions]
-
-    for patterns in ((_MARKER,), (_LONE_CAPITAL, _NAMED_LOWERCASE)):
-        label = _last_label(response, patterns, valid, option_text)
-        if label is not None:
-            return by_upper[label]
-
-    named = {option for _, _, option in mentions}
-    return letters[named.pop()] if len(named) == 1 else None
+    upper = [letter.upper() for letter in letters]
+    text = _after_reasoning(unicodedata.normalize("NFKC", response))
+    text = _EMPHASIS.sub("", _STRUCK.sub("", text))
+    structured = _structured_answer(text)
+    if structured is not None:
+        text = structured
+    chosen = _parse_plain(text, option_names, upper)
+    return None if chosen is None else letters[upper.index(chosen)]
 
 
 # --- Scoring --------------------------------------------------------------------------------------
@@ -310,14 +458,15 @@ def unparsable_guess(response: str, letters: Sequence[str], seed: int) -> str:
     return random.Random(f"{seed}|parse_multi_choice|{response}").choice(list(letters))
 
 
-def score_response(
+def grade_answer(
     response: str,
-    question: McqQuestion,
     option_names: Sequence[str],
+    letters: Sequence[str],
+    gold_letter: str,
     policy: UnparsablePolicy,
     seed: int,
 ) -> McqScore:
-    """Grade ``response`` to ``question``, whose options are named ``option_names`` in letter order.
+    """Grade ``response`` to a question whose options ``letters`` are named ``option_names``.
 
     Under policy ``"wrong"`` an unparsable response has no prediction and is wrong; under
     ``"random"`` it is graded on :func:`unparsable_guess`, and may be right by chance.
@@ -327,8 +476,25 @@ def score_response(
     """
     if policy not in ("wrong", "random"):
         raise ValueError(f"unknown unparsable policy {policy!r}; expected 'wrong' or 'random'")
-    parsed = parse_answer(response, option_names, question.letters)
+    parsed = parse_answer(response, option_names, letters)
     prediction = parsed
     if parsed is None and policy == "random":
-        prediction = unparsable_guess(response, question.letters, seed)
-    return McqScore(parsed_letter=parsed, prediction=prediction, correct=prediction == question.gold_letter)
+        prediction = unparsable_guess(response, letters, seed)
+    return McqScore(parsed_letter=parsed, prediction=prediction, correct=prediction == gold_letter)
+
+
+def score_response(
+    response: str,
+    question: McqQuestion,
+    option_names: Sequence[str],
+    policy: UnparsablePolicy,
+    seed: int,
+) -> McqScore:
+    """Grade ``response`` to ``question``, whose options are named ``option_names`` in letter order.
+
+    As :func:`grade_answer`, with the letters and gold letter taken from ``question``.
+
+    Raises:
+        ValueError: for an unknown policy, or option names that do not match the letters.
+    """
+    return grade_answer(response, option_names, question.letters, question.gold_letter, policy, seed)
