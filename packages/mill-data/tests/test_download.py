@@ -372,26 +372,29 @@ def test_hub_timeouts_and_5xx_are_retried_like_http(
     assert calls == ["test/0.tar"] * 3 + ["test/1.tar", "test/2.tar"]
 
 
+def _hub_failure(monkeypatch: pytest.MonkeyPatch, root: Path, cache: Path, errors: list[BaseException]) -> Any:
+    """The first line of the error resolving an hf:// source whose downloads raise ``errors``, and the calls."""
+    calls = _hub_raising(monkeypatch, root, errors)
+    with pytest.raises(DataError) as caught:
+        resolve_shards("hf://datasets/owner/name", split="test", cache_dir=cache)
+    return str(caught.value).splitlines()[0], calls
+
+
 def test_hub_timeouts_give_up_after_five_retries(
     wds_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _hub_raising(monkeypatch, wds_dir, [TimeoutError("read timed out")] * 6)
-    with pytest.raises(DataError) as caught:
-        resolve_shards("hf://datasets/owner/name", split="test", cache_dir=tmp_path)
-    assert str(caught.value).splitlines()[0] == (
+    first, calls = _hub_failure(monkeypatch, wds_dir, tmp_path, [TimeoutError("read timed out")] * 6)
+    assert first == (
         f"cannot download {URL}: no data from the Hugging Face Hub in time ($HF_HUB_DOWNLOAD_TIMEOUT sets how long"
-        " to wait)"
-        " (gave up after 6 attempts)"
+        " to wait) (gave up after 6 attempts)"
     )
     assert len(calls) == 6
 
 
 def test_hub_full_disk_deletes_the_partial_file(wds_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "x.incomplete"))
-    calls = _hub_raising(monkeypatch, wds_dir, [full])
-    with pytest.raises(DataError) as caught:
-        resolve_shards("hf://datasets/owner/name", split="test", cache_dir=tmp_path)
-    assert str(caught.value).splitlines()[0] == (
+    first, calls = _hub_failure(monkeypatch, wds_dir, tmp_path, [full])
+    assert first == (
         f"no space left on the device downloading {URL}: {tmp_path / 'x.incomplete'} could not be written; free "
         "some space there, or point $MILL_CACHE_DIR (--cache_dir) at a larger filesystem; the partial file was "
         "deleted"
