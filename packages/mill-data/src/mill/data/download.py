@@ -28,7 +28,7 @@ import urllib.request
 from base64 import b64encode
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from attrs import frozen
 
@@ -352,7 +352,10 @@ def retry_hub(
 
 def _hub_failure(error: Exception, *, repo: str, url: str) -> Exception:
     """The :class:`DataError` (final) or :class:`Transient` (retry) that a hub client error stands for."""
-    from huggingface_hub import utils as hub
+    # huggingface_hub.utils holds these in every supported version (>=0.23), though mypy sees no re-export.
+    import huggingface_hub.utils
+
+    hub: Any = huggingface_hub.utils
 
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return DataError(

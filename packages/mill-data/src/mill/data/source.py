@@ -18,6 +18,7 @@ retried there; refusals, missing files and a full disk become one-line errors.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -268,8 +269,8 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
                 # hf_hub_download writes to an .incomplete file, resumes it on a retry, and moves it into
                 # place when done.
                 downloaded = retry_hub(
-                    lambda name=name: huggingface_hub.hf_hub_download(
-                        repo, name, repo_type="dataset", local_dir=str(local_dir)
+                    functools.partial(
+                        huggingface_hub.hf_hub_download, repo, name, repo_type="dataset", local_dir=str(local_dir)
                     ),
                     repo=repo,
                     url=f"https://huggingface.co/datasets/{repo}/resolve/main/{name}",
