@@ -1,9 +1,10 @@
 """The http(s) source for real: a dataset root with test/nshards.txt served over loopback by Python's
-http.server, including a server that dies in the middle of a shard."""
+http.server, including a server that dies in the middle of a shard, once or for good, and a missing shard."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,22 @@ import pytest
 
 from mill.cli.main import EXIT_USER_ERROR
 from mill.data import write_synthetic_shards
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries after 10, 20, 40... ms instead of 1, 2, 4... s; a silent server is given up on after 2 s."""
+    monkeypatch.setenv("MILL_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("MILL_HTTP_TIMEOUT", "2")
+
+
+class FirstTimeOnly(set[str]):
+    """The ``cut_short`` paths of a server that dies once per path: each is cut the first time it is asked for."""
+
+    def __contains__(self, path: object) -> bool:
+        hit = super().__contains__(path)
+        self.discard(path)
+        return hit
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +61,33 @@ def test_server_dying_mid_shard_names_it_and_a_rerun_completes(
         (clip_benchmark_root / "test" / f"{i}.tar").stat().st_size for i in range(3)
     ]
     assert manifest["n_samples"] == sizes.n_samples
+
+
+def test_a_shard_cut_once_is_retried_and_the_run_completes(
+    clip_benchmark_root: Path, serve: Any, eval_argv: Any, run_mill: Any, tmp_path: Path, sizes: Any
+) -> None:
+    base = serve(clip_benchmark_root, cut_short=FirstTimeOnly({"/test/0.tar", "/test/2.tar"}))
+    outcome = run_mill(*eval_argv(tmp_path / "out", "--data_dir", base))
+    assert outcome.code == 0, outcome.err
+    (manifest_file,) = (tmp_path / "out" / "outputs").rglob("*.json")
+    manifest = json.loads(manifest_file.read_text())
+    assert [s["size"] for s in manifest["shards"]] == [
+        (clip_benchmark_root / "test" / f"{i}.tar").stat().st_size for i in range(3)
+    ]
+    assert manifest["n_samples"] == sizes.n_samples
+
+
+def test_a_missing_shard_is_one_error_line_naming_its_url(
+    clip_benchmark_root: Path, serve: Any, eval_argv: Any, run_mill: Any, tmp_path: Path
+) -> None:
+    served = tmp_path / "served"
+    shutil.copytree(clip_benchmark_root, served)
+    (served / "test" / "2.tar").unlink()
+    base = serve(served)
+    failed = run_mill(*eval_argv(tmp_path / "out", "--data_dir", base))
+    assert failed.code == EXIT_USER_ERROR, failed.err
+    error_lines = [line for line in failed.err.splitlines() if line.startswith("error:")]
+    assert error_lines == [
+        f"error: cannot download {base}/test/2.tar: not found (HTTP 404); check the URL, the split and the shard count"
+    ]
+    assert "Traceback" not in failed.err

@@ -57,6 +57,14 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def fast_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads in these tests give up on a silent server after 2 s and retry after 10, 20, 40... ms."""
+    monkeypatch.setenv("MILL_HTTP_TIMEOUT", "2")
+    monkeypatch.setenv("MILL_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("NETRC", "/nonexistent/netrc")  # no credentials unless a test writes some
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"

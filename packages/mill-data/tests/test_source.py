@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from mill.core.errors import DataError
 from mill.data import choose_source
-from mill.data.source import _download, local_shards, parse_hf_source, resolve_shards
+from mill.data.source import local_shards, parse_hf_source, resolve_shards
 
 
 def _closed_port() -> int:
@@ -126,18 +125,6 @@ def test_unreachable_http_names_url_and_local_folder(tmp_path: Path) -> None:
     assert f"{url}/test/nshards.txt" in message
     assert "$MILL_DATA_DIR/imagenet1k/test/*.tar" in message
     assert "--data_dir" in message
-
-
-def test_interrupted_download_leaves_no_shard(tmp_path: Path) -> None:
-    target = tmp_path / "shards" / "0.tar"
-
-    def dies_midway(url: str) -> Iterator[bytes]:
-        yield b"x" * 1000
-        raise ConnectionResetError("connection reset")
-
-    with pytest.raises(DataError, match=r"cannot download http://host/0\.tar: connection reset"):
-        _download("http://host/0.tar", target, opener=dies_midway, hint="")
-    assert list(target.parent.iterdir()) == []
 
 
 # --- Hugging Face Hub ------------------------------------------------------------------------------------

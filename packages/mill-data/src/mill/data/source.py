@@ -9,33 +9,31 @@ A source is one of
 - ``hf://datasets/{owner}/{name}`` on the Hugging Face Hub, optionally followed by a glob of files in the
   repository (``/test/*.tar``); without one, ``{split}/*.tar`` is taken.
 
-Remote shards are downloaded once into ``{cache_dir}/shards/...``. A download goes to a temporary file that
-is renamed into place only when complete, so a shard present at its final path is always whole and an
-interrupted run resumes by reusing it.
+Remote shards are downloaded once into ``{cache_dir}/shards/...`` by :mod:`mill.data.download`: a
+download goes to a partial file that is renamed into place only when complete, so a shard present at its
+final path is always whole and an interrupted run resumes by reusing it. Stalls and dropped connections are
+retried there; refusals, missing files and a full disk become one-line errors.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import http.client
+import functools
 import json
 import os
 import re
 import shutil
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from attrs import frozen
 from braceexpand import braceexpand
 
 from mill.core.errors import DataError
+from mill.data.download import RetryPolicy, fetch, retry_hub
 
-#: Seconds to wait for a remote server before calling it unreachable.
-HTTP_TIMEOUT_S = 30.0
 #: The environment variable naming a folder of local datasets, one sub-folder per benchmark.
 DATA_DIR_ENV = "MILL_DATA_DIR"
 
@@ -141,6 +139,7 @@ def where_to_put_shards(source: str, split: str, benchmark: str | None) -> str:
 
 
 def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
+    policy = RetryPolicy.from_env()
     if "{" in source:
         urls = list(braceexpand(source))
         base = source[: source.index("{")].rsplit("/", 1)[0] + "/"
@@ -149,25 +148,27 @@ def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | N
         base = source.rsplit("/", 1)[0] + "/"
     else:
         base = source.rstrip("/") + "/"
-        count = _http_shard_count(base, split=split, cache_dir=cache_dir, benchmark=benchmark)
+        count = _http_shard_count(base, split=split, cache_dir=cache_dir, benchmark=benchmark, policy=policy)
         urls = [f"{base}{split}/{i}.tar" for i in range(count)]
     shards = []
     for url in urls:
         target = _cache_path(cache_dir, url)
         if not target.exists():
-            _download(url, target, opener=_http_open, hint=where_to_put_shards(source, split, benchmark))
+            _download(url, target, policy=policy, hint=where_to_put_shards(source, split, benchmark))
         name = url[len(base) :] if url.startswith(base) else url.rsplit("/", 1)[-1]
         shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
     return tuple(shards)
 
 
-def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str | None) -> int:
+def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str | None, policy: RetryPolicy) -> int:
     url = f"{base}{split}/nshards.txt"
     cached = _cache_path(cache_dir, url)
     # The count is refetched each run (the export may grow) but the cached copy lets a run that already
-    # has every shard work offline.
+    # has every shard work offline, without waiting through the retries.
     try:
-        _download(url, cached, opener=_http_open, hint="", overwrite=True)
+        _download(
+            url, cached, policy=RetryPolicy(policy.timeout_s, 0) if cached.exists() else policy, hint="", overwrite=True
+        )
     except DataError as error:
         if not cached.exists():
             raise DataError(f"{error}\n{where_to_put_shards(base, split, benchmark)}") from error
@@ -181,21 +182,6 @@ def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str 
     return count
 
 
-def _http_open(url: str) -> Iterable[bytes]:
-    response = urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S)
-    with response:
-        received = 0
-        while chunk := response.read(1 << 20):
-            received += len(chunk)
-            yield chunk
-        # http.client ends a sized read quietly when the server closes early; a shard cut short
-        # must not be cached as if whole.
-        if response.length:
-            raise ConnectionError(
-                f"the server closed the connection after {received} of {received + response.length} bytes"
-            )
-
-
 def _cache_path(cache_dir: Path, url: str) -> Path:
     """Where a remote file lives in the cache: mirrors the URL so names stay readable (pure)."""
     parts = urllib.parse.urlsplit(url)
@@ -204,23 +190,14 @@ def _cache_path(cache_dir: Path, url: str) -> Path:
     return cache_dir.joinpath("shards", parts.scheme, host, *path)
 
 
-def _download(
-    url: str,
-    target: Path,
-    *,
-    opener: Callable[[str], Iterable[bytes]],
-    hint: str,
-    overwrite: bool = False,
-) -> None:
-    """Write ``url`` to ``target``; on failure raise a DataError naming the URL, plus ``hint``."""
+def _download(url: str, target: Path, *, policy: RetryPolicy, hint: str, overwrite: bool = False) -> None:
+    """Fetch ``url`` to ``target`` unless it is there; on failure raise a DataError naming the URL, plus ``hint``."""
     if target.exists() and not overwrite:
         return
     try:
-        write_atomic(target, opener(url))
-    except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as error:
-        reason = error.reason if type(error) is urllib.error.URLError else error
-        message = f"cannot download {url}: {reason}"
-        raise DataError(f"{message}\n{hint}" if hint else message) from error
+        fetch(url, target, policy=policy)
+    except DataError as error:
+        raise DataError(f"{error}\n{hint}" if hint else str(error)) from None
 
 
 def write_atomic(target: Path, chunks: Iterable[bytes]) -> None:
@@ -266,15 +243,21 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
     local_dir = cache_dir / "shards" / "hf" / repo
     listing = local_dir / ".mill-listing.json"
     hint = where_to_put_shards(source, split, benchmark)
+    policy = RetryPolicy.from_env()
     try:
-        files = huggingface_hub.HfApi().list_repo_files(repo, repo_type="dataset")
-        write_atomic(listing, [json.dumps(sorted(files)).encode()])
-    except Exception as error:  # the hub raises many kinds (HTTP, offline mode, auth); all mean "not now"
+        # With a cached listing to fall back on, one attempt: an offline run should not wait through retries.
+        files = retry_hub(
+            lambda: huggingface_hub.HfApi().list_repo_files(repo, repo_type="dataset"),
+            repo=repo,
+            url=f"https://huggingface.co/datasets/{repo}",
+            policy=RetryPolicy(policy.timeout_s, 0) if listing.exists() else policy,
+        )
+    except DataError as error:
         if not listing.exists():
-            raise DataError(
-                f"cannot list the files of dataset {repo} on the Hugging Face Hub: {error}\n{hint}"
-            ) from error
+            raise DataError(f"{error}\n{hint}") from None
         files = json.loads(listing.read_text())
+    else:
+        write_atomic(listing, [json.dumps(sorted(files)).encode()])
     names = sorted((f for f in files if fnmatch.fnmatch(f, pattern)), key=natural_key)
     if not names:
         raise DataError(f"dataset {repo} on the Hugging Face Hub has no files matching {pattern!r}\n{hint}")
@@ -282,13 +265,27 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
     for name in names:
         target = local_dir / name
         if not target.exists():
-            url = f"https://huggingface.co/datasets/{repo}/resolve/main/{name}"
             try:
-                # hf_hub_download itself writes to an .incomplete file and moves it into place when done.
-                downloaded = huggingface_hub.hf_hub_download(repo, name, repo_type="dataset", local_dir=str(local_dir))
-            except Exception as error:
-                raise DataError(f"cannot download {url}: {error}\n{hint}") from error
+                # hf_hub_download writes to an .incomplete file, resumes it on a retry, and moves it into
+                # place when done.
+                downloaded = retry_hub(
+                    functools.partial(
+                        huggingface_hub.hf_hub_download, repo, name, repo_type="dataset", local_dir=str(local_dir)
+                    ),
+                    repo=repo,
+                    url=f"https://huggingface.co/datasets/{repo}/resolve/main/{name}",
+                    policy=policy,
+                    cleanup=lambda: _remove_hub_partials(local_dir),
+                )
+            except DataError as error:
+                raise DataError(f"{error}\n{hint}") from None
             if Path(downloaded) != target:
                 shutil.move(downloaded, target)
         shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
     return tuple(shards)
+
+
+def _remove_hub_partials(local_dir: Path) -> None:
+    """Delete the ``.incomplete`` files huggingface_hub leaves under ``local_dir`` when a download fails."""
+    for partial in (local_dir / ".cache" / "huggingface").rglob("*.incomplete"):
+        partial.unlink(missing_ok=True)
