@@ -182,3 +182,11 @@ def test_hub_classifier_key_changes_with_the_commit(hub_cache: Path, hub_model: 
 def test_hub_model_missing_from_the_cache(hub_cache: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=rf"hf-hub:{REPO_ID}.*Hugging Face cache"):
         _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+
+
+def test_hub_snapshot_without_weights_is_refused(hub_cache: Path, hub_model: Path, tmp_path: Path) -> None:
+    # open_clip alone would build the model with random weights and only log it.
+    snapshot = _seed_hub_cache(hub_cache, hub_model, COMMIT_A)
+    (snapshot / "open_clip_model.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match=rf"{COMMIT_A} has no weight file"):
+        _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
