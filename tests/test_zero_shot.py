@@ -4,11 +4,13 @@ names and templates against open_clip's."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import polars as pl
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
+from mill.backends.clip.tiny import write_tiny_siglip
 from mill.cli.main import EXIT_USER_ERROR
 from mill.core.registry import SpecRegistry
 from mill.core.results import model_slug
@@ -99,3 +101,20 @@ def test_imagenet_templates_are_openais_in_order() -> None:
     templates = SpecRegistry.discover().specs["imagenet"].templates
     assert len(templates) == 80
     assert list(templates) == [template("{c}") for template in OPENAI_IMAGENET_TEMPLATES]
+
+
+def test_local_dir_siglip_model_end_to_end(mill_eval: Any, tmp_path_factory: Any, shape: Any) -> None:
+    """A SigLIP-style model in open_clip's folder layout (``local-dir:``) runs through ``mill eval`` with its
+    own tokenizer, and its rows and manifest name the folder and its content hash."""
+    folder = write_tiny_siglip(tmp_path_factory.mktemp("siglip") / "tiny-siglip")
+    run = mill_eval(f"clip[path=local-dir:{folder},dtype=float32]", "imagenet", "--allow_incomplete")
+    assert run.outcome.code == 0, run.outcome.err
+    rows = run.aggregate()
+    assert set(rows.get_column("model")) == {"local-dir:tiny-siglip"}
+    assert set(rows.get_column("n_samples")) == {shape.n_samples}
+    predictions = run.per_sample().get_column("prediction")
+    assert predictions.len() == shape.n_samples and predictions.n_unique() > 1
+    manifest = run.manifest()
+    assert manifest["model"] == "local-dir:tiny-siglip"
+    assert manifest["resolved_args"]["path"] == f"local-dir:{folder}"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", manifest["model_revision"])

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random-weight open_clip model and synthetic shards, both written on the fly."""
+"""Shared fixtures: tiny random-weight open_clip models (CLIP and SigLIP-style) and synthetic shards, all written
+on the fly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
 from mill.backends.clip import ClipArgs, TinyModel, write_tiny_model
 from mill.backends.clip.backend import ClipBackend
+from mill.backends.clip.tiny import write_tiny_siglip
 from mill.core.backend import RunContext
 from mill.core.kinds.zero_shot import ZeroShotTask
 from mill.core.progress import Progress, SilentProgress
@@ -28,6 +30,12 @@ TEMPLATES = ("a photo of a {c}.", "a bad photo of the {c}.", "itap of a {c}.")
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return write_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SigLIP-style model folder in open_clip's Hub layout (config, safetensors, tokenizer files)."""
+    return write_tiny_siglip(tmp_path_factory.mktemp("siglip") / "tiny-siglip")
 
 
 @pytest.fixture(scope="session")

@@ -41,9 +41,12 @@ def test_missing_path() -> None:
         ClipArgs.from_mapping({"pretrained": "openai"})
 
 
-def test_unsupported_schema() -> None:
-    with pytest.raises(BackendArgumentError, match="schema"):
-        ClipArgs.from_mapping({"path": "hf-hub:timm/ViT-B-16-SigLIP"})
+def test_schema_paths_are_locations_not_config_files() -> None:
+    hub = ClipArgs.from_mapping({"path": "hf-hub:timm/ViT-B-16-SigLIP"})
+    assert hub.location is not None and hub.location.model_name == "hf-hub:timm/ViT-B-16-SigLIP"
+    assert hub.config_file is None
+    local = ClipArgs.from_mapping({"path": "local-dir:models/ft"})
+    assert local.location is not None and local.config_file is None
 
 
 def test_integers_from_spec_strings_and_bad_values() -> None:

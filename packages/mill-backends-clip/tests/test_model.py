@@ -85,10 +85,3 @@ def test_tiny_model_is_small_and_seeded(tmp_path: Path) -> None:
     sd_a, sd_b, sd_c = (torch.load(m.checkpoint_path, weights_only=True) for m in (a, b, c))
     assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
     assert not all(torch.equal(sd_a[k], sd_c[k]) for k in sd_a)
-
-
-def test_tag_revision_names_the_tag_and_its_source() -> None:
-    from mill.backends.clip.model import _tag_revision
-
-    revision = _tag_revision("ViT-B-32-quickgelu", "openai")
-    assert revision.startswith("openai (hf-hub:timm/vit_base_patch32_clip_224.openai")

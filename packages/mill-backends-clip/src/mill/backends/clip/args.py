@@ -13,6 +13,7 @@ from typing import Any
 from attrs import evolve, frozen
 
 from mill.backends.clip.precision import DEFAULT_PRECISION, DTYPE_PRECISIONS, PRECISIONS, Precision
+from mill.backends.clip.pretrained import LocalDir, Location, parse_location
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
 
@@ -31,8 +32,6 @@ DEFAULT_TEXT_BATCH_SIZE = 1024
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 64}
 MAX_DEFAULT_WORKERS = 8
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-#: open_clip schemas this backend does not resolve (their weights could not be identified for the cache).
-UNSUPPORTED_SCHEMAS = ("hf-hub:", "local-dir:")
 #: Models that ship inside this distribution (package data): ``{name}.json`` and ``{name}.pt``, addressed like an
 #: open_clip architecture and its tag, ``path=mill-shapes,pretrained=mill-shapes``.
 BUNDLED_DIR = Path(__file__).with_name("demo")
@@ -46,8 +45,9 @@ _FILE_HINTS = {
 class ClipArgs:
     """Arguments of the clip backend.
 
-    ``path`` is an open_clip architecture name or a model-config JSON file; ``pretrained`` an open_clip
-    tag or a checkpoint file (None: random weights); ``compile`` runs the image tower through
+    ``path`` is an open_clip architecture name, a model-config JSON file, or a whole model in open_clip's
+    schemas (``hf-hub:ORG/REPO``, ``local-dir:FOLDER``, see :attr:`location`); ``pretrained`` an open_clip
+    tag or a checkpoint file (None: random weights; never with a schema); ``compile`` runs the image tower through
     ``torch.compile``. ``device``, ``batch_size`` and ``num_workers`` are
     None until :meth:`resolve` fills them from the run context and the machine.
     """
@@ -76,14 +76,16 @@ class ClipArgs:
                 "clip backend: missing argument 'path' (an open_clip architecture such as ViT-B-32, "
                 "or a model-config .json file)"
             )
-        if path.startswith(UNSUPPORTED_SCHEMAS):
+        pretrained = _optional_str(args, "pretrained")
+        # Parsed here so a malformed hf-hub:/local-dir: location is refused before anything loads.
+        if parse_location(path) is not None and pretrained is not None:
             raise BackendArgumentError(
-                f"clip backend: path={path!r} uses an open_clip schema this backend does not support; "
-                "give an architecture name or a model-config .json file, and the weights as pretrained=..."
+                f"clip backend: path={path!r} brings its own weights, so pretrained={pretrained!r} would be "
+                "ignored; drop pretrained=, or give an architecture name as path"
             )
         return cls(
             path=path,
-            pretrained=_optional_str(args, "pretrained"),
+            pretrained=pretrained,
             precision=_precision(args),
             device=_optional_str(args, "device"),
             batch_size=_optional_int(args, "batch_size", minimum=1),
@@ -93,9 +95,16 @@ class ClipArgs:
         )
 
     @property
+    def location(self) -> Location | None:
+        """The Hub repository (``hf-hub:``) or folder (``local-dir:``) holding the whole model, else None."""
+        return parse_location(self.path)
+
+    @property
     def config_file(self) -> Path | None:
         """The model-config JSON named by ``path`` (a file or a bundled model's name), or None when ``path``
-        is an open_clip architecture name."""
+        is an open_clip architecture name or a schema location."""
+        if self.location is not None:
+            return None
         if _looks_like_file(self.path):
             return Path(self.path)
         bundled = BUNDLED_DIR / f"{self.path}.json"
@@ -129,6 +138,10 @@ class ClipArgs:
 
     def check_files_exist(self) -> None:
         """Raise ModelNotFoundError when a file named by ``path`` or ``pretrained`` does not exist."""
+        location = self.location
+        if isinstance(location, LocalDir):
+            # A Hub repository is looked up in the Hugging Face cache (or downloaded) when loading.
+            location.check_exists()
         for key, file in (("path", self.config_file), ("pretrained", self.checkpoint_file)):
             if file is not None and not file.is_file():
                 hint = _FILE_HINTS[key]

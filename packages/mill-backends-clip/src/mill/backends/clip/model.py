@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import posixpath
-import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +19,18 @@ import torchvision
 from attrs import frozen
 
 from mill.backends.clip.args import ClipArgs
-from mill.backends.clip.checksum import file_sha256
 from mill.backends.clip.precision import DEFAULT_PRECISION
+from mill.backends.clip.pretrained import (
+    RANDOM_INIT_SEED,
+    checkpoint_weights,
+    location_config,
+    location_weights,
+    random_weights,
+    tag_weights,
+)
 from mill.core.backend import ModelInfo
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
 
-#: Random weights are drawn from this seed, so a run without ``pretrained`` is reproducible.
-RANDOM_INIT_SEED = 0
 _REQUIRED_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 
 
@@ -107,31 +110,25 @@ def register_config(config_file: Path) -> str:
 def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
     """Build the model described by resolved ``args`` on ``args.device``.
 
-    Raises ModelNotFoundError for an unknown architecture, tag or missing file, and
-    BackendArgumentError for an unusable device.
+    Raises ModelNotFoundError for an unknown architecture, tag, missing file or uncached Hub repository, and
+    BackendArgumentError for an unusable device or a malformed config.
     """
     args.check_files_exist()
-    config_file = args.config_file
-    requested = register_config(config_file) if config_file is not None else args.path
-    if requested not in open_clip.list_models():
-        close = difflib.get_close_matches(requested, open_clip.list_models(), n=5)
-        raise ModelNotFoundError(
-            f"clip backend: open_clip has no architecture {requested!r}"
-            + (f"; did you mean {', '.join(close)}?" if close else "")
-            + " (open_clip.list_models() lists them all, or give a model-config .json path)"
-        )
-    checkpoint = args.checkpoint_file
-    if args.pretrained is not None and checkpoint is None:
-        tags = open_clip.list_pretrained_tags_by_model(requested)
-        if not open_clip.get_pretrained_cfg(requested, args.pretrained):
-            raise ModelNotFoundError(
-                f"clip backend: pretrained={args.pretrained!r} is neither a checkpoint file nor an open_clip "
-                f"tag for {requested}; its tags are: {', '.join(tags) or 'none'}"
-            )
     device = _device(args.device)
-    architecture = quickgelu_architecture(requested, args.pretrained if checkpoint is None else None)
+    location = args.location
+    config_file = args.config_file
+    if location is not None:
+        requested = location.model_name
+        architecture = Architecture(location.architecture_name)
+    else:
+        requested = register_config(config_file) if config_file is not None else args.path
+        _check_architecture(requested, args)
+        architecture = quickgelu_architecture(requested, args.pretrained if args.checkpoint_file is None else None)
+    # open_clip's factory and get_tokenizer take the schema name itself.
+    factory_name = requested if location is not None else architecture.name
+    checkpoint = args.checkpoint_file
 
-    if args.pretrained is None:
+    if args.pretrained is None and location is None:
         warnings.warn(
             f"clip backend: no pretrained= given for {requested}; using random weights (seed "
             f"{RANDOM_INIT_SEED}), so scores are meaningless",
@@ -141,19 +138,21 @@ def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         try:
+            # With a schema open_clip's factory reads config, preprocessing and weights from the location.
             model, _, preprocess = open_clip.create_model_and_transforms(
-                architecture.name,
+                factory_name,
                 pretrained=str(checkpoint) if checkpoint is not None else args.pretrained,
                 precision=args.precision.model_precision,
                 device=device,
                 force_quick_gelu=architecture.force_quick_gelu,
             )
         except RuntimeError as error:
-            if "Failed to download" not in str(error):
+            if "Failed to download" not in str(error) and "from HF Hub" not in str(error):
                 raise
+            what = f"{requested}" if location is not None else f"the {args.pretrained!r} weights of {requested}"
             raise ModelNotFoundError(
-                f"clip backend: could not fetch the {args.pretrained!r} weights of {requested}: {error}. "
-                "Check the network or the Hugging Face cache, or give a local checkpoint file"
+                f"clip backend: could not fetch {what}: {error}. "
+                "Check the network or the Hugging Face cache (HF_HUB_CACHE), or give a local checkpoint file"
             ) from error
     model.eval()
     if args.compile:
@@ -161,27 +160,31 @@ def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
         # on a cache hit, so compiling it would cost more than it saves.
         model.visual = torch.compile(model.visual)
 
-    if checkpoint is not None:
-        digest = file_sha256(checkpoint, cache_dir=cache_dir)
-        weights_key = f"sha256:{digest}"
-        revision: str | None = weights_key
-    elif args.pretrained is not None:
-        revision = _tag_revision(architecture.name, args.pretrained)
-        weights_key = f"tag:{revision}"
+    if location is not None:
+        # Resolved after the factory ran, so a download it made is what the commit names.
+        weights = location_weights(location, cache_dir=cache_dir)
+        model_config = location_config(location)
+        identity = weights.name
     else:
-        revision = None
-        weights_key = f"random:seed={RANDOM_INIT_SEED}"
+        if checkpoint is not None:
+            weights = checkpoint_weights(args.weights_name, checkpoint, cache_dir=cache_dir)
+        elif args.pretrained is not None:
+            weights = tag_weights(architecture.name, args.pretrained)
+        else:
+            weights = random_weights()
+        model_config = open_clip.get_model_config(architecture.name) or {}
+        identity_path = config_file.stem if config_file is not None else args.path
+        # The content hash in ``revision`` tells same-named checkpoint files apart.
+        identity = f"{identity_path}/{weights.name}"
 
-    identity_path = config_file.stem if config_file is not None else args.path
     resolved = {**args.as_dict(), "architecture": architecture.name}
     if architecture.switched_to_quickgelu:
         resolved["quickgelu_switch"] = f"{requested} -> {architecture.name} (weights trained with QuickGELU)"
     info = ModelInfo(
-        # The content hash in ``revision`` tells same-named checkpoint files apart.
-        identity=f"{identity_path}/{args.weights_name}",
+        identity=identity,
         settings={"precision": args.precision.name},
         resolved_args=resolved,
-        revision=revision,
+        revision=weights.revision,
         library_versions=library_versions(),
         device_type=device.type,
         default_settings=args.precision.name == DEFAULT_PRECISION,
@@ -190,12 +193,32 @@ def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
     return LoadedModel(
         model=model,
         preprocess=preprocess,
-        tokenizer=open_clip.get_tokenizer(architecture.name),
+        # With a schema the tokenizer (and its context length) is the one the location's config names:
+        # SigLIP-family models get their own, read from the repository or folder.
+        tokenizer=open_clip.get_tokenizer(factory_name),
         architecture=architecture,
-        model_config=open_clip.get_model_config(architecture.name) or {},
-        weights_key=weights_key,
+        model_config=model_config,
+        weights_key=weights.key,
         info=info,
     )
+
+
+def _check_architecture(requested: str, args: ClipArgs) -> None:
+    """Raise ModelNotFoundError unless open_clip knows ``requested`` and, when given, its tag."""
+    if requested not in open_clip.list_models():
+        close = difflib.get_close_matches(requested, open_clip.list_models(), n=5)
+        raise ModelNotFoundError(
+            f"clip backend: open_clip has no architecture {requested!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+            + " (open_clip.list_models() lists them all, or give a model-config .json path)"
+        )
+    if args.pretrained is not None and args.checkpoint_file is None:
+        tags = open_clip.list_pretrained_tags_by_model(requested)
+        if not open_clip.get_pretrained_cfg(requested, args.pretrained):
+            raise ModelNotFoundError(
+                f"clip backend: pretrained={args.pretrained!r} is neither a checkpoint file nor an open_clip "
+                f"tag for {requested}; its tags are: {', '.join(tags) or 'none'}"
+            )
 
 
 def library_versions() -> dict[str, str]:
@@ -215,32 +238,3 @@ def _device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BackendArgumentError(f"clip backend: device={name!r} but CUDA is not available here; use device=cpu")
     return device
-
-
-def _tag_revision(architecture: str, tag: str) -> str:
-    """``tag``, plus where open_clip fetched it from and, when the Hub cache reveals it, the commit."""
-    cfg = open_clip.get_pretrained_cfg(architecture, tag)
-    hub = str(cfg.get("hf_hub", ""))
-    if hub:
-        # open_clip's convention: 'org/repo/' names the default weight file, 'org/repo/f.bin' a given one.
-        repo_id, filename = posixpath.split(hub)
-        commit = _hub_commit(repo_id, filename or None)
-        return f"{tag} (hf-hub:{repo_id}" + (f"@{commit}" if commit else "") + ")"
-    url = str(cfg.get("url", ""))
-    return f"{tag} ({url})" if url else tag
-
-
-def _hub_commit(repo_id: str, filename: str | None) -> str | None:
-    """The snapshot commit of the cached weight file, read from the local Hub cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    candidates = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    for candidate in candidates:
-        cached = try_to_load_from_cache(repo_id, candidate)
-        if isinstance(cached, str):
-            match = re.search(r"[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]", cached)
-            if match:
-                return match.group(1)
-    return None
