@@ -12,16 +12,18 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="${MILL_CARRY:-$ROOT/.carry}"
 SAMPLE_DIR="${1:-$ROOT/../shared/data/imagenet-sample}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
-N_PHOTOS="${N_PHOTOS:-36}"
+N_PHOTOS="${N_PHOTOS:-24}"
 # The GPU machine's python3 is CPython 3.12 on x86-64 (see .library/device/KINDS.md).
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
           --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any)
 # What Mill, open_clip and clip_benchmark import that the machine's image lacks or may hold too old (its own
 # timm, pyyaml, regex, safetensors, huggingface_hub, scikit-learn, tqdm, pillow, pyarrow, rich and click serve).
-# polars 1.20: within mill-core's polars>=1.0, and 31 MiB where the polars 2.x runtime alone is about 54 MB.
+# polars 1.28.1: 33 MiB, where the polars 2.x runtime alone is 54 MB. Of the 1.x releases tried (1.0.0, 1.20.0,
+# 1.24.0, 1.27.1, 1.28.1) it is the first on which `is_in(series.implode())`, as mill.core.results uses it, works:
+# mill-core's bound polars>=1.0 is too low.
 WHEELS=(
-    polars==1.20.0
+    polars==1.28.1
     cattrs==26.2.1
     attrs==26.1.0
     open_clip_torch==3.3.0
