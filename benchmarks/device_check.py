@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     report.run("mcq", lambda: _mcq(args.dry_run, device, part, size, work), started, size)
     report.summarise(size)
     report.finish("done")
-    return 0 if all(item.get("status") == "ok" for item in report.results.values()) else 1
+    return 0 if not report.results["summary"]["items_failed"] else 1
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
