@@ -128,10 +128,13 @@ def cli(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Every distribution together: the cross-package and end-to-end tests under tests/."""
+    """Every distribution together: the cross-package and end-to-end tests under tests/.
+
+    The clip backend's test extra brings clip-benchmark, which the device check's dry run compares with.
+    """
     _fresh_pip(session)
     session.install(*TORCH_VISION)
-    session.install(CORE, DATA, CLI, CLIP, LLM, "pytest")
+    session.install(CORE, DATA, CLI, f"{CLIP}[test]", LLM, "pytest")
     _pytest(session, "tests")
 
 

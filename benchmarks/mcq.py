@@ -45,19 +45,10 @@ def main() -> None:
         n_classes=1000,
         options=ReadOptions(allow_incomplete=True, cache_dir=scratch / "cache"),
     )
-    spec = load_spec(SPEC)
-    variant = spec.variants["imagenet_mcq"]
-    assert isinstance(variant, McqVariant)
-    task = McqTask(
-        spec.name,
-        "imagenet_mcq",
-        spec.classnames,
-        variant.max_new_tokens,
-        make_question_fn(spec.seed, "imagenet_mcq", spec.classnames, variant.n_options, variant.prompt),
-    )
+    task = imagenet_mcq_task()
     print(
         f"machine: {os.cpu_count()} CPU cores, device {args.device}; model {args.path or 'tiny random VLM'}; "
-        f"{len(data)} images, max_new_tokens {variant.max_new_tokens}\n"
+        f"{len(data)} images, max_new_tokens {task.max_new_tokens}\n"
     )
 
     common = {"path": path, "dtype": args.dtype, "device": args.device, "num_workers": args.num_workers}
@@ -81,6 +72,20 @@ def main() -> None:
     engine = load_plugin("vllm").plugin.load({"path": path, "dtype": args.dtype}, _context(scratch))
     fast, _ = _run(engine, task, data)
     print(f"\nvllm: {_rate(len(data), fast)} -> {batched / fast:.2f}x hf batched")
+
+
+def imagenet_mcq_task() -> McqTask:
+    """The ``imagenet_mcq`` variant of specs/imagenet.toml as a task (questions seeded by the spec's seed)."""
+    spec = load_spec(SPEC)
+    variant = spec.variants["imagenet_mcq"]
+    assert isinstance(variant, McqVariant)
+    return McqTask(
+        spec.name,
+        "imagenet_mcq",
+        spec.classnames,
+        variant.max_new_tokens,
+        make_question_fn(spec.seed, "imagenet_mcq", spec.classnames, variant.n_options, variant.prompt),
+    )
 
 
 def _parse() -> argparse.Namespace:

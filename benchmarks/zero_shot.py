@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 import webdataset as wds
-from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from sample_shards import DEFAULT_SAMPLE_DIR, DEFAULT_WORK_DIR, photo_shards
 
@@ -215,6 +214,9 @@ def _reference(
 
     Returns seconds end to end, seconds building the classifier, and top-1 per sample in key order.
     """
+    # Imported here: device_check.py imports this module where clip_benchmark may need another numpy.
+    from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
+
     start = time.perf_counter()
     classifier = zero_shot_classifier(model, tokenizer, classnames, templates, device, amp=amp)
     _sync(device)
