@@ -464,22 +464,19 @@ def _mill_eval(model: dict[str, str], benchmark: str, root: Path, work: Path) ->
 
 
 def _dataset(root: Path, cache: Path) -> Any:
-    from mill.data import open_dataset
+    from mill.core.sample import ReadOptions
+    from mill.data import open_dataset, synthetic_dataset_spec
 
     return open_dataset(
-        str(root),
-        split="test",
-        image_member="0.webp",
-        label_member="cls",
+        synthetic_dataset_spec(root, n_samples=0),
         n_classes=1000,
-        expected_count=None,
-        cache_dir=cache,
+        options=ReadOptions(allow_incomplete=True, cache_dir=cache),
     )
 
 
 def _task(benchmark: str) -> Any:
+    from mill.core.kinds.zero_shot import ZeroShotTask
     from mill.core.spec import load_spec
-    from mill.core.task import ZeroShotTask
 
     spec = load_spec(Path(benchmark) if benchmark.endswith(".toml") else ROOT / "specs" / f"{benchmark}.toml")
     return ZeroShotTask(spec.name, "default", spec.classnames, spec.templates)

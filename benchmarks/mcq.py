@@ -20,8 +20,8 @@ import torch
 from sample_shards import DEFAULT_SAMPLE_DIR, DEFAULT_WORK_DIR, photo_shards
 
 from mill.core.backend import RunContext
-from mill.core.kinds.generative_mcq import McqTask, McqVariant
-from mill.core.mcq import make_question_fn
+from mill.core.kinds import generative_mcq
+from mill.core.kinds.generative_mcq import McqTask
 from mill.core.plugins import load_plugin
 from mill.core.progress import SilentProgress
 from mill.core.sample import ReadOptions
@@ -77,15 +77,8 @@ def main() -> None:
 def imagenet_mcq_task() -> McqTask:
     """The ``imagenet_mcq`` variant of specs/imagenet.toml as a task (questions seeded by the spec's seed)."""
     spec = load_spec(SPEC)
-    variant = spec.variants["imagenet_mcq"]
-    assert isinstance(variant, McqVariant)
-    return McqTask(
-        spec.name,
-        "imagenet_mcq",
-        spec.classnames,
-        variant.max_new_tokens,
-        make_question_fn(spec.seed, "imagenet_mcq", spec.classnames, variant.n_options, variant.prompt),
-    )
+    task: McqTask = generative_mcq.kind.build_task(spec, "imagenet_mcq", spec.variants["imagenet_mcq"], spec.seed)
+    return task
 
 
 def _parse() -> argparse.Namespace:

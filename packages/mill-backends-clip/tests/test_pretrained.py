@@ -20,7 +20,7 @@ from mill.backends.clip.pretrained import HubRepo, LocalDir, parse_location, tag
 from mill.backends.clip.tiny import TINY_SIGLIP_CONTEXT_LENGTH, write_tiny_siglip
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
-from mill.core.task import ZeroShotTask
+from mill.core.kinds.zero_shot import ZeroShotTask
 
 REPO_ID = "mill-test/tiny-siglip"
 COMMIT_A = "a" * 40
