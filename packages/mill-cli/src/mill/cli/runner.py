@@ -184,6 +184,7 @@ def execute(run: PlannedRun, options: RunOptions, context: RunContext) -> list[A
         cache_dir=options.cache_dir,
         benchmark=spec.name,
         on_bad_sample=options.on_bad_sample,
+        label_map=spec.label_map,
     )
     if options.limit is not None:
         context.progress.start(f"subset: {len(data)} of the samples, spread over all shards (--limit)", None)
