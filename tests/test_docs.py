@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from mill.cli.main import cli
 from mill.core.model_spec import parse_model_spec, split_top_level
 from mill.core.registry import SpecRegistry
+from mill.core.suite import discover_suites, expand_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -114,7 +115,8 @@ def test_example_parses(where: str, args: list[str], tmp_path: Path, monkeypatch
             parse_model_spec(model)
     if not spec_files:
         registry = SpecRegistry.discover()
-        for benchmark in split_top_level(params["benchmark"]):
+        # A suite stands for its members, as in `mill eval`.
+        for benchmark in expand_benchmarks(split_top_level(params["benchmark"]), discover_suites(), registry):
             registry.select(benchmark)
 
 

@@ -38,6 +38,14 @@ from mill.core.plugins import installed_backends
 from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
 from mill.core.results import AggregateRow, read_aggregate
+from mill.core.suite import (
+    SuiteTable,
+    discover_suites,
+    expand_benchmarks,
+    suite_reported_tables,
+    suite_tables,
+    suites_to_show,
+)
 from mill.core.tables import (
     MetricTable,
     ReportedTable,
@@ -158,11 +166,12 @@ def eval_command(
 
     MODEL is backend[key=value,...] (e.g. "clip[path=ViT-B-32,pretrained=laion2b_s34b_b79k]"), a
     hub id or model folder (evaluated with hf), or a TOML model file; BENCHMARK is a benchmark
-    name, a variant name or a spec file. Both may be comma-separated lists.
+    name, a variant name, a suite (each of its benchmarks) or a spec file. Both may be comma-separated lists.
     """
     console = Console(stderr=False)
-    models, benchmarks = split_top_level(model), split_top_level(benchmark)
+    models = split_top_level(model)
     registry = SpecRegistry.discover(spec_files)
+    benchmarks = expand_benchmarks(split_top_level(benchmark), discover_suites(), registry)
     planned = plan_runs(models, benchmarks, registry)
     default_data_dir, data_dirs = parse_data_dirs(data_dir)
     if default_data_dir and len({run.spec.name for run in planned}) > 1:
@@ -286,24 +295,31 @@ def collect_command(
 ) -> None:
     """Pivot aggregate.csv into model × task tables, one per metric (with --reported: beside published numbers)."""
     out = output_dir or default_output_dir()
+    registry = SpecRegistry.discover(spec_files)
+    suites = discover_suites()
+    named = split_top_level(benchmarks or "")
+    # A suite named in --benchmarks stands for its members; its mean is computed here, never stored.
+    members = expand_benchmarks(named, suites, registry)
     rows = select_rows(
         read_aggregate(out),
         metric=metric,
         models=split_top_level(models or ""),
-        benchmarks=split_top_level(benchmarks or ""),
+        benchmarks=members,
         include_all=include_all,
     )
-    tables: Sequence[MetricTable | ReportedTable]
+    shown = suites_to_show(rows, suites, named, metric=metric)
+    tables: Sequence[MetricTable | ReportedTable | SuiteTable]
     if reported:
-        wanted = set(split_top_level(benchmarks or ""))
+        wanted = set(members)
         specs = [
-            spec
-            for spec in SpecRegistry.discover(spec_files).specs.values()
-            if not wanted or spec.name in wanted or wanted & set(spec.variants)
+            spec for spec in registry.specs.values() if not wanted or spec.name in wanted or wanted & set(spec.variants)
         ]
-        tables = reported_tables(rows, specs, metric=metric, models=split_top_level(models or ""))
+        tables = [
+            *reported_tables(rows, specs, metric=metric, models=split_top_level(models or "")),
+            *suite_reported_tables(rows, shown, registry.specs, models=split_top_level(models or "")),
+        ]
     else:
-        tables = metric_tables(rows)
+        tables = [*metric_tables(rows), *suite_tables(rows, shown, registry.specs)]
     if not tables:
         click.echo(f"no results in {out / 'aggregate.csv'} match; run `mill eval` first (or pass --all)", err=True)
         sys.exit(1)
@@ -313,7 +329,7 @@ def collect_command(
         click.echo(f"\n{legend()}")
 
 
-def _render_rich(tables: Sequence[MetricTable | ReportedTable]) -> None:
+def _render_rich(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
     console = Console()
     for metric_table in tables:
         table = Table(title=metric_table.title)
@@ -324,12 +340,12 @@ def _render_rich(tables: Sequence[MetricTable | ReportedTable]) -> None:
         console.print(table)
 
 
-def _render_csv(tables: Sequence[MetricTable | ReportedTable]) -> None:
+def _render_csv(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
     frames = [t.frame.with_columns(pl.lit(v).alias(k) for k, v in t.key_columns.items()) for t in tables]
     click.echo(pl.concat(frames, how="diagonal").fill_null("").write_csv(), nl=False)
 
 
-def _render_markdown(tables: Sequence[MetricTable | ReportedTable]) -> None:
+def _render_markdown(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
     for metric_table in tables:
         columns = metric_table.frame.columns
         click.echo(f"### {metric_table.title}\n")
@@ -340,7 +356,7 @@ def _render_markdown(tables: Sequence[MetricTable | ReportedTable]) -> None:
         click.echo("")
 
 
-def _render_json(tables: Sequence[MetricTable | ReportedTable]) -> None:
+def _render_json(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
     click.echo(json.dumps({t.title: t.frame.to_dicts() for t in tables}, indent=2))
 
 
@@ -370,6 +386,13 @@ def ls_command(spec_files: Sequence[Path]) -> None:
                 str(spec.path),
             )
     console.print(benchmarks)
+    suites = Table(title="Suites")
+    for column in ("suite", "benchmarks", "description", "file"):
+        suites.add_column(column)
+    for suite in discover_suites().values():
+        expand_benchmarks([suite.name], {suite.name: suite}, registry)  # a member no spec defines fails here
+        suites.add_row(suite.name, ", ".join(suite.benchmarks), suite.description, str(suite.path))
+    console.print(suites)
     backends = Table(title="Backends")
     backends.add_column("backend")
     backends.add_column("distribution")

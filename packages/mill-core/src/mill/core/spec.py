@@ -8,6 +8,7 @@ dotted key path and say what was expected, e.g.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import sys
 from collections.abc import Mapping
@@ -40,15 +41,36 @@ class DatasetSpec:
     n_samples: int
 
 
+class SubsetLabels(str, enum.Enum):
+    """What a dataset's label means for a benchmark whose classes are a subset of a parent list."""
+
+    #: Label ``i`` is the ``i``-th class of the subset.
+    SUBSET = "subset"
+    #: The label is an index into the parent list; Mill maps it to the class's position in the subset.
+    PARENT = "parent"
+
+
+@frozen
+class SubsetSpec:
+    """A benchmark whose classes are some of a parent list's: ``file`` holds parent indices, one per line,
+    in the benchmark's label order."""
+
+    file: str
+    count: int
+    labels: SubsetLabels
+
+
 @frozen
 class ClassesSpec:
-    """Class names, inline (``names``) or one per line in ``file`` next to the spec."""
+    """Class names, inline (``names``) or one per line in ``file`` next to the spec; with ``subset``,
+    those are the parent list and the benchmark's classes are the subset's."""
 
     count: int
     names: tuple[str, ...] | None = None
     file: str | None = None
     overrides: dict[str, str] = field(factory=dict)
     allow_duplicates: bool = False
+    subset: SubsetSpec | None = None
 
 
 @frozen
@@ -104,6 +126,10 @@ class Spec:
     reported: tuple[ReportedBaseline, ...]
     path: Path
     content_hash: str
+    #: With ``classes.subset``: the parent index of each class, in label order.
+    parent_indices: tuple[int, ...] | None = None
+    #: With ``classes.subset.labels = "parent"``: dataset label (a parent index) -> class index.
+    label_map: Mapping[int, int] | None = None
 
 
 _T = TypeVar("_T")
@@ -181,6 +207,29 @@ def _classnames(spec: _SpecFile, file: Path) -> tuple[tuple[str, ...], bytes]:
     return tuple(resolved), raw
 
 
+def _subset(
+    subset: SubsetSpec, parent: tuple[str, ...], file: Path
+) -> tuple[tuple[str, ...], tuple[int, ...], dict[int, int] | None, bytes]:
+    """The subset's names, parent indices and (for parent labels) label map, and the subset file's bytes."""
+    lines, raw = _read_lines(file, subset.file, "classes.subset.file")
+    if len(lines) != subset.count:
+        raise SpecError(f"{file}: classes.subset: declares count = {subset.count} but lists {len(lines)} indices")
+    indices = []
+    for line_no, text in enumerate(lines, start=1):
+        if not text.isdigit() or int(text) >= len(parent):
+            raise SpecError(
+                f"{file}: classes.subset.file: line {line_no} of {subset.file}: expected a parent class index "
+                f"in [0, {len(parent)}), got {text!r}"
+            )
+        indices.append(int(text))
+    if len(set(indices)) != len(indices):
+        raise SpecError(f"{file}: classes.subset.file: {subset.file} names a parent class more than once")
+    label_map = None
+    if subset.labels is SubsetLabels.PARENT:
+        label_map = {parent_index: position for position, parent_index in enumerate(indices)}
+    return tuple(parent[i] for i in indices), tuple(indices), label_map, raw
+
+
 def _check_variants(spec: _SpecFile, variants: Mapping[str, Variant], file: Path) -> None:
     if not variants:
         raise SpecError(f"{file}: variants: a spec needs at least one variant")
@@ -207,6 +256,11 @@ def load_spec(file: Path) -> Spec:
     parsed = _structure(data, _SpecFile, file, "")
     assert isinstance(variants_data, dict)
     classnames, classes_raw = _classnames(parsed, file)
+    parent_indices: tuple[int, ...] | None = None
+    label_map: dict[int, int] | None = None
+    subset_raw = b""
+    if parsed.classes.subset is not None:
+        classnames, parent_indices, label_map, subset_raw = _subset(parsed.classes.subset, classnames, file)
     variants = {name: _variant(name, value, file, len(classnames)) for name, value in variants_data.items()}
     templates, templates_raw = _inline_or_file(parsed.templates.list, parsed.templates.file, file, "templates", "list")
     for index, template in enumerate(templates):
@@ -219,7 +273,8 @@ def load_spec(file: Path) -> Spec:
         # template files, so a bundled benchmark works wherever the package is installed.
         dataset = evolve(dataset, source=str(file.parent / dataset.source))
     digest = hashlib.sha256()
-    for part in (raw, classes_raw, templates_raw):
+    # The subset file's digest joins only when there is one, so existing specs keep their hash.
+    for part in (raw, classes_raw, templates_raw, *((subset_raw,) if parent_indices is not None else ())):
         digest.update(hashlib.sha256(part).digest())
     return Spec(
         name=parsed.name,
@@ -233,4 +288,6 @@ def load_spec(file: Path) -> Spec:
         reported=parsed.reported,
         path=file,
         content_hash=digest.hexdigest(),
+        parent_indices=parent_indices,
+        label_map=label_map,
     )

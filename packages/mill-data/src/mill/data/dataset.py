@@ -9,7 +9,7 @@ has a few large shards: whole-shard splitting would leave most workers idle.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import attrs
@@ -128,7 +128,12 @@ def open_spec_data(spec: Spec, data_dir: str | None, options: ReadOptions) -> Sh
     """
     source = choose_source(data_dir, spec.name, spec.dataset.source)
     return open_dataset(
-        spec.dataset, n_classes=len(spec.classnames), options=options, source=source, benchmark=spec.name
+        spec.dataset,
+        n_classes=len(spec.classnames),
+        options=options,
+        source=source,
+        benchmark=spec.name,
+        label_map=spec.label_map,
     )
 
 
@@ -139,12 +144,14 @@ def open_dataset(
     options: ReadOptions,
     source: str | None = None,
     benchmark: str | None = None,
+    label_map: Mapping[int, int] | None = None,
 ) -> ShardDataset:
     """Resolve ``source`` (default: the spec's), index its shards and select the samples to evaluate.
 
     ``options.limit`` picks N samples spread evenly over the whole index (shards are class-ordered, so the
     first N would cover few classes); the choice depends only on the index, so it is the same in every run.
-    ``benchmark`` only improves the message when the data is missing.
+    ``benchmark`` only improves the message when the data is missing. ``label_map`` (a spec's
+    ``classes.subset`` with parent labels) turns each stored label into a class index first.
 
     Raises:
         DataError: the source is missing or unreachable; a shard is corrupt; a sample lacks its image or
@@ -165,7 +172,9 @@ def open_dataset(
     shard_of_key: dict[str, str] = {}
     for shard in shards:
         index = index_shard(shard, label_member=label_member, cache_dir=cache_dir)
-        for ref in select_samples(index, image_member=image_member, label_member=label_member, n_classes=n_classes):
+        for ref in select_samples(
+            index, image_member=image_member, label_member=label_member, n_classes=n_classes, label_map=label_map
+        ):
             first = shard_of_key.setdefault(ref.key, ref.shard)
             if first != ref.shard:
                 raise DataError(
@@ -204,8 +213,16 @@ def spread_indices(total: int, n: int) -> list[int]:
     return [i * total // n for i in range(n)]
 
 
-def select_samples(index: ShardIndex, *, image_member: str, label_member: str, n_classes: int) -> list[SampleRef]:
-    """Each indexed sample's image member and parsed label (pure).
+def select_samples(
+    index: ShardIndex,
+    *,
+    image_member: str,
+    label_member: str,
+    n_classes: int,
+    label_map: Mapping[int, int] | None = None,
+) -> list[SampleRef]:
+    """Each indexed sample's image member and parsed label (pure); with ``label_map``, the stored label is
+    a parent class index and the sample's label is its mapped class index.
 
     The image is the member named ``image_member``, failing that the first member whose extension is one of
     ``IMAGE_EXTENSIONS`` (exports differ: ``0.webp``, ``webp``, ``jpg``).
@@ -232,6 +249,13 @@ def select_samples(index: ShardIndex, *, image_member: str, label_member: str, n
             label = int(sample.label_text)
         except ValueError:
             raise DataError(f"{where}: label {sample.label_text!r} is not an integer class index") from None
+        if label_map is not None:
+            if label not in label_map:
+                raise DataError(
+                    f"{where}: label {label} is not one of the spec's classes.subset parent indices; the shards hold "
+                    'a class outside the subset (wrong dataset, or labels = "parent" where they are subset indices)'
+                )
+            label = label_map[label]
         if not 0 <= label < n_classes:
             raise DataError(
                 f"{where}: label {label} is outside [0, {n_classes}); the shards do not match the spec's "

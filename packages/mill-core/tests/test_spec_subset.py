@@ -1,0 +1,116 @@
+"""``classes.subset``: a benchmark whose classes are some of a parent list's, and the built-in ImageNet family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mill.core.errors import SpecError
+from mill.core.registry import builtin_spec_dir
+from mill.core.spec import load_spec
+
+PARENT = ("cat", "dog", "fish", "bird", "horse")
+FAMILY = {
+    # name: (samples, classes, hub dataset)
+    "imagenet_v2": (10_000, 1000, "clip-benchmark/wds_imagenetv2"),
+    "imagenet_sketch": (50_889, 1000, "clip-benchmark/wds_imagenet_sketch"),
+    "imagenet_a": (7_500, 200, "clip-benchmark/wds_imagenet-a"),
+    "imagenet_r": (30_000, 200, "clip-benchmark/wds_imagenet-r"),
+    "imagenet_o": (2_000, 200, "clip-benchmark/wds_imagenet-o"),
+    "objectnet": (18_574, 113, "clip-benchmark/wds_objectnet"),
+}
+REPORTED_MODELS = {
+    "ViT-B-32/laion2b_s34b_b79k",
+    "ViT-B-32/openai",
+    "ViT-B-16/laion2b_s34b_b88k",
+    "ViT-L-14/laion2b_s32b_b82k",
+}
+
+
+def _write(tmp_path: Path, subset: str, indices: str = "3\n0\n4\n") -> Path:
+    (tmp_path / "parent.txt").write_text("\n".join(PARENT) + "\n")
+    (tmp_path / "sub.txt").write_text(indices)
+    spec = tmp_path / "bench.toml"
+    spec.write_text(
+        f"""name = "bench"
+description = "d"
+seed = 1
+headline_metric = "acc"
+[dataset]
+source = "data"
+split = "test"
+image_member = "webp"
+label_member = "cls"
+n_samples = 6
+[classes]
+file = "parent.txt"
+count = 5
+overrides = {{ 0 = "kitten" }}
+subset = {subset}
+[templates]
+list = ["a {{c}}"]
+[variants.bench]
+kind = "zero_shot"
+metric = "acc"
+"""
+    )
+    return spec
+
+
+def test_subset_labels_take_parent_names_in_file_order(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, '{ file = "sub.txt", count = 3, labels = "subset" }'))
+    assert spec.classnames == ("bird", "kitten", "horse")  # the parent's overrides apply
+    assert spec.parent_indices == (3, 0, 4)
+    assert spec.label_map is None
+
+
+def test_parent_labels_give_a_label_map(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, '{ file = "sub.txt", count = 3, labels = "parent" }'))
+    assert spec.label_map == {3: 0, 0: 1, 4: 2}
+
+
+def test_subset_file_is_part_of_the_content_hash(tmp_path: Path) -> None:
+    path = _write(tmp_path, '{ file = "sub.txt", count = 3, labels = "subset" }')
+    before = load_spec(path).content_hash
+    (tmp_path / "sub.txt").write_text("3\n0\n2\n")
+    assert load_spec(path).content_hash != before
+
+
+@pytest.mark.parametrize(
+    ("subset", "indices", "message"),
+    [
+        ('{ file = "sub.txt", count = 2, labels = "subset" }', "3\n0\n4\n", r"count = 2 but lists 3 indices"),
+        ('{ file = "sub.txt", count = 3, labels = "subset" }', "3\n0\n5\n", r"line 3 of sub.txt: .*\[0, 5\), got '5'"),
+        ('{ file = "sub.txt", count = 3, labels = "subset" }', "3\n0\n3\n", r"more than once"),
+        ('{ file = "sub.txt", count = 3, labels = "all" }', "3\n0\n4\n", r"classes\.subset\.labels: expected one of"),
+        ('{ file = "none.txt", count = 3, labels = "subset" }', "", r"classes\.subset\.file: cannot read"),
+    ],
+)
+def test_subset_mistakes_name_the_key(tmp_path: Path, subset: str, indices: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_spec(_write(tmp_path, subset, indices))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_family_specs_validate(name: str) -> None:
+    n_samples, n_classes, hub = FAMILY[name]
+    spec = load_spec(builtin_spec_dir() / f"{name}.toml")
+    imagenet = load_spec(builtin_spec_dir() / "imagenet.toml")
+    assert spec.name == name
+    assert spec.dataset.source == f"hf://datasets/{hub}"
+    assert (spec.dataset.split, spec.dataset.image_member, spec.dataset.label_member) == ("test", "webp", "cls")
+    assert spec.dataset.n_samples == n_samples
+    assert len(spec.classnames) == n_classes == len(set(spec.classnames))
+    assert spec.templates == imagenet.templates and len(spec.templates) == 80
+    assert list(spec.variants) == [name, f"{name}_mcq"]
+    mcq = spec.variants[f"{name}_mcq"]
+    assert getattr(mcq, "n_options", None) == 10
+    assert {(r.model, r.variant, r.metric) for r in spec.reported} == {(m, name, "acc") for m in REPORTED_MODELS}
+    assert all(0 < r.value < 1 and "open_clip/blob/29b90b8" in r.source for r in spec.reported)
+    if n_classes == 200:
+        assert spec.parent_indices is not None and spec.label_map is None
+        assert spec.classnames == tuple(imagenet.classnames[i] for i in spec.parent_indices)
+        assert list(spec.parent_indices) == sorted(spec.parent_indices)
+    elif n_classes == 1000:
+        assert spec.classnames == imagenet.classnames

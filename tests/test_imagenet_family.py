@@ -1,0 +1,140 @@
+"""The ImageNet family end to end: each spec on shards in its export's layout, the robustness suite, its mean,
+and ImageNet-A/R's class subsets against clip_benchmark's own dataset builder."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mill.core.registry import builtin_spec_dir
+from mill.core.results import read_aggregate
+from mill.data import write_synthetic_shards
+
+FAMILY = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "imagenet_o", "objectnet")
+ROBUSTNESS = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "objectnet")
+LIMIT = 8
+Mill = Callable[..., Any]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def family_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with one folder per benchmark: clip_benchmark's export layout (``<key>.webp``,
+    ``<key>.cls``, ``test/nshards.txt``), labels 0..5, valid for every spec's class count."""
+    root = tmp_path_factory.mktemp("family")
+    for name in FAMILY:
+        write_synthetic_shards(root / name, n_classes=6, per_class=2, n_shards=2, layout="clip_benchmark")
+    return root
+
+
+def _eval(mill: Mill, model: str, benchmark: str, out: Path, cache: Path) -> Any:
+    return mill(
+        "eval", model, benchmark, "--output_dir", str(out), "--cache_dir", str(cache), "--limit", str(LIMIT), "--quiet"
+    )
+
+
+def test_robustness_suite_runs_its_members_and_collect_shows_the_mean(
+    mill_in_process: Mill,
+    clip_model: str,
+    family_data: Path,
+    cache_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MILL_DATA_DIR", str(family_data))
+    out = tmp_path / "results"
+    done = _eval(mill_in_process, clip_model, "imagenet_robustness", out, cache_dir)
+    assert done.code == 0, done.err
+    rows = read_aggregate(out)
+    assert set(rows.get_column("benchmark").to_list()) == set(ROBUSTNESS)
+    rollup = rows.filter(rows.get_column("task") == rows.get_column("benchmark"))
+    assert rollup.filter(rollup.get_column("metric") == "acc").height == len(ROBUSTNESS)
+    assert set(rows.get_column("limit").to_list()) == {LIMIT}
+    before = (out / "aggregate.csv").read_bytes()
+
+    shown = mill_in_process("collect", "--output_dir", str(out), "--all", "--format", "json")
+    assert shown.code == 0, shown.err
+    assert "imagenet_robustness (suite)" in shown.out
+    accs = rows.filter((rows.get_column("metric") == "acc") & (rows.get_column("task") == rows.get_column("benchmark")))
+    mean = sum(accs.get_column("performance").to_list()) / len(ROBUSTNESS)
+    assert f'"mean (unweighted)": "{mean:.4f}"' in shown.out
+    assert (out / "aggregate.csv").read_bytes() == before  # the mean is never stored
+
+    # ImageNet-O is in the family suite, not in the robustness one: the family's mean waits for it.
+    family = mill_in_process(
+        "collect", "--output_dir", str(out), "--all", "--benchmarks", "imagenet_family", "--format", "csv"
+    )
+    assert family.code == 0, family.err
+    assert "— (5 of 7)" in family.out
+
+
+def test_imagenet_o_end_to_end(
+    mill_in_process: Mill, clip_model: str, family_data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    done = mill_in_process(
+        "eval", clip_model, "imagenet_o", "--data_dir", str(family_data / "imagenet_o"), "--output_dir", str(out),
+        "--cache_dir", str(cache_dir), "--limit", str(LIMIT), "--quiet",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    rows = read_aggregate(out)
+    assert set(rows.get_column("task").to_list()) == {"imagenet_o"}
+    assert set(rows.get_column("n_samples").to_list()) == {LIMIT}
+
+
+def _derive_module() -> object:
+    spec = importlib.util.spec_from_file_location("derive_imagenet_family", REPO / "scripts/derive_imagenet_family.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_subset_files_are_what_the_script_derives_from_clip_benchmark() -> None:
+    derive = _derive_module()
+    datasets_dir = derive.clip_benchmark_datasets_dir()  # type: ignore[attr-defined]
+    derive.check_names_and_templates(datasets_dir)  # type: ignore[attr-defined]
+    for file, indices in derive.subset_indices(datasets_dir).items():  # type: ignore[attr-defined]
+        assert (builtin_spec_dir() / file).read_text() == "".join(f"{i}\n" for i in indices)
+        assert len(indices) == 200
+
+
+def _check_export(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    spec = importlib.util.spec_from_file_location("check_export", REPO / "scripts/check_export.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_check_export_confirms_a_matching_export_and_reports_mismatches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "export"
+    write_synthetic_shards(export, n_classes=6, per_class=2, n_shards=2, layout="clip_benchmark")
+    names = ["a", "b", "c", "d", "e", "f"]
+    (export / "classnames.txt").write_text("\n".join(names) + "\n")
+    spec = tmp_path / "six.toml"
+    spec.write_text(
+        'name = "six"\ndescription = "d"\nseed = 1\nheadline_metric = "acc"\n[dataset]\nsource = "x"\n'
+        'split = "test"\nimage_member = "webp"\nlabel_member = "cls"\nn_samples = 12\n'
+        f"[classes]\ncount = 6\nnames = {names!r}\n".replace("'", '"')
+        + '[templates]\nlist = ["a {c}"]\n[variants.six]\nkind = "zero_shot"\nmetric = "acc"\n'
+    )
+    code, out = _check_export(str(spec), str(export), capsys=capsys)
+    assert code == 0, out
+    assert "six: OK" in out
+
+    # The real ImageNet-A spec: 12 samples of 6 classes are not its 7,500 of 200, and the names differ.
+    code, out = _check_export("imagenet_a", str(export), capsys=capsys)
+    assert code == 1
+    assert "MISMATCH: 12 samples, the spec expects 7500" in out
+    assert "MISMATCH: 194 classes have no sample" in out
+    assert "MISMATCH: classnames.txt lists 6 classes, the spec 200" in out
