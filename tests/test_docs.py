@@ -73,12 +73,24 @@ def mill_args(line: str) -> Iterator[list[str]]:
         part = []
 
 
+def without_group_options(args: list[str]) -> list[str]:
+    """``args`` from the subcommand on: the options of the ``mill`` group written before it
+    (``mill --output_dir DIR eval ...``) checked with the group's own parser, and dropped."""
+    group_options = {name for param in cli.params if isinstance(param, click.Option) for name in param.opts}
+    at = 0
+    while at < len(args) and args[at] in group_options:
+        at += 2  # every group option takes a value
+    with cli.make_context("mill", [*args[:at], "ls"]):
+        pass
+    return args[at:]
+
+
 def examples() -> list[tuple[str, list[str]]]:
     found = []
     for file in DOC_FILES:
         for line in shell_lines(file.read_text(encoding="utf-8")):
             for args in mill_args(line):
-                found.append((f"{file.relative_to(REPO)}: {line}", args))
+                found.append((f"{file.relative_to(REPO)}: {line}", without_group_options(args)))
     return found
 
 
