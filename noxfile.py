@@ -140,7 +140,7 @@ def lint(session: nox.Session) -> None:
     """ruff (lint and format) on everything; mypy --strict on core and the CLI."""
     _fresh_pip(session)
     session.install(*TORCH_ONLY)
-    session.install(CORE, DATA, CLI, "ruff", "mypy")
+    session.install(CORE, DATA, f"{CLI}[report]", "ruff", "mypy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "packages/mill-core/src/mill/core", "packages/mill-cli/src/mill/cli")

@@ -381,6 +381,30 @@ def ls_command(spec_files: Sequence[Path]) -> None:
     console.print(backends)
 
 
+@cli.command("report")
+@_output_dir_option()
+@_flag("models", default=None, help="Comma list of models (as in the model column) [default: all].")
+@_flag("benchmarks", default=None, help="Comma list of benchmarks or tasks [default: all].")
+@_flag("baseline", default=None, help="Model the others are compared with per class [default: the first model].")
+@_flag("out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="[default: OUTPUT_DIR/report.html]")
+def report_command(
+    output_dir: Path | None, models: str | None, benchmarks: str | None, baseline: str | None, out: Path | None
+) -> None:
+    """Write one self-contained HTML page of the stored runs: accuracy per class, confusions, misclassified
+    images, MCQ position bias, models against a baseline (needs mill-cli[report])."""
+    # Imported here: the report's plotting library stays out of every other command's start-up.
+    from mill.cli.report.page import write_report
+
+    path = write_report(
+        output_dir or default_output_dir(),
+        models=split_top_level(models or ""),
+        benchmarks=split_top_level(benchmarks or ""),
+        baseline=baseline,
+        out=out,
+    )
+    click.echo(f"report: {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mill`` script."""
     if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
