@@ -196,7 +196,7 @@ def test_commands_that_never_evaluate_import_no_heavy_library(command: str, publ
     assert len(loaded_line) == 2, done.stderr
     assert json.loads(loaded_line[1]) == []
     # The command did its work: an empty output would prove nothing.
-    expected = {"--help": "collect", "ls": "imagenet_mcq_acc", "collect": published.clip_identity}[command]
+    expected = {"--help": "report", "ls": "imagenet_mcq_acc", "collect": published.clip_identity}[command]
     assert expected in done.stdout
 
 
