@@ -11,6 +11,7 @@ machine without it, pip takes 2.13.0 from PyPI, which also works).
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import nox
@@ -126,15 +127,33 @@ def cli(session: nox.Session) -> None:
     _pytest(session, "packages/mill-cli/tests")
 
 
+#: Debian's Chromium and its driver, for the browser test of `mill report` (tests/test_report.py). A browser
+#: build downloaded by a Python package could not be fetched on machines that reach only package registries.
+CHROMIUM_PACKAGES = ("chromium", "chromium-driver")
+
+
+def _ensure_chromium(session: nox.Session) -> None:
+    """Install Chromium with apt-get when it is missing and this runs as root; otherwise the browser test
+    itself fails naming the packages (it never skips)."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-qq", *CHROMIUM_PACKAGES, external=True, env=env)
+    else:
+        session.warn(f"Chromium is missing and this is not root: apt-get install {' '.join(CHROMIUM_PACKAGES)}")
+
+
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Every distribution together: the cross-package and end-to-end tests under tests/.
-
-    The clip backend's test extra brings clip-benchmark, which the device check's dry run compares with.
-    """
+    """Every distribution together: the cross-package and end-to-end tests under tests/, including
+    `mill report` opened in a headless Chromium (the report extra, selenium, Debian's chromium). The clip
+    backend's test extra brings clip-benchmark, which the device check's dry run compares with."""
     _fresh_pip(session)
+    _ensure_chromium(session)
     session.install(*TORCH_VISION)
-    session.install(CORE, DATA, CLI, f"{CLIP}[test]", LLM, "pytest")
+    session.install(CORE, DATA, f"{CLI}[report]", f"{CLIP}[test]", LLM, "pytest", "selenium>=4.20")
     _pytest(session, "tests")
 
 
@@ -143,7 +162,7 @@ def lint(session: nox.Session) -> None:
     """ruff (lint and format) on everything; mypy --strict on core and the CLI."""
     _fresh_pip(session)
     session.install(*TORCH_ONLY)
-    session.install(CORE, DATA, CLI, "ruff", "mypy")
+    session.install(CORE, DATA, f"{CLI}[report]", "ruff", "mypy")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "packages/mill-core/src/mill/core", "packages/mill-cli/src/mill/cli")

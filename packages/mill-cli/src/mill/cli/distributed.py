@@ -36,15 +36,23 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
+from types import ModuleType
 from typing import TypeVar
 
-import torch
-import torch.distributed as dist
 from attrs import frozen
 
 from mill.core.errors import MillError
 
 T = TypeVar("T")
+
+
+def _dist() -> ModuleType:
+    """``torch.distributed``, imported on first use: commands that never evaluate (``mill ls``,
+    ``mill collect``, ``mill --help``) import this module but must not pay for torch."""
+    import torch.distributed
+
+    return torch.distributed
+
 
 #: How long a rank waits for the others (at a barrier, or to gather): rank 0 may be building a large
 #: model's classifier while the others wait, which takes longer than torch's 10-minute NCCL default.
@@ -118,6 +126,7 @@ def init_process_group_if_needed(device_type: str, info: WorldInfo | None = None
     info = info or world()
     if not info.is_distributed:
         return False
+    dist = _dist()
     if dist.is_initialized():
         return True
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
@@ -127,6 +136,8 @@ def init_process_group_if_needed(device_type: str, info: WorldInfo | None = None
             "MASTER_ADDR=<first node's host name> and MASTER_PORT=<a free port> before srun, or launch with torchrun"
         )
     if device_type == "cuda":
+        import torch
+
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(
         "nccl" if device_type == "cuda" else "gloo",
@@ -142,6 +153,7 @@ def gather_objects(obj: T) -> list[T] | None:
 
     Without a process group this is ``[obj]``. Every rank must call it, as with any collective.
     """
+    dist = _dist()
     if not dist.is_initialized():
         return [obj]
     rank = dist.get_rank()
@@ -152,10 +164,13 @@ def gather_objects(obj: T) -> list[T] | None:
 
 def barrier() -> None:
     """Wait until every rank reaches this point (no-op without a process group)."""
+    dist = _dist()
     if not dist.is_initialized():
         return
     if dist.get_backend() == "nccl":
         # Names this rank's GPU so NCCL does not guess (and warn) which device the barrier runs on.
+        import torch
+
         dist.barrier(device_ids=[torch.cuda.current_device()])
     else:
         dist.barrier()
@@ -163,6 +178,7 @@ def barrier() -> None:
 
 def is_main() -> bool:
     """True on rank 0, the one that writes results (and on a single process)."""
+    dist = _dist()
     return dist.get_rank() == 0 if dist.is_initialized() else world().is_main
 
 
@@ -190,6 +206,7 @@ class TorchCollectives:
 
 def shutdown() -> None:
     """Leave the process group, if joined, so the launch ends cleanly."""
+    dist = _dist()
     if dist.is_initialized():
         dist.destroy_process_group()
 

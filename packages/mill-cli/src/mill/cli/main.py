@@ -1,6 +1,7 @@
-"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``.
+"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``, ``mill report``.
 
-Flags accept ``--output_dir`` and ``--output-dir`` alike. User mistakes (:class:`MillError`) are
+Flags accept ``--output_dir`` and ``--output-dir`` alike; ``--output_dir``, ``--cache_dir`` and ``--limit``
+may also come before the subcommand (:mod:`mill.cli.shared_options`). User mistakes (:class:`MillError`) are
 printed as one message and exit with status 2; anything else is a bug and keeps its traceback.
 """
 
@@ -18,10 +19,11 @@ import click
 import polars as pl
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from mill.cli import distributed
+from mill.cli.console import content_table, progress_console, table_console
 from mill.cli.display import PlainProgress, RichProgress
+from mill.cli.shared_options import forward_to_subcommand
 from mill.core.backend import RunContext
 from mill.core.engine import (
     RunInterrupted,
@@ -77,28 +79,45 @@ def _output_dir_option() -> Callable[[F], F]:
     )
 
 
+def _cache_dir_option() -> Callable[[F], F]:
+    return _flag(
+        "cache_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Cache for classifiers, shard indexes and downloads [default: $MILL_CACHE_DIR or ~/.cache/mill].",
+    )
+
+
+def _limit_option() -> Callable[[F], F]:
+    return _flag(
+        "limit",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Evaluate a deterministic subset of N samples spread over all shards (a smoke run).",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """Mill: evaluate vision models on benchmark specs."""
+@_output_dir_option()
+@_cache_dir_option()
+@_limit_option()
+@click.pass_context
+def cli(ctx: click.Context, output_dir: Path | None, cache_dir: Path | None, limit: int | None) -> None:
+    """Mill: evaluate vision models on benchmark specs.
+
+    --output_dir, --cache_dir and --limit may come before the subcommand as well as after it
+    (mill --output_dir ./results eval ...); given in both places, the subcommand's wins.
+    """
+    forward_to_subcommand(ctx, {"output_dir": output_dir, "cache_dir": cache_dir, "limit": limit})
 
 
 @cli.command("eval")
 @click.argument("model")
 @click.argument("benchmark")
 @_output_dir_option()
-@_flag(
-    "cache_dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Cache for classifiers, shard indexes and downloads [default: $MILL_CACHE_DIR or ~/.cache/mill].",
-)
+@_cache_dir_option()
 @_flag("seed", type=int, default=None, help="Seed for MCQ options and bootstrap [default: the spec's seed].")
-@_flag(
-    "limit",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Evaluate a deterministic subset of N samples spread over all shards (a smoke run).",
-)
+@_limit_option()
 @_flag(
     "data_dir",
     default=None,
@@ -168,7 +187,7 @@ def eval_command(
     hub id or model folder (evaluated with hf), or a TOML model file; BENCHMARK is a benchmark
     name, a variant name, a suite (each of its benchmarks) or a spec file. Both may be comma-separated lists.
     """
-    console = Console(stderr=False)
+    console, notes = table_console(), progress_console()
     models = split_top_level(model)
     registry = SpecRegistry.discover(spec_files)
     benchmarks = expand_benchmarks(split_top_level(benchmark), discover_suites(), registry)
@@ -197,10 +216,10 @@ def eval_command(
     progress: Progress
     if quiet:
         progress = SilentProgress()
-    elif console.is_terminal:
-        progress = RichProgress(console)
+    elif notes.is_terminal:
+        progress = RichProgress(notes)
     else:
-        progress = PlainProgress(console)
+        progress = PlainProgress(notes)
     context = RunContext(
         cache_dir=cache_dir or default_cache_dir(),
         device=device,
@@ -213,7 +232,7 @@ def eval_command(
     try:
         for run in planned:
             if not quiet:
-                console.print(
+                notes.print(
                     f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})"
                 )
             try:
@@ -254,9 +273,11 @@ def _launch_device_type(device: str | None) -> str:
 
 
 def _print_rows(console: Console, rows: Sequence[AggregateRow]) -> None:
-    table = Table(title="Results")
-    for column in ("model", "task", "metric", "performance", "stderr", "n_samples"):
-        table.add_column(column, justify="right" if column in ("performance", "stderr", "n_samples") else "left")
+    table = content_table(
+        "Results",
+        ("model", "task", "metric", "performance", "stderr", "n_samples"),
+        right=("performance", "stderr", "n_samples"),
+    )
     for row in rows:
         stderr = "" if row.stderr is None else f"{row.stderr:.4f}"
         table.add_row(row.model, row.task, row.metric, f"{row.performance:.4f}", stderr, str(row.n_samples))
@@ -330,11 +351,9 @@ def collect_command(
 
 
 def _render_rich(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
-    console = Console()
+    console = table_console()
     for metric_table in tables:
-        table = Table(title=metric_table.title)
-        for column in metric_table.frame.columns:
-            table.add_column(column)
+        table = content_table(metric_table.title, metric_table.frame.columns)
         for row in metric_table.frame.iter_rows():
             table.add_row(*("—" if cell is None else str(cell) for cell in row))
         console.print(table)
@@ -370,11 +389,9 @@ def _render_json(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> 
 )
 def ls_command(spec_files: Sequence[Path]) -> None:
     """List benchmarks with their variants, and the installed backends."""
-    console = Console()
+    console = table_console()
     registry = SpecRegistry.discover(spec_files)
-    benchmarks = Table(title="Benchmarks")
-    for column in ("benchmark", "variant", "kind", "metric", "samples", "spec"):
-        benchmarks.add_column(column)
+    benchmarks = content_table("Benchmarks", ("benchmark", "variant", "kind", "metric", "samples", "spec"))
     for spec in registry.specs.values():
         for name, variant in spec.variants.items():
             benchmarks.add_row(
@@ -386,19 +403,39 @@ def ls_command(spec_files: Sequence[Path]) -> None:
                 str(spec.path),
             )
     console.print(benchmarks)
-    suites = Table(title="Suites")
-    for column in ("suite", "benchmarks", "description", "file"):
-        suites.add_column(column)
+    suites = content_table("Suites", ("suite", "benchmarks", "description", "file"))
     for suite in discover_suites().values():
         expand_benchmarks([suite.name], {suite.name: suite}, registry)  # a member no spec defines fails here
         suites.add_row(suite.name, ", ".join(suite.benchmarks), suite.description, str(suite.path))
     console.print(suites)
-    backends = Table(title="Backends")
-    backends.add_column("backend")
-    backends.add_column("distribution")
+    backends = content_table("Backends", ("backend", "distribution"))
     for name, ep in sorted(installed_backends().items()):
         backends.add_row(name, ep.dist.name if ep.dist else "?")
     console.print(backends)
+
+
+@cli.command("report")
+@_output_dir_option()
+@_flag("models", default=None, help="Comma list of models (as in the model column) [default: all].")
+@_flag("benchmarks", default=None, help="Comma list of benchmarks or tasks [default: all].")
+@_flag("baseline", default=None, help="Model the others are compared with per class [default: the first model].")
+@_flag("out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="[default: OUTPUT_DIR/report.html]")
+def report_command(
+    output_dir: Path | None, models: str | None, benchmarks: str | None, baseline: str | None, out: Path | None
+) -> None:
+    """Write one self-contained HTML page of the stored runs: accuracy per class, confusions, misclassified
+    images, MCQ position bias, models against a baseline (needs mill-cli[report])."""
+    # Imported here: the report's plotting library stays out of every other command's start-up.
+    from mill.cli.report.page import write_report
+
+    path = write_report(
+        output_dir or default_output_dir(),
+        models=split_top_level(models or ""),
+        benchmarks=split_top_level(benchmarks or ""),
+        baseline=baseline,
+        out=out,
+    )
+    click.echo(f"report: {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,118 @@
+"""The runs a report shows: read back from a results directory's ``aggregate.csv``, per-sample parquet files
+and manifests (docs/outputs.md), one :class:`ReportRun` per model × task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from attrs import frozen
+
+from mill.core.errors import ResultsError, SpecError
+from mill.core.registry import SpecRegistry
+from mill.core.results import read_aggregate
+from mill.core.spec import load_spec
+
+
+@frozen
+class ReportRun:
+    """One stored run: its per-sample frame, its manifest, and the class names of its benchmark."""
+
+    model: str
+    benchmark: str
+    task: str
+    task_type: str
+    frame: pl.DataFrame
+    manifest: dict[str, Any]
+    classnames: tuple[str, ...]
+    parquet: Path
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", self.parquet.stem))
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float | None]]:
+        """The manifest's metrics: name → ``{"value": ..., "stderr": ...}`` (bootstrap stderr)."""
+        metrics: dict[str, dict[str, float | None]] = self.manifest.get("metrics", {})
+        return metrics
+
+
+def gather_runs(output_dir: Path, *, models: Sequence[str] = (), benchmarks: Sequence[str] = ()) -> list[ReportRun]:
+    """The latest run of each model × task in ``output_dir`` (a full run before a ``--limit`` one), in the
+    order of ``models`` when given (else the order runs appear in ``aggregate.csv``), then by task.
+
+    Raises:
+        ResultsError: no run matches, or a per-sample file or manifest named by ``aggregate.csv`` is missing
+            or unreadable.
+    """
+    rows = read_aggregate(output_dir)
+    if models:
+        rows = rows.filter(pl.col("model").is_in(list(models)))
+    if benchmarks:
+        rows = rows.filter(pl.col("benchmark").is_in(list(benchmarks)) | pl.col("task").is_in(list(benchmarks)))
+    if rows.is_empty():
+        raise ResultsError(
+            f"no results in {output_dir / 'aggregate.csv'} match; run `mill eval` first, or check --models and "
+            "--benchmarks against the model and task columns of `mill collect --all`"
+        )
+    order = list(models) or rows.get_column("model").unique(maintain_order=True).to_list()
+    chosen = (
+        # One row per stored file: the variant's row rather than the rollup row that shares its file.
+        rows.sort(pl.col("task") == pl.col("benchmark"), maintain_order=True)
+        .unique(["model", "output_file"], keep="first", maintain_order=True)
+        # Per model and task, a full run wins over a --limit one, then the newest.
+        .sort(pl.col("limit").is_null(), "finished_at", maintain_order=True)
+        .unique(["model", "task"], keep="last", maintain_order=True)
+    )
+    runs = [_read_run(output_dir, row) for row in chosen.iter_rows(named=True)]
+    return sorted(runs, key=lambda run: (order.index(run.model), run.benchmark, run.task))
+
+
+def _read_run(output_dir: Path, row: dict[str, Any]) -> ReportRun:
+    parquet = output_dir / row["output_file"]
+    manifest_path = parquet.with_suffix(".json")
+    try:
+        frame = pl.read_parquet(parquet)
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise ResultsError(
+            f"{parquet} or its manifest {manifest_path.name} cannot be read ({exc}); re-run the evaluation of "
+            f"{row['model']} on {row['task']}, or remove its rows from aggregate.csv"
+        ) from None
+    task = str(manifest.get("variant", row["task"]))
+    return ReportRun(
+        model=row["model"],
+        benchmark=row["benchmark"],
+        task=task,
+        task_type=row["task_type"],
+        frame=frame,
+        manifest=manifest,
+        classnames=_classnames(manifest, row["benchmark"], frame),
+        parquet=parquet,
+    )
+
+
+def _classnames(manifest: dict[str, Any], benchmark: str, frame: pl.DataFrame) -> tuple[str, ...]:
+    """The benchmark's class names: from the spec file the run used, else the installed spec of that name,
+    else the labels the per-sample file itself names."""
+    spec_file = manifest.get("spec_file")
+    try:
+        if spec_file and Path(spec_file).is_file():
+            return load_spec(Path(spec_file)).classnames
+        specs = SpecRegistry.discover().specs
+        if benchmark in specs:
+            return specs[benchmark].classnames
+    except SpecError:
+        pass
+    if "gold_label" in frame.columns:
+        pairs = frame.select("gold", "gold_label").unique()
+    else:
+        pairs = frame.select(
+            pl.col("option_indices").explode().alias("gold"), pl.col("options").explode().alias("gold_label")
+        ).unique()
+    names = dict(pairs.iter_rows())
+    return tuple(str(names.get(i, i)) for i in range(int(max(names, default=-1)) + 1))
