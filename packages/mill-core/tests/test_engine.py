@@ -129,7 +129,10 @@ def _open_data(spec: Spec, data_dir: str | None, options: ReadOptions) -> Memory
 
 def _run(tmp_path: Path, backend: Any, *, chunk_size: int = 3, spec: Spec | None = None) -> Any:
     options = RunOptions(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", chunk_size=chunk_size)
-    return execute(_planned(backend, spec), options, RunContext(cache_dir=tmp_path / "cache"), open_data=_open_data)
+    context = RunContext(cache_dir=tmp_path / "cache")
+    result = execute(_planned(backend, spec), options, context, open_data=_open_data)
+    assert result is not None
+    return result.rows
 
 
 def test_engine_runs_end_to_end_and_resumes_after_an_interruption(tmp_path: Path) -> None:
@@ -183,3 +186,12 @@ def test_results_are_independent_of_chunk_size(tmp_path: Path) -> None:
         rows = _run(tmp_path / str(chunk_size), FakeZeroShotBackend(shift=1), chunk_size=chunk_size)
         frames.append(pl.read_parquet(tmp_path / str(chunk_size) / "out" / rows[0].output_file))
     assert all(frame.equals(frames[0]) for frame in frames)
+
+
+def test_without_an_output_directory_nothing_is_written(tmp_path: Path) -> None:
+    options = RunOptions(output_dir=None, cache_dir=None, chunk_size=3)
+    result = execute(_planned(FakeZeroShotBackend(shift=0)), options, RunContext(cache_dir=None), open_data=_open_data)
+    assert result is not None and result.per_sample_file is None
+    assert result.metrics["acc"].value == 1.0 and result.samples["key"].to_list() == KEYS
+    assert result.manifest["run_dir"] is None and result.rows[0].output_file == ""
+    assert list(tmp_path.iterdir()) == []

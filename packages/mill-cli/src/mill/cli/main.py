@@ -24,17 +24,9 @@ from mill.cli import distributed
 from mill.cli.console import content_table, progress_console, table_console
 from mill.cli.display import PlainProgress, RichProgress
 from mill.cli.shared_options import forward_to_subcommand
-from mill.core.backend import RunContext
-from mill.core.engine import (
-    RunInterrupted,
-    RunOptions,
-    chunk_size_from_env,
-    default_cache_dir,
-    default_output_dir,
-    execute,
-    plan_runs,
-)
+from mill.core.engine import PlannedRun, RunInterrupted, default_cache_dir, default_output_dir
 from mill.core.errors import MillError
+from mill.core.evaluation import evaluate
 from mill.core.model_spec import split_top_level
 from mill.core.plugins import installed_backends
 from mill.core.progress import Progress, SilentProgress
@@ -188,27 +180,6 @@ def eval_command(
     name, a variant name, a suite (each of its benchmarks) or a spec file. Both may be comma-separated lists.
     """
     console, notes = table_console(), progress_console()
-    models = split_top_level(model)
-    registry = SpecRegistry.discover(spec_files)
-    benchmarks = expand_benchmarks(split_top_level(benchmark), discover_suites(), registry)
-    planned = plan_runs(models, benchmarks, registry)
-    default_data_dir, data_dirs = parse_data_dirs(data_dir)
-    if default_data_dir and len({run.spec.name for run in planned}) > 1:
-        raise click.UsageError("with several benchmarks, name each source: --data_dir imagenet=DIR,other=DIR2")
-    out = output_dir or default_output_dir()
-    options = RunOptions(
-        output_dir=out,
-        cache_dir=cache_dir or default_cache_dir(),
-        seed=seed,
-        limit=limit,
-        data_dirs=data_dirs,
-        default_data_dir=default_data_dir,
-        allow_incomplete=allow_incomplete,
-        command_line=command_line(),
-        on_bad_sample="skip" if on_bad_sample == "skip" else "fail",
-        overwrite=overwrite,
-        chunk_size=chunk_size_from_env(),
-    )
     launch = distributed.world()
     # Under torchrun/srun every rank evaluates its part; rank 0 alone reports and writes results.
     distributed.init_process_group_if_needed(_launch_device_type(device), launch)
@@ -220,43 +191,39 @@ def eval_command(
         progress = RichProgress(notes)
     else:
         progress = PlainProgress(notes)
-    context = RunContext(
-        cache_dir=cache_dir or default_cache_dir(),
-        device=device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
-    )
-    produced: list[AggregateRow] = []
-    collectives = distributed.TorchCollectives(launch)
+
+    def announce(run: PlannedRun) -> None:
+        notes.print(f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})")
+
+    out = output_dir or default_output_dir()
     try:
-        for run in planned:
-            if not quiet:
-                notes.print(
-                    f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})"
-                )
-            try:
-                produced.extend(execute(run, options, context, open_data=open_spec_data, collectives=collectives))
-            finally:
-                progress.finish()
+        result = evaluate(
+            model,
+            benchmark,
+            output_dir=out,
+            cache_dir=cache_dir or default_cache_dir(),
+            seed=seed,
+            limit=limit,
+            data_dir=data_dir,
+            spec=spec_files,
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+            allow_incomplete=allow_incomplete,
+            on_bad_sample="skip" if on_bad_sample == "skip" else "fail",
+            overwrite=overwrite,
+            quiet=quiet,
+            progress=progress,
+            collectives=distributed.TorchCollectives(launch),
+            on_run_start=announce,
+            open_data=open_spec_data,
+            command_line=command_line(),
+        )
     finally:
         distributed.shutdown()
     if not quiet:
-        _print_rows(console, produced)
+        _print_rows(console, result.rows)
         console.print(f"results: {out / 'aggregate.csv'}")
-
-
-def parse_data_dirs(text: str | None) -> tuple[str | None, dict[str, str]]:
-    """``DIR`` (one benchmark) or ``imagenet=DIR,other=DIR2`` (several)."""
-    if not text:
-        return None, {}
-    if "=" not in text or "://" in text.split("=", 1)[0]:
-        return text, {}
-    pairs = {}
-    for item in split_top_level(text):
-        name, _, directory = item.partition("=")
-        pairs[name.strip()] = directory.strip()
-    return None, pairs
 
 
 def command_line() -> str:

@@ -54,9 +54,10 @@ class ModelInfo:
 
 @frozen
 class RunContext:
-    """Process-wide settings a backend may use. Values written in the model spec win over these."""
+    """Process-wide settings a backend may use. Values written in the model spec win over these.
+    ``cache_dir`` None: cache nothing (no classifier, no hashes)."""
 
-    cache_dir: Path
+    cache_dir: Path | None
     device: str | None = None
     batch_size: int | None = None
     num_workers: int | None = None

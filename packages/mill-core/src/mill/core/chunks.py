@@ -118,8 +118,7 @@ class ChunkStore:
         number = _chunk_place(files[-1])[1] + 1 if files else 0  # type: ignore[index]
         prefix = "chunk-" if self._worker == 0 else f"chunk-r{self._worker}-"
         target = self.path / f"{prefix}{number:05d}.parquet"
-        missing = [pl.lit(None, dtype).alias(name) for name, dtype in self.schema.items() if name not in frame.columns]
-        write_parquet_atomic(target, frame.with_columns(missing).select(list(self.schema)).cast(pl.Schema(self.schema)))
+        write_parquet_atomic(target, conform(frame, self.schema))
         return target
 
     def read(self) -> pl.DataFrame:
@@ -127,8 +126,20 @@ class ChunkStore:
         files = self.chunk_files()
         if not files:
             return pl.DataFrame(schema=self.schema)
-        frame = pl.read_parquet(files).sort(pl.col("skipped").is_not_null(), maintain_order=True)
-        return frame.unique("key", keep="first", maintain_order=True)
+        return one_per_key(pl.read_parquet(files))
+
+
+def conform(frame: pl.DataFrame, schema: Mapping[str, Any]) -> pl.DataFrame:
+    """``frame`` with exactly ``schema``'s columns, in order and type (missing ones null: a skipped sample has
+    no answer columns)."""
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in frame.columns]
+    return frame.with_columns(missing).select(list(schema)).cast(pl.Schema(dict(schema)))
+
+
+def one_per_key(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per key, in commit order: a sample evaluated after it was once skipped keeps its answer."""
+    ordered = frame.sort(pl.col("skipped").is_not_null(), maintain_order=True)
+    return ordered.unique("key", keep="first", maintain_order=True)
 
 
 def _chunk_place(path: Path) -> tuple[int, int] | None:
@@ -174,3 +185,30 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
         }
         write_json_atomic(record_file, record)
     return record
+
+
+class MemoryChunkStore:
+    """The chunks of a run that keeps nothing on disk (``output_dir=None``: a training loop's evaluation).
+
+    Same interface as :class:`ChunkStore`; nothing is locked, so concurrent evaluations never contend.
+    """
+
+    path: Path | None = None
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.schema = dict(schema)
+        self._frames: list[pl.DataFrame] = []
+        self.run_id = uuid.uuid4().hex[:12]
+        self.started_at = dt.datetime.now(dt.timezone.utc).isoformat()
+
+    def done_keys(self, *, skipped: bool) -> set[str]:
+        frame = self.read()
+        if not skipped:
+            frame = frame.filter(pl.col("skipped").is_null())
+        return set(frame["key"].to_list())
+
+    def commit(self, frame: pl.DataFrame) -> None:
+        self._frames.append(conform(frame, self.schema))
+
+    def read(self) -> pl.DataFrame:
+        return one_per_key(pl.concat(self._frames)) if self._frames else pl.DataFrame(schema=self.schema)

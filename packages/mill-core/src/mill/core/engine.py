@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -23,10 +24,11 @@ import polars as pl
 from attrs import field, frozen
 
 from mill.core.atomic import write_json_atomic
-from mill.core.backend import Backend, Capabilities, RunContext
-from mill.core.chunks import ChunkStore
+from mill.core.backend import Backend, BackendPlugin, Capabilities, RunContext
+from mill.core.chunks import ChunkStore, MemoryChunkStore
 from mill.core.errors import BackendArgumentError, CapabilityError, DataError, ResultsError
-from mill.core.model_spec import parse_model_spec
+from mill.core.metrics import MetricValue
+from mill.core.model_spec import ModelSpec, parse_model_spec
 from mill.core.plugins import LoadedPlugin, ResolvedModel, load_plugin, resolve_model
 from mill.core.registry import SpecRegistry
 from mill.core.results import (
@@ -43,7 +45,7 @@ from mill.core.results import (
 from mill.core.run_identity import RunIdentity
 from mill.core.sample import DataOpener, Dataset, OnBadSample, ReadOptions
 from mill.core.spec import Spec
-from mill.core.task_kind import Scored, TaskKind, Variant, get_kind, raw_schema
+from mill.core.task_kind import Scored, TaskKind, Variant, get_kind, installed_kinds, raw_schema
 
 #: Samples per committed chunk unless ``MILL_CHUNK_SIZE`` says otherwise.
 DEFAULT_CHUNK_SIZE = 1024
@@ -71,10 +73,24 @@ class PlannedRun:
 
 
 @frozen
-class RunOptions:
-    """Settings that apply to every run of one evaluation."""
+class RunResult:
+    """What one finished run produced: its aggregate rows, per-sample frame (the per-sample file's columns),
+    metrics and manifest. ``per_sample_file`` is None when nothing was written (``output_dir=None``)."""
 
-    output_dir: Path
+    run: PlannedRun
+    rows: Sequence[AggregateRow]
+    samples: pl.DataFrame
+    metrics: Mapping[str, MetricValue]
+    manifest: Mapping[str, Any]
+    per_sample_file: Path | None
+
+
+@frozen
+class RunOptions:
+    """Settings that apply to every run of one evaluation. ``output_dir`` None keeps nothing on disk:
+    no results, no committed chunks, no lock (a training loop's evaluation)."""
+
+    output_dir: Path | None
     cache_dir: Path | None
     seed: int | None = None
     limit: int | None = None
@@ -144,13 +160,49 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
     )
 
 
-def plan_runs(models: Sequence[str], benchmarks: Sequence[str], registry: SpecRegistry) -> list[PlannedRun]:
+ModelRef = str | BackendPlugin | Backend
+"""What names a model: a model-spec string (or TOML model file), a plugin object (such as an in-memory
+model's, which builds its backend when the run starts), or an already loaded backend."""
+
+
+@frozen
+class _Preloaded:
+    """A plugin for a backend object loaded by the caller: it serves the kinds whose protocols it implements."""
+
+    backend: Backend
+
+    def capabilities(self, args: Mapping[str, Any]) -> Capabilities:
+        del args
+        kinds = {name for name, kind in installed_kinds().items() if isinstance(self.backend, kind.backend_protocol)}
+        return Capabilities(kinds=frozenset(kinds))
+
+    def load(self, args: Mapping[str, Any], context: RunContext) -> Backend:
+        del args, context
+        return self.backend
+
+
+def resolve_model_ref(model: ModelRef) -> tuple[ResolvedModel, LoadedPlugin]:
+    """The backend that serves ``model`` and the arguments it gets.
+
+    Raises:
+        UnknownBackendError, ModelSpecError: for a model-spec string that names no installed backend.
+    """
+    if isinstance(model, str):
+        resolved = resolve_model(parse_model_spec(model))
+        return resolved, load_plugin(resolved.backend)
+    plugin: BackendPlugin = model if isinstance(model, BackendPlugin) else _Preloaded(model)
+    name = str(getattr(model, "name", type(model).__name__))
+    distribution = getattr(model, "distribution", None)
+    resolved = ResolvedModel(name, {}, ModelSpec(head=name, text=name))
+    return resolved, LoadedPlugin(name, plugin, distribution if isinstance(distribution, str) else None)
+
+
+def plan_runs(models: Sequence[ModelRef], benchmarks: Sequence[str], registry: SpecRegistry) -> list[PlannedRun]:
     """Validate every pair before anything runs; the first invalid pair raises."""
     selections = [registry.select(benchmark) for benchmark in benchmarks]
     planned = []
-    for model_text in models:
-        model = resolve_model(parse_model_spec(model_text))
-        plugin = load_plugin(model.backend)
+    for model_ref in models:
+        model, plugin = resolve_model_ref(model_ref)
         capabilities = plugin.plugin.capabilities(model.args)
         for selection in selections:
             name = pick_variant(selection.spec, selection.variant, capabilities, model.spec.text)
@@ -209,9 +261,9 @@ def execute(
     *,
     open_data: DataOpener,
     collectives: Collectives | None = None,
-) -> list[AggregateRow]:
-    """Run one planned pair end to end and store its results; returns the aggregate rows written
-    (none on ranks other than 0 of a launch).
+) -> RunResult | None:
+    """Run one planned pair end to end and store its results (unless ``options.output_dir`` is None);
+    returns what it produced on rank 0, None on the other ranks of a launch.
 
     Samples committed by an earlier, interrupted run with the same identity are not computed again.
 
@@ -222,7 +274,8 @@ def execute(
     world = collectives or SingleProcess()
     spec, variant = run.spec, run.variant
     # Before anything slow: a typo in --output_dir must not cost a model load.
-    ensure_output_dir(options.output_dir)
+    if options.output_dir is not None:
+        ensure_output_dir(options.output_dir)
     seed = spec.seed if options.seed is None else options.seed
     data = open_data(spec, options.data_dirs.get(spec.name, options.default_data_dir), options.read_options())
     if options.limit is not None:
@@ -251,13 +304,7 @@ def execute(
     is_main = world.rank == 0
     if not is_main:
         world.barrier()  # rank 0 prepares the run's directory first
-    with ChunkStore.open(
-        options.output_dir,
-        identity,
-        schema=raw_schema(run.kind),
-        overwrite=options.overwrite and is_main,
-        worker=world.rank,
-    ) as store:
+    with _open_store(options, identity, raw_schema(run.kind), world.rank) as store:
         if is_main:
             world.barrier()
         done = store.done_keys(skipped=options.on_bad_sample == "skip")
@@ -273,10 +320,25 @@ def execute(
         own = store.read().filter(pl.col("key").is_in(sorted(mine)))
         parts = world.gather((own, len(todo)))
         if parts is None:
-            return []
+            return None
         raw = pl.concat([frame for frame, _ in parts]).sort("key")
         n_computed = sum(count for _, count in parts)
         return _finish(run, options, backend, task, data, raw, seed, settings, store, n_reused=len(data) - n_computed)
+
+
+Store = ChunkStore | MemoryChunkStore
+
+
+@contextmanager
+def _open_store(options: RunOptions, identity: RunIdentity, schema: Mapping[str, Any], rank: int) -> Iterator[Store]:
+    """The run's committed chunks: on disk under the output directory (locked), or in memory without one."""
+    if options.output_dir is None:
+        yield MemoryChunkStore(schema)
+        return
+    with ChunkStore.open(
+        options.output_dir, identity, schema=schema, overwrite=options.overwrite and rank == 0, worker=rank
+    ) as store:
+        yield store
 
 
 def _commit_answers(
@@ -284,7 +346,7 @@ def _commit_answers(
     backend: Backend,
     task: Any,
     data: Dataset,
-    store: ChunkStore,
+    store: Store,
     chunk_size: int,
     *,
     n_total: int,
@@ -328,6 +390,11 @@ def _commit_answers(
     except KeyboardInterrupt:
         commit()
         n_done = len(store.done_keys(skipped=True))
+        if store.path is None:
+            raise RunInterrupted(
+                f"interrupted: {n_done} of {n_total} samples of {run.model.spec.text} on {run.variant_name} were "
+                "evaluated and are not kept (no output directory); give one to make a run resumable"
+            ) from None
         raise RunInterrupted(
             f"interrupted: {n_done} of {n_total} samples of {run.model.spec.text} on {run.variant_name} are "
             f"committed in {store.path}; re-run the same command to continue from there"
@@ -343,10 +410,10 @@ def _finish(
     raw: pl.DataFrame,
     seed: int,
     settings: Mapping[str, str],
-    store: ChunkStore,
+    store: Store,
     *,
     n_reused: int,
-) -> list[AggregateRow]:
+) -> RunResult:
     """Score the union of a run's committed chunks once and write its per-sample file, manifest and rows."""
     spec, info = run.spec, backend.info
     missing = set(data.keys) - set(raw["key"].to_list())
@@ -368,13 +435,13 @@ def _finish(
         settings=digest,
         default=info.default_settings,
     )
-    parquet = per_sample_path(options.output_dir, info.identity, stem)
-    write_per_sample(parquet, scored.frame)
+    out = options.output_dir
+    parquet = None if out is None else per_sample_path(out, info.identity, stem)
     finished = dt.datetime.now(dt.timezone.utc)
-    write_json_atomic(
-        parquet.with_suffix(".json"),
-        _manifest(run, options, backend, data, scored, skipped, seed, digest, store, n_reused, finished),
-    )
+    manifest = _manifest(run, options, backend, data, scored, skipped, seed, digest, store, n_reused, finished)
+    if parquet is not None:
+        write_per_sample(parquet, scored.frame)
+        write_json_atomic(parquet.with_suffix(".json"), manifest)
     facts = RunFacts(
         model=info.identity,
         benchmark=spec.name,
@@ -387,12 +454,13 @@ def _finish(
         run_id=store.run_id,
         incomplete=bool(data.incomplete),
         n_skipped=len(skipped),
-        output_file=str(parquet.relative_to(options.output_dir)),
+        output_file="" if parquet is None or out is None else str(parquet.relative_to(out)),
         finished_at=finished.isoformat(timespec="seconds"),
     )
     rows = run_rows(facts, run.variant_name, scored.metrics, (run.variant.metric, spec.headline_metric))
-    upsert_aggregate(options.output_dir, rows)
-    return rows
+    if out is not None:
+        upsert_aggregate(out, rows)
+    return RunResult(run, rows, scored.frame, scored.metrics, manifest, parquet)
 
 
 def _manifest(
@@ -404,7 +472,7 @@ def _manifest(
     skipped: pl.DataFrame,
     seed: int,
     settings: str,
-    store: ChunkStore,
+    store: Store,
     n_reused: int,
     finished: dt.datetime,
 ) -> dict[str, Any]:
@@ -432,7 +500,9 @@ def _manifest(
         "n_skipped": len(skipped),
         "on_bad_sample": options.on_bad_sample,
         "skipped": skipped.rename({"skipped": "reason"}).to_dicts(),
-        "run_dir": str(store.path.relative_to(options.output_dir)),
+        "run_dir": None
+        if store.path is None or options.output_dir is None
+        else str(store.path.relative_to(options.output_dir)),
         "n_reused": n_reused,
         "versions": {
             "python": platform.python_version(),

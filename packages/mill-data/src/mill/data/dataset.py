@@ -158,8 +158,6 @@ def open_dataset(
     source = dataset.source if source is None else source
     limit, on_bad_sample, cache_dir = options.limit, options.on_bad_sample, options.cache_dir
     image_member, label_member, expected_count = dataset.image_member, dataset.label_member, dataset.n_samples
-    if cache_dir is None:
-        raise DataError("reading shards needs a cache directory for their indexes and downloads")
     if limit is not None and limit <= 0:
         raise DataError(f"--limit must be a positive number of samples, got {limit}")
     if on_bad_sample not in ("fail", "skip"):

@@ -60,14 +60,17 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path) -> ShardIndex:
-    """The index of ``shard``, from the cache when the file is unchanged since it was indexed.
+def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) -> ShardIndex:
+    """The index of ``shard``, from the cache when the file is unchanged since it was indexed (no cache
+    is read or written when ``cache_dir`` is None).
 
     Raises:
         DataError: the tar is truncated or corrupt (names the shard and says to re-download it), or a sample
             repeats a key or a member.
     """
     stat = shard.path.stat()
+    if cache_dir is None:
+        return ShardIndex(shard=shard, samples=_scan(shard, label_member=label_member, file_size=stat.st_size))
     cache_file = cache_dir / "index" / f"{index_cache_key(shard.path, stat.st_size, stat.st_mtime_ns)}.json"
     cached = _read_cache(cache_file, label_member)
     if cached is not None:

@@ -73,10 +73,11 @@ def resolve_shards(
     source: str,
     *,
     split: str,
-    cache_dir: Path,
+    cache_dir: Path | None,
     benchmark: str | None = None,
 ) -> tuple[ShardInfo, ...]:
-    """The shards of ``split`` in ``source``, downloaded into ``cache_dir`` first when remote.
+    """The shards of ``split`` in ``source``, downloaded into ``cache_dir`` first when remote (a remote
+    source needs one: downloads are kept there).
 
     ``benchmark`` only improves error messages (where to put a local copy).
 
@@ -84,9 +85,13 @@ def resolve_shards(
         DataError: the local directory is missing or holds no shards; a remote source is unreachable or a
             shard cannot be downloaded (the message names the URL and how to provide the shards locally).
     """
+    if "://" in source and cache_dir is None and source.startswith(("hf://", "http://", "https://")):
+        raise DataError(f"{source} is remote: downloading its shards needs a cache directory (cache_dir)")
     if source.startswith("hf://"):
+        assert cache_dir is not None
         return _hf_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
     if source.startswith(("http://", "https://")):
+        assert cache_dir is not None
         return _http_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
     if "://" in source:
         raise DataError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mill.backends.clip.args import ClipArgs
+from mill.backends.clip.memory import InMemoryClip, from_model
 from mill.backends.clip.plugin import ClipPlugin, plugin
 from mill.backends.clip.precision import PRECISIONS, Precision
 from mill.backends.clip.tiny import TinyModel, write_tiny_model
@@ -30,8 +31,10 @@ __all__ = [
     "ClipArgs",
     "ClipBackend",
     "ClipPlugin",
+    "InMemoryClip",
     "Precision",
     "TinyModel",
+    "from_model",
     "plugin",
     "write_tiny_model",
 ]

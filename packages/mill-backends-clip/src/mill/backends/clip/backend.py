@@ -12,8 +12,11 @@ import torch.nn.functional as F
 
 from mill.backends.clip.args import ClipArgs
 from mill.backends.clip.classifier import ClassifierStore, build_classifier, classifier_cache_key
-from mill.backends.clip.model import LoadedModel, load_model
+from mill.backends.clip.memory import InMemoryClip
+from mill.backends.clip.model import Architecture, LoadedModel, library_versions, load_model
+from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS
 from mill.core.backend import ModelInfo, RunContext
+from mill.core.held_model import first_device, parameters_digest, preserved
 from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
 from mill.core.sample import SampleBatch, SampleSource
 
@@ -21,12 +24,15 @@ from mill.core.sample import SampleBatch, SampleSource
 class ClipBackend:
     """An open_clip model serving zero-shot tasks. Build with :meth:`load`."""
 
-    def __init__(self, loaded: LoadedModel, args: ClipArgs, context: RunContext) -> None:
+    def __init__(
+        self, loaded: LoadedModel, args: ClipArgs, context: RunContext, *, cache_classifier: bool = True
+    ) -> None:
         self.loaded = loaded
         self.args = args
         self.context = context
         self.device = torch.device(args.device or "cpu")
-        self._store = ClassifierStore(context.cache_dir / "classifiers")
+        cache = context.cache_dir if cache_classifier else None
+        self._store = None if cache is None else ClassifierStore(cache / "classifiers")
         self._run_info: dict[str, Any] = {}
 
     @classmethod
@@ -77,21 +83,25 @@ class ClipBackend:
         key = self.classifier_key(task)
         progress = self.context.progress
         progress.start("building classifier", total=None)
-        try:
-            classifier, hit = self._store.load_or_build(
-                key,
-                lambda: build_classifier(
-                    self.model,
-                    self.loaded.tokenizer,
-                    task.classnames,
-                    task.templates,
-                    device=self.device,
-                    autocast=self._autocast,
-                    text_batch_size=self.args.text_batch_size,
-                ),
-                n_classes=len(task.classnames),
+
+        def build() -> torch.Tensor:
+            return build_classifier(
+                self.model,
+                self.loaded.tokenizer,
+                task.classnames,
+                task.templates,
                 device=self.device,
+                autocast=self._autocast,
+                text_batch_size=self.args.text_batch_size,
             )
+
+        try:
+            if self._store is None:
+                classifier, hit = build(), False
+            else:
+                classifier, hit = self._store.load_or_build(
+                    key, build, n_classes=len(task.classnames), device=self.device
+                )
         finally:
             progress.finish()
         self._run_info = {"classifier_cache_hit": hit, "classifier_cache_key": key}
@@ -147,3 +157,43 @@ class ClipBackend:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
+
+
+class InMemoryClipBackend(ClipBackend):
+    """A :class:`ClipBackend` over a model the caller holds (``mill.backends.clip.from_model``): it runs on
+    the model's own device unless told otherwise, and leaves the model as it found it."""
+
+    @classmethod
+    def wrap(cls, held: InMemoryClip, context: RunContext) -> InMemoryClipBackend:
+        model = held.model
+        args = ClipArgs(
+            path=held.name, precision=PRECISIONS[held.precision], device=context.device or first_device(model)
+        )
+        resolved = args.resolve(context, cuda_available=torch.cuda.is_available())
+        device = torch.device(resolved.device or "cpu")
+        revision = parameters_digest(model)
+        info = ModelInfo(
+            identity=held.name,
+            settings={"precision": held.precision},
+            resolved_args={**resolved.as_dict(), "in_memory": True},
+            revision=revision,
+            library_versions=library_versions(),
+            device_type=device.type,
+            default_settings=held.precision == DEFAULT_PRECISION,
+            cuda_version=torch.version.cuda,
+        )
+        loaded = LoadedModel(
+            model=model,
+            preprocess=held.preprocess,
+            tokenizer=held.tokenizer,
+            architecture=Architecture(held.name),
+            model_config={},
+            weights_key=revision,
+            info=info,
+        )
+        return cls(loaded, resolved, context, cache_classifier=held.cache_classifier)
+
+    def run_zero_shot(self, task: ZeroShotTask, data: SampleSource) -> Iterator[ZeroShotBatchResult]:
+        with preserved(self.model):
+            self.model.to(self.device).eval()
+            yield from super().run_zero_shot(task, data)

@@ -13,13 +13,15 @@ INDEX_NAME = "file_hashes.json"
 _CHUNK = 16 * 1024 * 1024
 
 
-def file_sha256(path: Path, *, cache_dir: Path) -> str:
+def file_sha256(path: Path, *, cache_dir: Path | None) -> str:
     """The sha256 hex digest of ``path``'s content.
 
-    Looked up in ``{cache_dir}/file_hashes.json`` first; an entry is reused only while the file's
-    absolute path, size and modification time (ns) are unchanged.
+    Looked up in ``{cache_dir}/file_hashes.json`` first (unless ``cache_dir`` is None); an entry is reused
+    only while the file's absolute path, size and modification time (ns) are unchanged.
     """
     path = path.expanduser().resolve()
+    if cache_dir is None:
+        return sha256_of(path)
     stat = path.stat()
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     index = cache_dir / INDEX_NAME

@@ -107,7 +107,7 @@ def register_config(config_file: Path) -> str:
     return name
 
 
-def load_model(args: ClipArgs, *, cache_dir: Path) -> LoadedModel:
+def load_model(args: ClipArgs, *, cache_dir: Path | None) -> LoadedModel:
     """Build the model described by resolved ``args`` on ``args.device``.
 
     Raises ModelNotFoundError for an unknown architecture, tag, missing file or uncached Hub repository, and

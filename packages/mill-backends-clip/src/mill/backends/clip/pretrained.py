@@ -125,7 +125,7 @@ class Weights:
     key: str
 
 
-def checkpoint_weights(name: str, checkpoint: Path, *, cache_dir: Path) -> Weights:
+def checkpoint_weights(name: str, checkpoint: Path, *, cache_dir: Path | None) -> Weights:
     """A checkpoint file, named as ``name`` and identified by its content hash."""
     digest = f"sha256:{file_sha256(checkpoint, cache_dir=cache_dir)}"
     return Weights(name=name, revision=digest, key=digest)
@@ -180,7 +180,7 @@ def hub_weights(repo: HubRepo) -> Weights:
     return Weights(name=repo.model_name, revision=revision, key=f"{revision}/{weights.name}")
 
 
-def local_dir_weights(local: LocalDir, *, cache_dir: Path) -> Weights:
+def local_dir_weights(local: LocalDir, *, cache_dir: Path | None) -> Weights:
     """A ``local-dir:`` folder, identified by the content hash of its files (config, weights, tokenizer).
 
     Every visible file at the top of the folder counts (open_clip reads nothing below it); each file's hash is
@@ -198,7 +198,7 @@ def local_dir_weights(local: LocalDir, *, cache_dir: Path) -> Weights:
     )
 
 
-def location_weights(location: Location, *, cache_dir: Path) -> Weights:
+def location_weights(location: Location, *, cache_dir: Path | None) -> Weights:
     return hub_weights(location) if isinstance(location, HubRepo) else local_dir_weights(location, cache_dir=cache_dir)
 
 
