@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from mill.backends.clip import ClipArgs
+from mill.backends.clip.precision import DTYPE_PRECISIONS, PRECISIONS, DtypeName, PrecisionName
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError
 
@@ -77,3 +79,13 @@ def test_file_detection() -> None:
     assert ClipArgs.from_mapping({"path": "ViT-B-32"}).config_file is None
     assert ClipArgs.from_mapping({"path": "my.json"}).config_file == Path("my.json")
     assert ClipArgs.from_mapping({"path": "x", "pretrained": "ckpt/epoch_32.pt"}).checkpoint_file is not None
+
+
+def test_every_precision_name_has_one_entry_in_order() -> None:
+    assert tuple(PRECISIONS) == get_args(PrecisionName)
+    assert set(DTYPE_PRECISIONS) == set(get_args(DtypeName)) and set(DTYPE_PRECISIONS.values()) <= set(PRECISIONS)
+
+
+def test_bad_dtype_lists_choices() -> None:
+    with pytest.raises(BackendArgumentError, match=r"clip backend: dtype='fp16' must be one of bfloat16, float16"):
+        ClipArgs.from_mapping({"path": "ViT-B-32", "dtype": "fp16"})

@@ -38,3 +38,17 @@ def test_damaged_index_costs_only_a_rehash(tmp_path: Path) -> None:
     weights.write_bytes(b"x")
     (tmp_path / "file_hashes.json").write_text("{not json")
     assert checksum.file_sha256(weights, cache_dir=tmp_path) == hashlib.sha256(b"x").hexdigest()
+
+
+def test_index_is_written_with_the_users_umask_and_leaves_no_temporary(tmp_path: Path) -> None:
+    # A cache shared on a cluster must be readable as the umask says; mkstemp alone would make it owner-only.
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"x")
+    cache = tmp_path / "cache"
+    old = os.umask(0o022)
+    try:
+        checksum.file_sha256(weights, cache_dir=cache)
+    finally:
+        os.umask(old)
+    assert (cache / checksum.INDEX_NAME).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in cache.iterdir()) == [checksum.INDEX_NAME, checksum.INDEX_NAME + ".lock"]

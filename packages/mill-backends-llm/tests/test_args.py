@@ -64,3 +64,24 @@ def test_path_may_be_a_path_object() -> None:
     from pathlib import Path
 
     assert parse_args(HfArgs, {"path": Path("models") / "tiny"}, "hf").path == "models/tiny"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("gpu_memory_utilization", "1.5", "a number in (0, 1]"),
+        ("gpu_memory_utilization", 0, "a number in (0, 1]"),
+        ("limit_mm_per_prompt", "image=-1", "a mapping of modality to count"),
+        ("limit_mm_per_prompt", "{not json", "a mapping of modality to count"),
+        ("tensor_parallel_size", 0, "an integer >= 1"),
+    ],
+)
+def test_vllm_values_out_of_range_say_what_was_expected(key: str, value: object, expected: str) -> None:
+    with pytest.raises(BackendArgumentError) as error:
+        parse_args(VllmArgs, {"path": "m", key: value}, "vllm")
+    assert str(error.value).startswith(f"vllm backend: {key}={value!r} must be {expected}")
+
+
+def test_counts_from_a_model_file_table() -> None:
+    args = parse_args(VllmArgs, {"path": "m", "limit_mm_per_prompt": {"image": 3}}, "vllm")
+    assert dict(args.limit_mm_per_prompt) == {"image": 3}

@@ -89,3 +89,10 @@ def test_toml_model_file_errors(tmp_path: Path) -> None:
         parse_model_spec(str(file))
     with pytest.raises(ModelSpecError, match="cannot read model file"):
         parse_model_spec(str(tmp_path / "missing.toml"))
+
+
+def test_model_file_that_is_not_utf8(tmp_path: Path) -> None:
+    file = tmp_path / "m.toml"
+    file.write_bytes(b'backend = "clip"\n# \xff\n')
+    with pytest.raises(ModelSpecError, match=r"m\.toml: not UTF-8 text \(invalid start byte at byte 19\)"):
+        parse_model_spec(str(file))

@@ -8,6 +8,7 @@ file and a backend argument report their mistakes the same way.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import cattrs
@@ -16,12 +17,22 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 T = TypeVar("T")
 
 
+class UnexpectedValue(ValueError):
+    """What a structure hook raises: the value it was given and what it expected instead, kept apart so
+    that a caller can word the problem in its input's own syntax (``key=value`` for backend arguments)."""
+
+    def __init__(self, expected: str, value: Any) -> None:
+        super().__init__(f"expected {expected}, got {value!r}")
+        self.expected = expected
+        self.value = value
+
+
 def _strict(expected: str, types: tuple[type, ...]) -> Any:
     """A structure hook that accepts only the types given, never coercing ('32x' is no int)."""
 
     def hook(value: Any, _: Any) -> Any:
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-            raise ValueError(f"expected {expected}, got {value!r}")
+            raise UnexpectedValue(expected, value)
         return value
 
     return hook
@@ -32,7 +43,7 @@ def _enum_hook(value: Any, cls: type[enum.Enum]) -> enum.Enum:
         return cls(value)
     except ValueError:
         choices = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"expected one of {choices}, got {value!r}") from None
+        raise UnexpectedValue(f"one of {choices}", value) from None
 
 
 def make_converter() -> cattrs.Converter:
@@ -55,27 +66,35 @@ def make_converter() -> cattrs.Converter:
 CONVERTER = make_converter()
 
 
-def error_lines(exc: BaseException, path: str = "") -> list[str]:
-    """Flatten cattrs' exception groups into ``dotted.path: message`` lines."""
+def leaf_errors(exc: BaseException, path: str = "") -> Iterator[tuple[str, BaseException]]:
+    """The single problems inside cattrs' exception groups, each with the dotted path it belongs to."""
     if isinstance(exc, ClassValidationError | IterableValidationError):
-        lines: list[str] = []
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
             part = note.name if hasattr(note, "name") else str(note.index)
-            lines.extend(error_lines(sub, f"{path}.{part}" if path else part))
+            yield from leaf_errors(sub, f"{path}.{part}" if path else part)
         for sub in without:
-            lines.extend(error_lines(sub, path))
-        return lines
+            yield from leaf_errors(sub, path)
+    else:
+        yield path, exc
+
+
+def error_lines(exc: BaseException, path: str = "") -> list[str]:
+    """Flatten cattrs' exception groups into ``dotted.path: message`` lines."""
+    return [_error_line(where, leaf) for where, leaf in leaf_errors(exc, path)]
+
+
+def _error_line(path: str, exc: BaseException) -> str:
     where = path or "(top level)"
     if isinstance(exc, ForbiddenExtraKeysError):
         keys = ", ".join(sorted(exc.extra_fields))
-        return [f"{where}: unknown key(s) {keys}"]
+        return f"{where}: unknown key(s) {keys}"
     if isinstance(exc, KeyError):
-        return [f"{where}: required key is missing"]
+        return f"{where}: required key is missing"
     message = str(exc)
     if isinstance(exc, TypeError) and "missing" in message and "required" in message:
-        return [f"{where}: {message.split(': ', 1)[-1]}"]
-    return [f"{where}: {message}"]
+        return f"{where}: {message.split(': ', 1)[-1]}"
+    return f"{where}: {message}"
 
 
 def structure(data: Any, cls: type[T], *, converter: cattrs.Converter = CONVERTER, path: str = "") -> T:

@@ -8,7 +8,6 @@ int, then float, else str (``tensor_parallel_size=1`` is the int 1). A value hol
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,7 @@ from typing import Any
 from attrs import field, frozen
 
 from mill.core.errors import ModelSpecError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from mill.core.tomlfile import read_toml
 
 
 @frozen
@@ -109,12 +104,7 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 def read_model_file(file: Path) -> ModelSpec:
     """Read a TOML model file: ``backend = "vllm"`` and an optional ``[args]`` table."""
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelSpecError(f"{file}: cannot read model file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelSpecError(f"{file}: TOML syntax error: {exc}") from None
+    data, _ = read_toml(file, "model", ModelSpecError)
     unknown = set(data) - {"backend", "args"}
     if unknown:
         raise ModelSpecError(f"{file}: unknown key(s) {', '.join(sorted(unknown))}; expected 'backend' and [args]")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,11 +19,7 @@ from attrs import evolve, field, frozen
 from mill.core.convert import structure
 from mill.core.errors import SpecError
 from mill.core.task_kind import UnknownKindError, Variant, get_kind
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from mill.core.tomlfile import read_toml
 
 
 @frozen
@@ -244,14 +239,7 @@ def load_spec(file: Path) -> Spec:
     Raises:
         SpecError: naming the file (and line for TOML syntax errors, dotted key path otherwise).
     """
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"{file}: cannot read spec file ({exc.strerror})") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{file}: TOML syntax error: {exc}") from None
+    data, raw = read_toml(file, "spec", SpecError)
     variants_data = data.get("variants")
     parsed = _structure(data, _SpecFile, file, "")
     assert isinstance(variants_data, dict)

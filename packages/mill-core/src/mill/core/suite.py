@@ -15,7 +15,6 @@ it is never written to aggregate.csv.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,11 +26,7 @@ from mill.core.registry import SPEC_PATH_ENV, SpecRegistry, builtin_spec_dir
 from mill.core.spec import Spec
 from mill.core.spec import _structure as structure
 from mill.core.tables import MISSING, REPORTED_COLUMNS, ReportedTable, _cell
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from mill.core.tomlfile import read_toml
 
 #: The folder, beside a directory of specs, that holds suite files.
 SUITES_FOLDER = "suites"
@@ -81,12 +76,7 @@ def load_suite(file: Path) -> Suite:
     Raises:
         SpecError: naming the file and key (unknown keys, wrong types, no members, a member listed twice).
     """
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"{file}: cannot read suite file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{file}: TOML syntax error: {exc}") from None
+    data, _ = read_toml(file, "suite", SpecError)
     parsed = structure(data, _SuiteFile, file, "")
     if not parsed.benchmarks:
         raise SpecError(f"{file}: benchmarks: a suite needs at least one benchmark")

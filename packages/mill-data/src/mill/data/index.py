@@ -16,8 +16,9 @@ from typing import BinaryIO
 
 from attrs import frozen
 
+from mill.core.atomic import write_bytes_atomic
 from mill.core.errors import DataError
-from mill.data.source import ShardInfo, write_atomic
+from mill.data.source import ShardInfo
 
 #: Bumped whenever the cached JSON layout changes, so old caches are ignored rather than misread.
 INDEX_VERSION = 1
@@ -85,7 +86,7 @@ def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) 
             for s in samples
         ],
     }
-    write_atomic(cache_file, [json.dumps(payload, separators=(",", ":")).encode()])
+    write_bytes_atomic(cache_file, [json.dumps(payload, separators=(",", ":")).encode()])
     return ShardIndex(shard=shard, samples=samples)
 
 

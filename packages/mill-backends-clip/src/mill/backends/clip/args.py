@@ -12,22 +12,19 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from mill.backends.clip.precision import DEFAULT_PRECISION, DTYPE_PRECISIONS, PRECISIONS, Precision
+from mill.backends.clip.precision import (
+    DEFAULT_PRECISION,
+    DTYPE_PRECISIONS,
+    PRECISIONS,
+    DtypeName,
+    Precision,
+    PrecisionName,
+)
 from mill.backends.clip.pretrained import LocalDir, Location, parse_location
+from mill.core.arguments import NonNegativeInt, PositiveInt, structure_arguments
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
 
-ACCEPTED_ARGS = (
-    "path",
-    "pretrained",
-    "precision",
-    "dtype",
-    "device",
-    "batch_size",
-    "num_workers",
-    "text_batch_size",
-    "compile",
-)
 DEFAULT_TEXT_BATCH_SIZE = 1024
 DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 64}
 MAX_DEFAULT_WORKERS = 8
@@ -35,10 +32,38 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 #: Models that ship inside this distribution (package data): ``{name}.json`` and ``{name}.pt``, addressed like an
 #: open_clip architecture and its tag, ``path=mill-shapes,pretrained=mill-shapes``.
 BUNDLED_DIR = Path(__file__).with_name("demo")
+_PATH_HINT = "give path= an open_clip architecture such as ViT-B-32, or a model-config .json file"
 _FILE_HINTS = {
     "path": "an existing open_clip model-config .json, or an architecture name such as ViT-B-32",
     "pretrained": "an existing checkpoint file, or an open_clip tag such as laion2b_s34b_b79k",
 }
+
+
+@frozen
+class _ClipInput:
+    """The arguments as a model spec gives them: ``dtype`` is shorthand for a ``precision``."""
+
+    path: str
+    pretrained: str | None = None
+    precision: PrecisionName | None = None
+    dtype: DtypeName | None = None
+    device: str | None = None
+    batch_size: PositiveInt | None = None
+    num_workers: NonNegativeInt | None = None
+    text_batch_size: PositiveInt = DEFAULT_TEXT_BATCH_SIZE
+    compile: bool = False
+
+    def checked_precision(self) -> Precision:
+        """The precision named by ``precision`` or ``dtype``, refusing the two when they disagree."""
+        if self.dtype is None:
+            return PRECISIONS[self.precision or DEFAULT_PRECISION]
+        implied = DTYPE_PRECISIONS[self.dtype]
+        if self.precision is not None and self.precision != implied:
+            raise BackendArgumentError(
+                f"clip backend: dtype={self.dtype!r} means precision={implied!r}, which "
+                f"contradicts precision={self.precision!r}; give only one of them"
+            )
+        return PRECISIONS[implied]
 
 
 @frozen
@@ -63,35 +88,23 @@ class ClipArgs:
 
     @classmethod
     def from_mapping(cls, args: Mapping[str, Any]) -> ClipArgs:
-        """Validate untyped spec arguments. Raises BackendArgumentError naming the bad argument."""
-        unknown = sorted(set(args) - set(ACCEPTED_ARGS))
-        if unknown:
-            raise BackendArgumentError(
-                f"clip backend: unknown argument(s) {', '.join(map(repr, unknown))}; "
-                f"accepted arguments are {', '.join(ACCEPTED_ARGS)}"
-            )
-        path = _optional_str(args, "path")
-        if path is None:
-            raise BackendArgumentError(
-                "clip backend: missing argument 'path' (an open_clip architecture such as ViT-B-32, "
-                "or a model-config .json file)"
-            )
-        pretrained = _optional_str(args, "pretrained")
+        """Structure untyped spec arguments. Raises BackendArgumentError naming the bad argument."""
+        given = structure_arguments(args, _ClipInput, "clip", hints={"path": _PATH_HINT})
         # Parsed here so a malformed hf-hub:/local-dir: location is refused before anything loads.
-        if parse_location(path) is not None and pretrained is not None:
+        if parse_location(given.path) is not None and given.pretrained is not None:
             raise BackendArgumentError(
-                f"clip backend: path={path!r} brings its own weights, so pretrained={pretrained!r} would be "
-                "ignored; drop pretrained=, or give an architecture name as path"
+                f"clip backend: path={given.path!r} brings its own weights, so pretrained={given.pretrained!r} "
+                "would be ignored; drop pretrained=, or give an architecture name as path"
             )
         return cls(
-            path=path,
-            pretrained=pretrained,
-            precision=_precision(args),
-            device=_optional_str(args, "device"),
-            batch_size=_optional_int(args, "batch_size", minimum=1),
-            num_workers=_optional_int(args, "num_workers", minimum=0),
-            text_batch_size=_optional_int(args, "text_batch_size", minimum=1) or DEFAULT_TEXT_BATCH_SIZE,
-            compile=_optional_bool(args, "compile") or False,
+            path=given.path,
+            pretrained=given.pretrained,
+            precision=given.checked_precision(),
+            device=given.device,
+            batch_size=given.batch_size,
+            num_workers=given.num_workers,
+            text_batch_size=given.text_batch_size,
+            compile=given.compile,
         )
 
     @property
@@ -175,59 +188,3 @@ class ClipArgs:
 
 def _looks_like_file(value: str, suffixes: tuple[str, ...] = (".json",)) -> bool:
     return value.lower().endswith(suffixes) or os.sep in value or "/" in value
-
-
-def _optional_str(args: Mapping[str, Any], key: str) -> str | None:
-    value = args.get(key)
-    if value is None:
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise BackendArgumentError(f"clip backend: {key}={value!r} must be a non-empty string")
-    return value.strip()
-
-
-def _optional_int(args: Mapping[str, Any], key: str, *, minimum: int) -> int | None:
-    value = args.get(key)
-    if value is None:
-        return None
-    # Spec strings arrive as text ("batch_size=32"); bool is an int subclass but never a count.
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise BackendArgumentError(f"clip backend: {key}={value!r} must be an integer >= {minimum}")
-    return value
-
-
-def _optional_bool(args: Mapping[str, Any], key: str) -> bool | None:
-    value = args.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    # Spec strings arrive as text ("compile=true").
-    text = str(value).strip().lower() if isinstance(value, str) else None
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise BackendArgumentError(f"clip backend: {key}={value!r} must be true or false")
-
-
-def _precision(args: Mapping[str, Any]) -> Precision:
-    precision = _optional_str(args, "precision")
-    dtype = _optional_str(args, "dtype")
-    if precision is not None and precision not in PRECISIONS:
-        raise BackendArgumentError(f"clip backend: precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    if dtype is not None:
-        if dtype not in DTYPE_PRECISIONS:
-            raise BackendArgumentError(
-                f"clip backend: dtype={dtype!r} is not one of {', '.join(DTYPE_PRECISIONS)} "
-                f"(or give precision= one of {', '.join(PRECISIONS)})"
-            )
-        if precision is not None and precision != DTYPE_PRECISIONS[dtype]:
-            raise BackendArgumentError(
-                f"clip backend: dtype={dtype!r} means precision={DTYPE_PRECISIONS[dtype]!r}, which "
-                f"contradicts precision={precision!r}; give only one of them"
-            )
-        precision = DTYPE_PRECISIONS[dtype]
-    return PRECISIONS[precision or DEFAULT_PRECISION]

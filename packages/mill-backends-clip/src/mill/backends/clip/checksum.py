@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mill.backends.clip.cachefile import lock_for, replace_atomically
+from mill.backends.clip.cachefile import lock_for
+from mill.core.atomic import write_bytes_atomic
 
 INDEX_NAME = "file_hashes.json"
 _CHUNK = 16 * 1024 * 1024
@@ -34,9 +35,7 @@ def file_sha256(path: Path, *, cache_dir: Path | None) -> str:
     with lock_for(index):
         entries = _read_index(index)
         entries[str(path)] = {**stamp, "sha256": digest}
-        replace_atomically(
-            index, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
-        )
+        write_bytes_atomic(index, [json.dumps(entries, indent=1, sort_keys=True).encode()])
     return digest
 
 

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from attrs import frozen
 from open_clip.model import CLIP, text_global_pool
 
-from mill.backends.clip.cachefile import lock_for, replace_atomically
+from mill.backends.clip.cachefile import lock_for
+from mill.core.atomic import atomic_path
 from mill.core.errors import SpecError
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ class ClassifierStore:
             if cached is not None:
                 return cached, True
             classifier = build()
-            replace_atomically(path, lambda tmp: torch.save(classifier.cpu(), tmp))
+            with atomic_path(path) as tmp:
+                torch.save(classifier.cpu(), tmp)
         return classifier, False
 
     @staticmethod

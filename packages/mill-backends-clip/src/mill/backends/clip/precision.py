@@ -5,7 +5,14 @@ Kept free of torch (dtypes are named, not imported) so argument parsing stays li
 
 from __future__ import annotations
 
+from typing import Literal
+
 from attrs import frozen
+
+#: open_clip's precision names; the argument parser offers them in this order.
+PrecisionName = Literal["amp_bf16", "amp", "fp32", "pure_bf16", "pure_fp16"]
+#: The hf backend's ``dtype=`` names, accepted as shorthand for a precision.
+DtypeName = Literal["bfloat16", "float16", "float32"]
 
 
 @frozen
@@ -17,13 +24,13 @@ class Precision:
     before ``encode_image`` (pure low-precision weights need low-precision inputs).
     """
 
-    name: str
+    name: PrecisionName
     model_precision: str
     autocast_dtype: str | None
     input_dtype: str
 
 
-PRECISIONS: dict[str, Precision] = {
+PRECISIONS: dict[PrecisionName, Precision] = {
     p.name: p
     for p in (
         Precision("amp_bf16", model_precision="fp32", autocast_dtype="bfloat16", input_dtype="float32"),
@@ -34,7 +41,7 @@ PRECISIONS: dict[str, Precision] = {
     )
 }
 
-DEFAULT_PRECISION = "amp_bf16"
+DEFAULT_PRECISION: PrecisionName = "amp_bf16"
 
 #: ``dtype=`` shorthand accepted for users coming from the hf backend.
-DTYPE_PRECISIONS: dict[str, str] = {"bfloat16": "amp_bf16", "float16": "amp", "float32": "fp32"}
+DTYPE_PRECISIONS: dict[DtypeName, PrecisionName] = {"bfloat16": "amp_bf16", "float16": "amp", "float32": "fp32"}

@@ -1,27 +1,26 @@
-"""The arguments each backend accepts, turned from a model spec's untyped values into typed classes once.
+"""The arguments each backend accepts, structured from a model spec's untyped values into typed classes once.
 
-Values may arrive typed (TOML model files) or as strings (``hf[path=...,batch_size=4]``), so each
-is coerced by its field's declared type; anything else is a :class:`BackendArgumentError` that
-names the backend, the key and the accepted keys.
+Values may arrive typed (TOML model files) or as text (``hf[path=...,batch_size=4]``); the converter of
+:mod:`mill.core.arguments` takes each field's type and its text form, so a mistake is a
+:class:`BackendArgumentError` naming the backend, the argument and what it expected.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import types
 from collections.abc import Mapping
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar
 
 import attrs
-from attrs import field, frozen, validators
+from attrs import field, frozen
 
+from mill.core.arguments import NonNegativeInt, PositiveInt, make_argument_converter, structure_arguments
 from mill.core.backend import BackendArgs
-from mill.core.errors import BackendArgumentError
+from mill.core.convert import UnexpectedValue
 
-DTYPES = ("bfloat16", "float16", "float32")
-
-_positive = validators.optional(validators.gt(0))
+Dtype = Literal["bfloat16", "float16", "float32"]
+#: A share of the GPU's memory, in (0, 1].
+MemoryFraction = Annotated[float, "a share of GPU memory"]
 
 
 @frozen
@@ -35,16 +34,16 @@ class HfArgs:
     """
 
     path: str
-    dtype: str = field(default="bfloat16", validator=validators.in_(DTYPES))
+    dtype: Dtype = "bfloat16"
     device: str | None = None
     device_map: str | None = None
-    batch_size: int | None = field(default=None, validator=_positive)
-    num_workers: int | None = field(default=None, validator=validators.optional(validators.ge(0)))
+    batch_size: PositiveInt | None = None
+    num_workers: NonNegativeInt | None = None
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     revision: str | None = None
-    min_pixels: int | None = field(default=None, validator=_positive)
-    max_pixels: int | None = field(default=None, validator=_positive)
+    min_pixels: PositiveInt | None = None
+    max_pixels: PositiveInt | None = None
 
 
 @frozen
@@ -60,105 +59,67 @@ class VllmArgs:
     """
 
     path: str
-    dtype: str = field(default="bfloat16", validator=validators.in_(DTYPES))
-    tensor_parallel_size: int = field(default=1, validator=validators.gt(0))
-    data_parallel_size: int = field(default=1, validator=validators.gt(0))
-    gpu_memory_utilization: float = field(default=0.9, validator=[validators.gt(0.0), validators.le(1.0)])
-    max_model_len: int | None = field(default=None, validator=_positive)
-    limit_mm_per_prompt: Mapping[str, int] = field(factory=lambda: {"image": 1})
+    dtype: Dtype = "bfloat16"
+    tensor_parallel_size: PositiveInt = 1
+    data_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: MemoryFraction = 0.9
+    max_model_len: PositiveInt | None = None
+    limit_mm_per_prompt: Mapping[str, NonNegativeInt] = field(factory=lambda: {"image": 1})
     revision: str | None = None
     trust_remote_code: bool = False
-    max_num_seqs: int | None = field(default=None, validator=_positive)
+    max_num_seqs: PositiveInt | None = None
     enforce_eager: bool = False
-    min_pixels: int | None = field(default=None, validator=_positive)
-    max_pixels: int | None = field(default=None, validator=_positive)
-    chunk_size: int = field(default=1024, validator=validators.gt(0))
-    num_workers: int | None = field(default=None, validator=validators.optional(validators.ge(0)))
+    min_pixels: PositiveInt | None = None
+    max_pixels: PositiveInt | None = None
+    chunk_size: PositiveInt = 1024
+    num_workers: NonNegativeInt | None = None
 
 
 ArgsT = TypeVar("ArgsT", HfArgs, VllmArgs)
 T = TypeVar("T")
+
+_COUNTS_EXPECTED = 'a mapping of modality to count such as {"image": 1}, or image=1;video=0'
+
+
+def _to_fraction(value: Any, _: Any) -> float:
+    number = CONVERTER.structure(value, float)
+    if not 0.0 < number <= 1.0:
+        raise UnexpectedValue("a number in (0, 1]", value)
+    return number
+
+
+def _to_counts(value: Any, _: Any) -> dict[str, int]:
+    """A modality -> count mapping from a table, JSON text, or ``image=1;video=0`` text."""
+    items: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            items = json.loads(text) if text.startswith("{") else dict(i.split("=", 1) for i in text.split(";") if i)
+        except ValueError:
+            raise UnexpectedValue(_COUNTS_EXPECTED, value) from None
+    if not isinstance(items, Mapping):
+        raise UnexpectedValue(_COUNTS_EXPECTED, value)
+    try:
+        return {str(k).strip(): CONVERTER.structure(n, NonNegativeInt) for k, n in items.items()}
+    except UnexpectedValue:
+        raise UnexpectedValue(_COUNTS_EXPECTED, value) from None
+
+
+CONVERTER = make_argument_converter()
+CONVERTER.register_structure_hook_func(lambda t: t == MemoryFraction, _to_fraction)
+CONVERTER.register_structure_hook_func(lambda t: t == Mapping[str, NonNegativeInt], _to_counts)
+_PATH_HINT = "pass path=<local directory or Hugging Face Hub id>, e.g. {backend}[path=Qwen/Qwen2-VL-2B-Instruct]"
 
 
 def parse_args(cls: type[ArgsT], raw: BackendArgs, backend: str) -> ArgsT:
     """Build ``cls`` from a model spec's arguments for ``backend``.
 
     Raises :class:`BackendArgumentError` for an unknown key, a missing ``path``, or a value
-    that cannot be converted to its field's type or is out of range.
+    that is not of its field's type or is out of range.
     """
-    fields = attrs.fields_dict(attrs.resolve_types(cls))
-    accepted = ", ".join(fields)
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise BackendArgumentError(
-            f"backend {backend!r} does not accept argument(s) {', '.join(unknown)}; accepted: {accepted}"
-        )
-    if "path" not in raw:
-        raise BackendArgumentError(
-            f"backend {backend!r} needs a model: pass path=<local directory or Hugging Face Hub id>, "
-            f"e.g. {backend}[path=Qwen/Qwen2-VL-2B-Instruct]"
-        )
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        try:
-            values[key] = _coerce(value, fields[key].type)
-        except (TypeError, ValueError) as error:
-            raise BackendArgumentError(f"backend {backend!r}, argument {key}={value!r}: {error}") from None
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as error:
-        raise BackendArgumentError(f"backend {backend!r}: invalid argument value: {error}") from None
-
-
-def _coerce(value: Any, annotation: Any) -> Any:
-    """``value`` as ``annotation`` (str, int, float, bool, an optional of these, or a str->int mapping)."""
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-            return None
-        (inner,) = (arg for arg in get_args(annotation) if arg is not type(None))
-        return _coerce(value, inner)
-    if annotation is bool:
-        return _to_bool(value)
-    if annotation is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError("expected an integer")
-        return int(value)
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ValueError("expected a number")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str | int | os.PathLike):
-            raise ValueError("expected a string")
-        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
-    if origin is Mapping:
-        return _to_count_mapping(value)
-    raise TypeError(f"no conversion to {annotation!r}")
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _to_count_mapping(value: Any) -> dict[str, int]:
-    """A modality -> count mapping from a dict, JSON text, or ``image=1;video=0`` text."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("{"):
-            value = json.loads(text)
-        else:
-            value = dict(item.split("=", 1) for item in text.split(";") if item.strip())
-    if not isinstance(value, Mapping):
-        raise ValueError('expected a mapping such as {"image": 1} or image=1')
-    return {str(key).strip(): _coerce(count, int) for key, count in value.items()}
+    return structure_arguments(
+        raw, cls, backend, converter=CONVERTER, hints={"path": _PATH_HINT.format(backend=backend)}
+    )
 
 
 def resolved(args: HfArgs | VllmArgs, **overrides: Any) -> dict[str, Any]:
@@ -170,7 +131,7 @@ def resolved(args: HfArgs | VllmArgs, **overrides: Any) -> dict[str, Any]:
 
 def output_settings(args: HfArgs | VllmArgs) -> dict[str, str]:
     """The arguments that change a model's answers, as recorded in :class:`ModelInfo` settings."""
-    settings = {"dtype": args.dtype}
+    settings: dict[str, str] = {"dtype": args.dtype}
     for name in ("min_pixels", "max_pixels"):
         value = getattr(args, name)
         if value is not None:

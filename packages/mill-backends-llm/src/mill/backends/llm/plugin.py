@@ -6,46 +6,39 @@ list backends, and only the one a run uses may pay for torch, transformers or vL
 
 from __future__ import annotations
 
+import importlib
+from typing import Generic
+
 from attrs import frozen
 
-from mill.backends.llm.args import HfArgs, VllmArgs, parse_args
+from mill.backends.llm.args import ArgsT, HfArgs, VllmArgs, parse_args
 from mill.backends.llm.checkpoint import Checkpoint
 from mill.core.backend import Backend, BackendArgs, Capabilities, RunContext
 
 
 @frozen
-class HfPlugin:
-    """Vision-language models through transformers."""
+class GenerativePlugin(Generic[ArgsT]):
+    """A vision-language model family: its arguments' class, and the backend class that loads it, named as
+    ``module:Class`` so that its framework is imported only when a run loads it."""
 
-    name: str = "hf"
+    name: str
+    args_type: type[ArgsT]
+    backend_class: str
 
     def capabilities(self, args: BackendArgs) -> Capabilities:
-        parsed = parse_args(HfArgs, args, self.name)
+        # hf and vLLM read the same Hugging Face config and processor files, so transformers answers this
+        # without vLLM installed; load() is where a missing vLLM is reported.
+        parsed = parse_args(self.args_type, args, self.name)
         return Checkpoint(parsed.path, self.name, parsed.revision, parsed.trust_remote_code).capabilities()
 
     def load(self, args: BackendArgs, context: RunContext) -> Backend:
-        from mill.backends.llm.hf import HfBackend
-
-        return HfBackend.load(parse_args(HfArgs, args, self.name), context, self.name)
-
-
-@frozen
-class VllmPlugin:
-    """Vision-language models through vLLM's offline engine (the ``[vllm]`` extra)."""
-
-    name: str = "vllm"
-
-    def capabilities(self, args: BackendArgs) -> Capabilities:
-        # vLLM reads the same Hugging Face config and processor files, so transformers answers
-        # this without vLLM installed; load() is where a missing vLLM is reported.
-        parsed = parse_args(VllmArgs, args, self.name)
-        return Checkpoint(parsed.path, self.name, parsed.revision, parsed.trust_remote_code).capabilities()
-
-    def load(self, args: BackendArgs, context: RunContext) -> Backend:
-        from mill.backends.llm.vllm import VllmBackend
-
-        return VllmBackend.load(parse_args(VllmArgs, args, self.name), context, self.name)
+        module, _, name = self.backend_class.partition(":")
+        backend_type = getattr(importlib.import_module(module), name)
+        backend: Backend = backend_type.load(parse_args(self.args_type, args, self.name), context, self.name)
+        return backend
 
 
-hf_plugin = HfPlugin()
-vllm_plugin = VllmPlugin()
+#: Vision-language models through transformers.
+hf_plugin = GenerativePlugin("hf", HfArgs, "mill.backends.llm.hf:HfBackend")
+#: Vision-language models through vLLM's offline engine (the ``[vllm]`` extra).
+vllm_plugin = GenerativePlugin("vllm", VllmArgs, "mill.backends.llm.vllm:VllmBackend")
