@@ -151,7 +151,8 @@ def _rescore_run(
     *,
     dry_run: bool,
 ) -> RunRescore:
-    stored = manifest.get("scorer_version") or UNRECORDED_SCORER_VERSION
+    recorded = manifest.get("scorer_version")
+    stored = UNRECORDED_SCORER_VERSION if recorded is None else _field(path, manifest, "scorer_version", int)
     parquet = path.with_suffix(".parquet")
     try:
         frame = pl.read_parquet(parquet)

@@ -166,16 +166,14 @@ def update_run_metrics(
     metrics: Mapping[str, MetricValue],
     headline_source: str,
     scorer_version: int | None,
-) -> int:
+) -> None:
     """Give one stored run's rows in ``aggregate.csv`` new values, in place: a run graded again (``mill rescore``).
 
     The run's rows are those with its ``output_file`` and ``run_id``. A row of ``variant`` takes its metric's
     value from ``metrics``; the rollup row (as :func:`run_rows` writes it) takes ``metrics[headline_source]``.
     ``performance``, ``stderr`` and ``scorer_version`` change; no row is added or removed, and every other
-    column and the row order stay. Serialised and atomic as :func:`upsert_aggregate`.
-
-    Returns:
-        How many rows were updated (0 when the file holds none of the run's rows).
+    column and the row order stay (a file without the run's rows keeps its values). Serialised and
+    atomic as :func:`upsert_aggregate`.
     """
     of_run = (pl.col("output_file") == output_file) & (pl.col("run_id") == run_id)
     own = (pl.col("task") == variant) & pl.col("metric").is_in(list(metrics))
@@ -186,11 +184,7 @@ def update_run_metrics(
         value = pl.when(own).then(by_metric).otherwise(pl.lit(rollup, dtype=pl.Float64))
         return pl.when(of_run).then(value).otherwise(pl.col(column)).alias(column)
 
-    updated = 0
-
     def change(existing: pl.DataFrame) -> pl.DataFrame:
-        nonlocal updated
-        updated = existing.filter(of_run).height
         return existing.with_columns(
             new("performance", {name: m.value for name, m in metrics.items()}, headline.value),
             new("stderr", {name: m.stderr for name, m in metrics.items()}, headline.stderr),
@@ -202,7 +196,6 @@ def update_run_metrics(
 
     if (output_dir / AGGREGATE_FILE).exists():
         _rewrite_aggregate(output_dir, change)
-    return updated
 
 
 def _rewrite_aggregate(output_dir: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> Path:
