@@ -3,14 +3,21 @@ variant by capability, asks the protocol's questions, and writes reproducible re
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
+from mill.core.mcq import PARSER_VERSION
 from mill.core.registry import SpecRegistry
+from mill.core.results import UPSERT_KEY, read_aggregate
 
 MCQ_COLUMNS = [
     "key",
@@ -135,3 +142,100 @@ def test_seed_changes_the_options(
     for row in seeded.iter_rows(named=True):
         assert row["option_indices"] == protocol_options(7, "imagenet_mcq", row["key"], row["gold"])
     assert seeded.get_column("option_indices").to_list() != base.get_column("option_indices").to_list()
+
+
+# ---- mill rescore: a parser change re-grades the stored run, no model loaded ----
+
+#: Responses written over the stored run's first samples: (response, the letter an older parser read, the
+#: letter the current parser reads) among ten options A-J.
+AGED = [
+    ("c", None, "C"),
+    ("A) x\nB) y\nC) z", "C", None),
+    ("<think>maybe A</think>\nD", "A", "D"),
+    ("Answer: B", "B", "B"),
+]
+N_CHANGED = sum(old != new for _, old, new in AGED)
+HEAVY_MODULES = ("torch", "transformers", "open_clip", "vllm")
+RESCORE = """
+import sys
+from mill.cli.main import main
+main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {heavy} or m.startswith("mill.backends"))
+print("loaded:", loaded)
+"""
+
+
+@pytest.fixture
+def aged_run(mcq_run: Any, tmp_path: Path) -> Path:
+    """A copy of the MCQ baseline's results as parser version 1 left them: a few responses whose parse the
+    current parser changes (the rest parse alike), parsed as the older rules did, ``scorer_version`` 1."""
+    out = tmp_path / "results"
+    shutil.copytree(mcq_run.output_dir, out)
+    parquet = out / mcq_run.per_sample_path().relative_to(mcq_run.output_dir)
+    frame = pl.read_parquet(parquet)
+    n = len(AGED)
+    old = pl.Series([letter for _, letter, _ in AGED] + frame["parsed_letter"].to_list()[n:], dtype=pl.String)
+    response = pl.Series([text for text, _, _ in AGED] + frame["response"].to_list()[n:], dtype=pl.String)
+    frame = frame.with_columns(response=response, parsed_letter=old, prediction=old).with_columns(
+        correct=pl.col("prediction").eq_missing(pl.col("gold_letter"))
+    )
+    frame.write_parquet(parquet)
+    manifest_path = parquet.with_suffix(".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps(manifest | {"scorer_version": 1}))
+    aggregate = pl.read_csv(out / "aggregate.csv").with_columns(scorer_version=pl.lit(1))
+    aggregate.write_csv(out / "aggregate.csv")
+    return parquet
+
+
+def _rescore_in_a_process(*argv: str) -> subprocess.CompletedProcess[str]:
+    script = RESCORE.format(heavy=set(HEAVY_MODULES))
+    env = {**os.environ, "COLUMNS": "400"}
+    return subprocess.run([sys.executable, "-c", script, "rescore", *argv], capture_output=True, text=True, env=env)
+
+
+def test_rescore_regrades_a_stored_run_without_loading_a_model(mcq_run: Any, aged_run: Path) -> None:
+    assert mcq_run.manifest()["scorer_version"] == PARSER_VERSION
+    assert set(mcq_run.aggregate()["scorer_version"]) == {PARSER_VERSION}
+    out = aged_run.parents[2]
+    aged, before = pl.read_parquet(aged_run), read_aggregate(out)
+
+    done = _rescore_in_a_process("--output_dir", str(out))
+
+    assert done.returncode == 0, done.stderr
+    assert "loaded: []" in done.stdout  # no backend, no ML framework
+    row = next(line for line in done.stdout.splitlines() if "imagenet_mcq" in line)
+    assert [cell.strip() for cell in row.split("│")[2:7]] == [
+        "imagenet_mcq",
+        str(len(aged)),
+        str(N_CHANGED),
+        f"1 → {PARSER_VERSION}",
+        "rescored",
+    ]
+    assert f"1 of 1 runs rescored, {N_CHANGED} answers changed" in done.stdout
+    frame = pl.read_parquet(aged_run)
+    assert frame["parsed_letter"].to_list()[: len(AGED)] == [letter for _, _, letter in AGED]
+    assert frame["parsed_letter"].to_list()[len(AGED) :] == aged["parsed_letter"].to_list()[len(AGED) :]
+    assert frame["correct"].to_list() == (frame["prediction"] == frame["gold_letter"]).fill_null(False).to_list()
+    assert pl.read_parquet(aged_run.with_name(f"{aged_run.stem}.scorer1.parquet")).equals(aged)
+    after = read_aggregate(out)
+    assert after.height == before.height and after.select(UPSERT_KEY).is_duplicated().sum() == 0
+    assert set(after["scorer_version"]) == {PARSER_VERSION}
+    value = {(r["task"], r["metric"]): r["performance"] for r in after.iter_rows(named=True)}
+    accuracy = frame["correct"].mean()
+    assert value["imagenet_mcq", "imagenet_mcq_acc"] == pytest.approx(accuracy)
+    assert value["imagenet", "acc"] == pytest.approx(accuracy)
+    assert value["imagenet_mcq", "unparsed_rate"] == pytest.approx(frame["parsed_letter"].is_null().mean())
+    manifest = json.loads(aged_run.with_suffix(".json").read_text())
+    assert manifest["scorer_version"] == PARSER_VERSION
+    assert manifest["metrics"]["imagenet_mcq_acc"]["value"] == pytest.approx(accuracy)
+    assert [note["changed"] for note in manifest["rescored"]] == [N_CHANGED]
+
+
+def test_rescore_dry_run_only_reports(aged_run: Path) -> None:
+    out = aged_run.parents[2]
+    files = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    done = _rescore_in_a_process("--output_dir", str(out), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"dry run: {N_CHANGED} answers would change; nothing was written" in done.stdout
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == files

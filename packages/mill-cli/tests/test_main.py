@@ -260,3 +260,22 @@ def test_cli_imports_no_backend() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_rescore_with_nothing_to_grade_says_so(mill: Mill, results_dir: Path) -> None:
+    # results_dir holds aggregate rows but no stored run (no outputs/ manifests): nothing is touched.
+    before = (results_dir / "aggregate.csv").read_bytes()
+    outcome = mill("rescore", "--output_dir", str(results_dir))
+    assert outcome.code == 0, outcome.err
+    assert f"no stored run in {results_dir / 'outputs'} has answers to grade again" in outcome.err
+    assert (results_dir / "aggregate.csv").read_bytes() == before
+
+
+def test_rescore_names_a_broken_manifest(mill: Mill, tmp_path: Path) -> None:
+    manifest = tmp_path / "outputs" / "m" / "imagenet_mcq_0shot.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{not json", encoding="utf-8")
+    outcome = mill("rescore", "--output_dir", str(tmp_path), "--dry-run")
+    assert outcome.code == EXIT_USER_ERROR
+    assert outcome.err.startswith(f"error: {manifest}: cannot read the run manifest")
+    assert "move it aside" in outcome.err

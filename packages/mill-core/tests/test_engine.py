@@ -165,6 +165,9 @@ def test_engine_runs_end_to_end_and_resumes_after_an_interruption(tmp_path: Path
     assert manifest["versions"]["mill-core"]
     assert manifest["metrics"]["acc"]["value"] == 1.0
     assert manifest["run_info"] == {"fake": True}
+    # Zero-shot grading has no versioned rules; the variant is recorded as scored (for `mill rescore`).
+    assert manifest["scorer_version"] is None and aggregate["scorer_version"].is_null().all()
+    assert manifest["variant_config"] == {"kind": "zero_shot", "metric": "acc", "top_k": 2}
 
 
 def test_top_k_of_one_writes_no_top_k_metric(tmp_path: Path) -> None:

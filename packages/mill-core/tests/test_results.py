@@ -42,6 +42,22 @@ def test_columns_come_first_in_the_documented_order(
     assert {"n_samples", "seed", "limit", "settings", "run_id"} <= set(header[8:])
 
 
+def test_an_aggregate_file_from_before_scorer_versions_reads_with_them_null(
+    tmp_path: Path, facts: RunFacts, zero_shot: dict[str, MetricValue]
+) -> None:
+    upsert_aggregate(tmp_path, run_rows(evolve(facts, scorer_version=2), "imagenet", zero_shot, ("acc", "acc")))
+    path = tmp_path / "aggregate.csv"
+    assert read_aggregate(tmp_path)["scorer_version"].to_list() == [2, 2, 2]
+    pl.read_csv(path).drop("scorer_version").write_csv(path)
+    old = read_aggregate(tmp_path)
+    assert old.schema == pl.Schema(AGGREGATE_SCHEMA)
+    assert old["scorer_version"].is_null().all() and old.height == 3
+    # The next write keeps the old rows and gives the file the column.
+    upsert_aggregate(tmp_path, run_rows(evolve(facts, run_id="r2", seed=1), "imagenet", zero_shot, ("acc", "acc")))
+    assert "scorer_version" in path.read_text().splitlines()[0].split(",")
+    assert read_aggregate(tmp_path).height == 6
+
+
 def test_zero_shot_variant_row_is_its_own_rollup(facts: RunFacts, zero_shot: dict[str, MetricValue]) -> None:
     rows = run_rows(facts, "imagenet", zero_shot, ("acc", "acc"))
     assert [(r.task, r.metric) for r in rows] == [

@@ -1,4 +1,4 @@
-"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``, ``mill report``.
+"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``, ``mill report``, ``mill rescore``.
 
 Flags accept ``--output_dir`` and ``--output-dir`` alike; ``--output_dir``, ``--cache_dir`` and ``--limit``
 may also come before the subcommand (:mod:`mill.cli.shared_options`). User mistakes (:class:`MillError`) are
@@ -31,7 +31,8 @@ from mill.core.model_spec import split_top_level
 from mill.core.plugins import installed_backends
 from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
-from mill.core.results import AggregateRow, read_aggregate
+from mill.core.rescore import rescore_outputs
+from mill.core.results import AGGREGATE_FILE, AggregateRow, read_aggregate
 from mill.core.suite import (
     SuiteTable,
     discover_suites,
@@ -89,6 +90,17 @@ def _limit_option() -> Callable[[F], F]:
     )
 
 
+def _spec_option(help_text: str) -> Callable[[F], F]:
+    """``--spec FILE``, repeatable: extra spec files, besides the built-in ones and $MILL_SPEC_PATH's."""
+    return _flag(
+        "spec",
+        "spec_files",
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        multiple=True,
+        help=help_text,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @_output_dir_option()
 @_cache_dir_option()
@@ -117,13 +129,7 @@ def cli(ctx: click.Context, output_dir: Path | None, cache_dir: Path | None, lim
     "http(s) root or brace pattern, or hf://datasets/... [default: $MILL_DATA_DIR/<benchmark>, "
     "else the spec's remote source].",
 )
-@_flag(
-    "spec",
-    "spec_files",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    multiple=True,
-    help="Extra spec file (repeatable); directories in $MILL_SPEC_PATH are read too.",
-)
+@_spec_option("Extra spec file (repeatable); directories in $MILL_SPEC_PATH are read too.")
 @_flag(
     "batch_size",
     type=click.IntRange(min=1),
@@ -264,13 +270,7 @@ def _print_rows(console: Console, rows: Sequence[AggregateRow]) -> None:
     default=False,
     help="Compare with the specs' reported baselines: one Model | Mill | Reported | Source | Δ table per task.",
 )
-@_flag(
-    "spec",
-    "spec_files",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    multiple=True,
-    help="Extra spec file (repeatable), whose reported baselines --reported shows.",
-)
+@_spec_option("Extra spec file (repeatable), whose reported baselines --reported shows.")
 def collect_command(
     output_dir: Path | None,
     metric: str | None,
@@ -347,13 +347,7 @@ def _render_json(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> 
 
 
 @cli.command("ls")
-@_flag(
-    "spec",
-    "spec_files",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    multiple=True,
-    help="Extra spec file (repeatable).",
-)
+@_spec_option("Extra spec file (repeatable).")
 def ls_command(spec_files: Sequence[Path]) -> None:
     """List benchmarks with their variants, and the installed backends."""
     console = table_console()
@@ -403,6 +397,55 @@ def report_command(
         out=out,
     )
     click.echo(f"report: {path}")
+
+
+@cli.command("rescore")
+@_output_dir_option()
+@_flag("models", default=None, help="Comma list of models (as in the model column) [default: all].")
+@_flag("benchmarks", default=None, help="Comma list of benchmarks, variants or suites [default: all].")
+@_spec_option("Extra spec file (repeatable), for runs whose manifest predates recorded variants.")
+@_flag("dry_run", is_flag=True, default=False, help="Only report what would change; write nothing.")
+def rescore_command(
+    output_dir: Path | None, models: str | None, benchmarks: str | None, spec_files: Sequence[Path], dry_run: bool
+) -> None:
+    """Grade the stored multiple-choice runs again with this Mill's answer parser, without loading a model:
+    the per-sample files, manifests and aggregate rows of runs parsed by older rules are updated in place."""
+    out = output_dir or default_output_dir()
+    registry = SpecRegistry.discover(spec_files)
+    done = rescore_outputs(
+        out,
+        registry,
+        models=split_top_level(models or ""),
+        benchmarks=expand_benchmarks(split_top_level(benchmarks or ""), discover_suites(), registry),
+        dry_run=dry_run,
+    )
+    if not done:
+        click.echo(f"no stored run in {out / 'outputs'} has answers to grade again", err=True)
+        return
+    table = content_table(
+        "Re-scored runs",
+        ("model", "task", "samples", "changed", "scorer_version", "status", "file"),
+        right=("samples", "changed"),
+    )
+    for run in done:
+        table.add_row(
+            run.model,
+            run.variant,
+            str(run.n_samples),
+            str(run.changed),
+            f"{run.from_version} → {run.to_version}" if run.from_version != run.to_version else str(run.to_version),
+            run.status,
+            str(run.manifest.with_suffix(".parquet").relative_to(out)),
+        )
+    table_console().print(table)
+    changed = sum(run.changed for run in done if run.status in ("rescored", "would rescore"))
+    if dry_run:
+        click.echo(f"dry run: {changed} answers would change; nothing was written")
+    else:
+        rescored = sum(run.status == "rescored" for run in done)
+        click.echo(
+            f"{rescored} of {len(done)} runs rescored, {changed} answers changed; results: {out / AGGREGATE_FILE}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from attrs import field, frozen
 from mill.core.atomic import write_json_atomic
 from mill.core.backend import Backend, BackendPlugin, Capabilities, RunContext
 from mill.core.chunks import ChunkStore, MemoryChunkStore
+from mill.core.convert import CONVERTER
 from mill.core.errors import BackendArgumentError, CapabilityError, DataError, ResultsError
 from mill.core.metrics import MetricValue
 from mill.core.model_spec import ModelSpec, parse_model_spec
@@ -45,7 +46,7 @@ from mill.core.results import (
 from mill.core.run_identity import RunIdentity
 from mill.core.sample import DataOpener, Dataset, OnBadSample, ReadOptions
 from mill.core.spec import Spec
-from mill.core.task_kind import Scored, TaskKind, Variant, get_kind, installed_kinds, raw_schema
+from mill.core.task_kind import Scored, TaskKind, Variant, get_kind, installed_kinds, raw_schema, scorer_version
 
 #: Samples per committed chunk unless ``MILL_CHUNK_SIZE`` says otherwise.
 DEFAULT_CHUNK_SIZE = 1024
@@ -456,6 +457,7 @@ def _finish(
         n_skipped=len(skipped),
         output_file="" if parquet is None or out is None else str(parquet.relative_to(out)),
         finished_at=finished.isoformat(timespec="seconds"),
+        scorer_version=scorer_version(run.kind),
     )
     rows = run_rows(facts, run.variant_name, scored.metrics, (run.variant.metric, spec.headline_metric))
     if out is not None:
@@ -489,6 +491,8 @@ def _manifest(
         "settings": settings,
         "benchmark": spec.name,
         "variant": run.variant_name,
+        # The variant as scored (metric name, unparsed policy, ...): `mill rescore` grades with it again.
+        "variant_config": CONVERTER.unstructure(run.variant),
         "spec_file": str(spec.path),
         "spec_hash": spec.content_hash,
         "seed": seed,
@@ -515,6 +519,8 @@ def _manifest(
         "started_at": store.started_at,
         "finished_at": finished.isoformat(),
         "metrics": {name: {"value": m.value, "stderr": m.stderr} for name, m in scored.metrics.items()},
+        # Out of the run's identity: a parser change re-grades stored answers (`mill rescore`), not the run.
+        "scorer_version": scorer_version(run.kind),
     }
 
 

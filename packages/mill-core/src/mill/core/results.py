@@ -9,7 +9,7 @@ leave a valid file holding all their rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,10 @@ AGGREGATE_SCHEMA: dict[str, Any] = {
     "n_skipped": pl.Int64,
     "output_file": pl.String,
     "finished_at": pl.String,
+    "scorer_version": pl.Int64,
 }
+#: Columns added after files were first written: a file without them reads with them null.
+LATER_COLUMNS = ("scorer_version",)
 
 # A row replaces an earlier one only when all of these match: a --limit smoke run, another
 # seed or another precision never replaces a full run's row.
@@ -52,7 +55,8 @@ UPSERT_KEY = ("model", "task", "n_shot", "metric", "seed", "limit", "settings")
 
 @frozen
 class AggregateRow:
-    """One line of aggregate.csv. ``performance`` is a fraction; ``stderr`` a bootstrap SEM."""
+    """One line of aggregate.csv. ``performance`` is a fraction; ``stderr`` a bootstrap SEM; ``scorer_version``
+    the version of the kind's grading rules (MCQ's parser), None for a kind without such rules."""
 
     model: str
     benchmark: str
@@ -72,6 +76,7 @@ class AggregateRow:
     n_skipped: int
     output_file: str
     finished_at: str
+    scorer_version: int | None = None
 
 
 def model_slug(identity: str) -> str:
@@ -127,9 +132,11 @@ def read_aggregate(output_dir: Path) -> pl.DataFrame:
         frame = pl.read_csv(path, schema_overrides=AGGREGATE_SCHEMA)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ResultsError(f"{path}: cannot read results ({exc}); move the file aside to start afresh") from None
-    missing = [column for column in AGGREGATE_SCHEMA if column not in frame.columns]
+    missing = [column for column in AGGREGATE_SCHEMA if column not in frame.columns and column not in LATER_COLUMNS]
     if missing:
         raise ResultsError(f"{path}: not a Mill aggregate file (missing columns {', '.join(missing)})")
+    absent = [column for column in LATER_COLUMNS if column not in frame.columns]
+    frame = frame.with_columns(pl.lit(None, dtype=AGGREGATE_SCHEMA[column]).alias(column) for column in absent)
     return frame.select(list(AGGREGATE_SCHEMA))
 
 
@@ -144,16 +151,62 @@ def upsert_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> Path:
 
     Serialised across processes with a lock file beside the CSV; the CSV is replaced atomically.
     """
-    path = output_dir / AGGREGATE_FILE
     new = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
+    return _rewrite_aggregate(
+        output_dir, lambda existing: pl.concat([existing.filter(~_key(existing).is_in(_key(new).implode())), new])
+    )
+
+
+def update_run_metrics(
+    output_dir: Path,
+    *,
+    output_file: str,
+    run_id: str,
+    variant: str,
+    metrics: Mapping[str, MetricValue],
+    headline_source: str,
+    scorer_version: int | None,
+) -> None:
+    """Give one stored run's rows in ``aggregate.csv`` new values, in place: a run graded again (``mill rescore``).
+
+    The run's rows are those with its ``output_file`` and ``run_id``. A row of ``variant`` takes its metric's
+    value from ``metrics``; the rollup row (as :func:`run_rows` writes it) takes ``metrics[headline_source]``.
+    ``performance``, ``stderr`` and ``scorer_version`` change; no row is added or removed, and every other
+    column and the row order stay (a file without the run's rows keeps its values). Serialised and
+    atomic as :func:`upsert_aggregate`.
+    """
+    of_run = (pl.col("output_file") == output_file) & (pl.col("run_id") == run_id)
+    own = (pl.col("task") == variant) & pl.col("metric").is_in(list(metrics))
+    headline = metrics[headline_source]
+
+    def new(column: str, values: Mapping[str, float | None], rollup: float | None) -> pl.Expr:
+        by_metric = pl.col("metric").replace_strict(values, default=None, return_dtype=pl.Float64)
+        value = pl.when(own).then(by_metric).otherwise(pl.lit(rollup, dtype=pl.Float64))
+        return pl.when(of_run).then(value).otherwise(pl.col(column)).alias(column)
+
+    def change(existing: pl.DataFrame) -> pl.DataFrame:
+        return existing.with_columns(
+            new("performance", {name: m.value for name, m in metrics.items()}, headline.value),
+            new("stderr", {name: m.stderr for name, m in metrics.items()}, headline.stderr),
+            pl.when(of_run)
+            .then(pl.lit(scorer_version, dtype=pl.Int64))
+            .otherwise(pl.col("scorer_version"))
+            .alias("scorer_version"),
+        )
+
+    if (output_dir / AGGREGATE_FILE).exists():
+        _rewrite_aggregate(output_dir, change)
+
+
+def _rewrite_aggregate(output_dir: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> Path:
+    """Replace ``aggregate.csv`` by ``change`` of its rows, under the lock that serialises its writers."""
+    path = output_dir / AGGREGATE_FILE
     ensure_output_dir(output_dir)
     with FileLock(str(path) + ".lock"):
         # Under the lock no other writer is mid-update, so a temporary file left here belongs to a
         # process killed while updating.
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
-        existing = read_aggregate(output_dir)
-        kept = existing.filter(~_key(existing).is_in(_key(new).implode()))
-        merged = pl.concat([kept, new], how="vertical")
+        merged = change(read_aggregate(output_dir)).select(list(AGGREGATE_SCHEMA))
         with atomic_path(path) as tmp:
             merged.write_csv(tmp)
     return path
@@ -176,6 +229,7 @@ class RunFacts:
     n_skipped: int
     output_file: str
     finished_at: str
+    scorer_version: int | None = None
 
 
 def run_rows(

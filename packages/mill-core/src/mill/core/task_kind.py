@@ -65,6 +65,35 @@ class Scored:
     metrics: Mapping[str, MetricValue]
 
 
+@frozen
+class Regraded:
+    """A stored run graded again: its new per-sample output and metrics, and how many answers changed."""
+
+    scored: Scored
+    changed: int
+
+
+class Rescorer(Protocol):
+    """How a kind whose grading follows versioned rules (a parser) grades a stored run again, without the model."""
+
+    @property
+    def version(self) -> int:
+        """The version of the rules; recorded with every result (``scorer_version``) and raised whenever the
+        grade of some stored answer can change."""
+        ...
+
+    def rescore(self, variant: Any, frame: pl.DataFrame, seed: int) -> Regraded:
+        """Grade ``frame``, a per-sample output of ``variant`` scored under ``seed``, with the current rules.
+
+        Returns the same rows in the same order with the graded columns replaced, the metrics recomputed
+        exactly as :meth:`TaskKind.score` computes them, and how many rows' graded answer changed.
+
+        Raises:
+            ResultsError: the frame lacks a column the rules read.
+        """
+        ...
+
+
 class TaskKind(Protocol):
     """One kind of task. Implementations are frozen values registered under ``mill.task_kinds``."""
 
@@ -93,6 +122,12 @@ class TaskKind(Protocol):
         """How result tables mark this kind's numbers; None for none."""
         ...
 
+    @property
+    def rescorer(self) -> Rescorer | None:
+        """How stored results are graded again when the kind's rules change (``mill rescore``); None for a kind
+        whose grade is fixed by the model's answer (nothing to re-grade, no ``scorer_version``)."""
+        ...
+
     def check_variant(self, variant: Any, n_classes: int) -> Sequence[tuple[str, str]]:
         """Problems of a structured variant beyond its types, as (key, message) pairs; empty when valid."""
         ...
@@ -114,6 +149,11 @@ class TaskKind(Protocol):
         """Grade the evaluated (not skipped) raw rows ``raw``, sorted by key; metrics named as ``variant``
         says and seeded by ``seed``."""
         ...
+
+
+def scorer_version(kind: TaskKind) -> int | None:
+    """The version of the rules ``kind`` grades by, as results record it; None for a kind without such rules."""
+    return None if kind.rescorer is None else kind.rescorer.version
 
 
 def raw_schema(kind: TaskKind) -> dict[str, Any]:

@@ -16,11 +16,12 @@ import polars as pl
 from attrs import field, frozen
 
 from mill.core.backend import Backend
-from mill.core.mcq import OPTIONS_PLACEHOLDER, McqQuestion, make_question_fn, score_response
-from mill.core.metrics import accuracy_with_stderr
+from mill.core.mcq import OPTIONS_PLACEHOLDER, PARSER_VERSION, McqQuestion, make_question_fn, score_response
+from mill.core.metrics import MetricValue, accuracy_with_stderr
+from mill.core.rescore import rescore_mcq
 from mill.core.sample import SampleSource
 from mill.core.spec import Spec
-from mill.core.task_kind import SAMPLE_COLUMNS, Scored, TableMark
+from mill.core.task_kind import SAMPLE_COLUMNS, Regraded, Rescorer, Scored, TableMark
 
 NAME = "generative_mcq"
 MAX_OPTIONS = 26
@@ -124,11 +125,27 @@ def score(task: McqTask, variant: McqVariant, raw: pl.DataFrame, seed: int) -> S
     graded_columns = pl.DataFrame(records, schema={k: OUTPUT_SCHEMA[k] for k in records[0]} if records else None)
     frame = pl.concat([raw.select("key", "shard", "gold", "prompt", "response"), graded_columns], how="horizontal")
     frame = frame.select(list(OUTPUT_SCHEMA)).cast(pl.Schema(OUTPUT_SCHEMA))
-    metrics = {
-        variant.metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed),
+    return Scored(frame, mcq_metrics(frame, variant.metric, seed))
+
+
+def mcq_metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """A graded per-sample frame's metrics: accuracy (named ``metric``) and ``unparsed_rate``, with
+    bootstrap standard errors seeded by ``seed``. Evaluation and ``mill rescore`` both compute them here."""
+    return {
+        metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed),
         "unparsed_rate": accuracy_with_stderr(np.asarray(frame["parsed_letter"].is_null().to_numpy()), seed),
     }
-    return Scored(frame, metrics)
+
+
+@frozen
+class McqRescorer:
+    """Parses stored responses again with the current letter parser (:data:`mill.core.mcq.PARSER_VERSION`)."""
+
+    version: int = PARSER_VERSION
+
+    def rescore(self, variant: McqVariant, frame: pl.DataFrame, seed: int) -> Regraded:
+        rescored = rescore_mcq(frame, variant.unparsed.value, seed)
+        return Regraded(Scored(rescored.frame, mcq_metrics(rescored.frame, variant.metric, seed)), rescored.changed)
 
 
 # 10-way and 1000-way accuracies are not one scale, so result tables mark the multiple-choice ones.
@@ -148,6 +165,7 @@ class GenerativeMcqKind:
     backend_protocol: type[Any] = McqBackend
     raw_schema: Mapping[str, Any] = RAW_SCHEMA
     mark: TableMark | None = MARK
+    rescorer: Rescorer | None = McqRescorer()
 
     def check_variant(self, variant: McqVariant, n_classes: int) -> Sequence[tuple[str, str]]:
         problems = []

@@ -22,7 +22,7 @@ from mill.core.metrics import (
 )
 from mill.core.sample import SampleSource
 from mill.core.spec import Spec
-from mill.core.task_kind import SAMPLE_COLUMNS, Scored, TableMark
+from mill.core.task_kind import SAMPLE_COLUMNS, Rescorer, Scored, TableMark
 
 NAME = "zero_shot"
 
@@ -125,6 +125,8 @@ class ZeroShotKind:
     backend_protocol: type[Any] = ZeroShotBackend
     raw_schema: Mapping[str, Any] = RAW_SCHEMA
     mark: TableMark | None = None
+    # The top-k classes are the model's answer itself: nothing is parsed, so nothing can be re-graded.
+    rescorer: Rescorer | None = None
 
     def check_variant(self, variant: ZeroShotVariant, n_classes: int) -> Sequence[tuple[str, str]]:
         del n_classes  # a top_k above the class count keeps every class (see build_task)
