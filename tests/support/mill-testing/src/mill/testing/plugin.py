@@ -1,0 +1,46 @@
+"""The ``mill_testing`` pytest plugin (entry point ``pytest11``): fixtures every Mill test session shares.
+
+Importing this module must stay cheap and torch-free: pytest loads it in every session, the core one
+included, so it imports mill-core only.
+"""
+
+from __future__ import annotations
+
+import http.server
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+
+import pytest
+
+from mill.core.results import RunFacts
+from mill.testing.cli import Mill, run_in_process
+from mill.testing.facts import FACTS
+from mill.testing.loopback import base_url, start_server
+
+
+@pytest.fixture(scope="session")
+def mill_in_process() -> Mill:
+    """``mill_in_process(*argv) -> Outcome``: the ``mill`` command run in this process."""
+    return run_in_process
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    """``serve(directory, cut_short=()) -> base_url``: a real HTTP server on 127.0.0.1 serving ``directory``
+    (see :class:`~mill.testing.loopback.CutShortHandler`), shut down after the test."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(directory: Path, cut_short: Collection[str] = ()) -> str:
+        servers.append(start_server(directory, cut_short))
+        return base_url(servers[-1])
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def facts() -> RunFacts:
+    """One full ImageNet zero-shot run's facts (:data:`~mill.testing.facts.FACTS`); vary it with ``evolve``."""
+    return FACTS
