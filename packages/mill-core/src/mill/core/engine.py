@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -24,8 +25,16 @@ from attrs import field, frozen
 
 from mill.core.atomic import write_json_atomic
 from mill.core.backend import Backend, Capabilities, RunContext
-from mill.core.chunks import ChunkStore
-from mill.core.errors import BackendArgumentError, CapabilityError, DataError, ResultsError
+from mill.core.checksum import with_manifest_digest
+from mill.core.chunks import RUNS_DIR, ChunkStore, committed_samples
+from mill.core.errors import (
+    BackendArgumentError,
+    CapabilityError,
+    DamagedResultsError,
+    DataError,
+    ResultsError,
+    ResultsWriteError,
+)
 from mill.core.model_spec import parse_model_spec
 from mill.core.plugins import LoadedPlugin, ResolvedModel, load_plugin, resolve_model
 from mill.core.registry import SpecRegistry
@@ -251,13 +260,16 @@ def execute(
     is_main = world.rank == 0
     if not is_main:
         world.barrier()  # rank 0 prepares the run's directory first
-    with ChunkStore.open(
-        options.output_dir,
-        identity,
-        schema=raw_schema(run.kind),
-        overwrite=options.overwrite and is_main,
-        worker=world.rank,
-    ) as store:
+    with (
+        _naming_committed_samples(run, options, identity, len(data)),
+        ChunkStore.open(
+            options.output_dir,
+            identity,
+            schema=raw_schema(run.kind),
+            overwrite=options.overwrite and is_main,
+            worker=world.rank,
+        ) as store,
+    ):
         if is_main:
             world.barrier()
         done = store.done_keys(skipped=options.on_bad_sample == "skip")
@@ -277,6 +289,22 @@ def execute(
         raw = pl.concat([frame for frame, _ in parts]).sort("key")
         n_computed = sum(count for _, count in parts)
         return _finish(run, options, backend, task, data, raw, seed, settings, store, n_reused=len(data) - n_computed)
+
+
+@contextmanager
+def _naming_committed_samples(
+    run: PlannedRun, options: RunOptions, identity: RunIdentity, n_total: int
+) -> Iterator[None]:
+    """A results write that fails (a full disk) ends the run, saying how much of it is committed."""
+    try:
+        yield
+    except ResultsWriteError as exc:
+        run_dir = options.output_dir / RUNS_DIR / identity.digest()
+        raise ResultsError(
+            f"{exc}; {committed_samples(run_dir)} of {n_total} samples of {run.model.spec.text} on "
+            f"{run.variant_name} are committed in {run_dir}; free space there (or choose another "
+            "--output_dir) and re-run the same command to continue from there"
+        ) from None
 
 
 def _commit_answers(
@@ -322,8 +350,10 @@ def _commit_answers(
             if n_pending >= chunk_size:
                 commit()
         commit()
+    except ResultsWriteError:
+        raise  # the commit itself failed: writing more would fail the same way
     except Exception:
-        commit()  # finished batches are good whatever stopped the run (a bad image, a full disk)
+        commit()  # finished batches are good whatever stopped the run (a bad image, a backend's fault)
         raise
     except KeyboardInterrupt:
         commit()
@@ -369,12 +399,14 @@ def _finish(
         default=info.default_settings,
     )
     parquet = per_sample_path(options.output_dir, info.identity, stem)
-    write_per_sample(parquet, scored.frame)
+    per_sample_sha256 = write_per_sample(parquet, scored.frame)
     finished = dt.datetime.now(dt.timezone.utc)
-    write_json_atomic(
-        parquet.with_suffix(".json"),
-        _manifest(run, options, backend, data, scored, skipped, seed, digest, store, n_reused, finished),
-    )
+    manifest = _manifest(run, options, backend, data, scored, skipped, seed, digest, store, n_reused, finished)
+    manifest_file = parquet.with_suffix(".json")
+    try:
+        write_json_atomic(manifest_file, with_manifest_digest({**manifest, "per_sample_sha256": per_sample_sha256}))
+    except OSError as exc:
+        raise ResultsWriteError(manifest_file, exc) from None
     facts = RunFacts(
         model=info.identity,
         benchmark=spec.name,
@@ -391,7 +423,12 @@ def _finish(
         finished_at=finished.isoformat(timespec="seconds"),
     )
     rows = run_rows(facts, run.variant_name, scored.metrics, (run.variant.metric, spec.headline_metric))
-    upsert_aggregate(options.output_dir, rows)
+    try:
+        upsert_aggregate(options.output_dir, rows)
+    except DamagedResultsError as exc:
+        raise DamagedResultsError(
+            f"this run's results are written to {parquet} and its manifest, but not added to aggregate.csv: {exc}"
+        ) from None
     return rows
 
 
@@ -416,11 +453,16 @@ def _manifest(
         "model_spec": run.model.spec.text,
         "backend": run.model.backend,
         "model": info.identity,
+        "task_type": run.kind.name,
+        "default_settings": info.default_settings,
         "resolved_args": dict(info.resolved_args),
         "model_revision": info.revision,
         "settings": settings,
         "benchmark": spec.name,
         "variant": run.variant_name,
+        # What aggregate.csv's rows are rebuilt from (mill verify --rebuild): the variant's metric and
+        # the benchmark metric its rollup row carries it under.
+        "headline": {"metric": run.variant.metric, "benchmark_metric": spec.headline_metric},
         "spec_file": str(spec.path),
         "spec_hash": spec.content_hash,
         "seed": seed,

@@ -17,7 +17,7 @@ from attrs import field, frozen
 
 from mill.core.backend import Backend
 from mill.core.mcq import OPTIONS_PLACEHOLDER, McqQuestion, make_question_fn, score_response
-from mill.core.metrics import accuracy_with_stderr
+from mill.core.metrics import MetricValue, accuracy_with_stderr
 from mill.core.sample import SampleSource
 from mill.core.spec import Spec
 from mill.core.task_kind import SAMPLE_COLUMNS, Scored, TableMark
@@ -124,11 +124,15 @@ def score(task: McqTask, variant: McqVariant, raw: pl.DataFrame, seed: int) -> S
     graded_columns = pl.DataFrame(records, schema={k: OUTPUT_SCHEMA[k] for k in records[0]} if records else None)
     frame = pl.concat([raw.select("key", "shard", "gold", "prompt", "response"), graded_columns], how="horizontal")
     frame = frame.select(list(OUTPUT_SCHEMA)).cast(pl.Schema(OUTPUT_SCHEMA))
-    metrics = {
-        variant.metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed),
+    return Scored(frame, metrics(frame, variant.metric, seed))
+
+
+def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """``metric`` (accuracy) and ``unparsed_rate`` of a per-sample frame (:data:`OUTPUT_SCHEMA`)."""
+    return {
+        metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed),
         "unparsed_rate": accuracy_with_stderr(np.asarray(frame["parsed_letter"].is_null().to_numpy()), seed),
     }
-    return Scored(frame, metrics)
 
 
 # 10-way and 1000-way accuracies are not one scale, so result tables mark the multiple-choice ones.
@@ -178,6 +182,9 @@ class GenerativeMcqKind:
 
     def score(self, task: McqTask, variant: McqVariant, raw: pl.DataFrame, seed: int) -> Scored:
         return score(task, variant, raw, seed)
+
+    def metrics(self, frame: pl.DataFrame, metric: str, seed: int) -> Mapping[str, MetricValue]:
+        return metrics(frame, metric, seed)
 
 
 kind = GenerativeMcqKind()
