@@ -120,7 +120,7 @@ def test_unwritable_output_dir_is_a_clear_error(
 
 def test_corrupt_aggregate_is_named(tmp_path: Path, facts: RunFacts, zero_shot: dict[str, MetricValue]) -> None:
     (tmp_path / "aggregate.csv").write_text("model,benchmark\nx,y\n")
-    with pytest.raises(ResultsError, match=r"aggregate\.csv is damaged \(not a Mill aggregate file.*mill verify --rebuild"):
+    with pytest.raises(ResultsError, match=r"aggregate\.csv is damaged \(not a Mill aggregate file.*verify --rebuild"):
         read_aggregate(tmp_path)
 
 

@@ -218,14 +218,17 @@ def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
     path = output_dir / AGGREGATE_FILE
     data = frame.write_csv().encode()
     new = sha256_bytes(data)
+    writing = sidecar_path(path)
     try:
         old = [sha256_file(path)] if path.exists() else []
         write_sidecar(path, *old, new)
+        writing = path
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
+        writing = sidecar_path(path)
         write_sidecar(path, new)
     except OSError as exc:
-        raise ResultsWriteError(path, exc) from None
+        raise ResultsWriteError(writing, exc) from None
     return path
 
 
