@@ -35,7 +35,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_parquet_atomic
-from mill.core.checksum import SIDECAR_SUFFIX, damage_of, sidecar_path, write_sidecar
+from mill.core.checksum import SIDECAR_SUFFIX, damage_of, recorded_digests, sidecar_path, write_sidecar
 from mill.core.errors import MillWarning, ResultsError, ResultsWriteError
 from mill.core.results import ensure_output_dir
 from mill.core.run_identity import RunIdentity
@@ -147,7 +147,9 @@ class ChunkStore:
         except BaseException as exc:
             # A chunk without its checksum would read as damaged next time: take it back, so its
             # samples are simply computed again (after a full disk, Ctrl-C or SIGTERM right here).
-            target.unlink(missing_ok=True)
+            # Ctrl-C just after the sidecar's rename finds the commit complete, and keeps it.
+            if digest not in (recorded_digests(target) or []):
+                target.unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise ResultsWriteError(sidecar_path(target), exc) from None
             raise
