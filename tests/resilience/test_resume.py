@@ -94,12 +94,15 @@ class Stopped:
 
 STOPS = {
     "before_the_first_chunk": Stop("after:run.json", (signal.SIGKILL,)),
-    "between_chunks": Stop("after:chunk-00001.parquet", (signal.SIGKILL,)),
+    # A chunk is committed once its checksum is written after it.
+    "between_chunks": Stop("after:chunk-00001.parquet.sha256", (signal.SIGKILL,)),
+    # Renamed into place, its checksum not yet written: the next run finds it damaged and recomputes it.
+    "between_a_chunk_and_its_checksum": Stop("after:chunk-00001.parquet", (signal.SIGKILL,)),
     "while_a_chunk_is_written": Stop("before:chunk-00002.parquet", (signal.SIGKILL,)),
     "while_the_aggregate_is_updated": Stop("before:aggregate.csv", (signal.SIGKILL,)),
-    "ctrl_c_between_chunks": Stop("after:chunk-00001.parquet", (signal.SIGINT, signal.SIGCONT)),
+    "ctrl_c_between_chunks": Stop("after:chunk-00001.parquet.sha256", (signal.SIGINT, signal.SIGCONT)),
     # A cluster's pre-emption: SIGTERM stops the run as Ctrl-C does.
-    "sigterm_between_chunks": Stop("after:chunk-00001.parquet", (signal.SIGTERM, signal.SIGCONT)),
+    "sigterm_between_chunks": Stop("after:chunk-00001.parquet.sha256", (signal.SIGTERM, signal.SIGCONT)),
     "holding_the_aggregate_lock": Stop("before:aggregate.csv", (), ("--seed", "1")),
 }
 
@@ -142,6 +145,7 @@ def stopped_runs(
 KILLS = {
     "before_the_first_chunk": 0,
     "between_chunks": 2 * CHUNK_SIZE,
+    "between_a_chunk_and_its_checksum": 2 * CHUNK_SIZE,
     "while_a_chunk_is_written": 2 * CHUNK_SIZE,
     "while_the_aggregate_is_updated": N_SAMPLES,
 }
@@ -160,7 +164,9 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(
     outcome = run_mill(*killed.argv)
     assert outcome.code == 0, outcome.err
     _assert_same_results(killed.out, reference)
-    assert _manifest(killed.out)["n_reused"] == KILLS[point]
+    unsigned = point == "between_a_chunk_and_its_checksum"
+    assert _manifest(killed.out)["n_reused"] == KILLS[point] - (CHUNK_SIZE if unsigned else 0)
+    assert ("chunk-00001.parquet is damaged (no checksum recorded" in outcome.err) == unsigned
     assert "other/model" in read_aggregate(killed.out)["model"].to_list()
     assert not list(_run_dir(killed.out).glob(".*.tmp")) and not list(killed.out.glob(".*.tmp"))
 

@@ -3,7 +3,10 @@ commits, an interruption, resume, scoring, the per-sample file, the manifest and
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,11 +14,13 @@ from typing import Any
 import polars as pl
 import pytest
 from attrs import evolve, field, frozen
+from polars.testing import assert_frame_equal
 
 from mill.core.backend import Capabilities, ModelInfo, RunContext
+from mill.core.checksum import sidecar_path
 from mill.core.chunks import RUNS_DIR
 from mill.core.engine import PlannedRun, RunInterrupted, RunOptions, execute, load_backend
-from mill.core.errors import BackendArgumentError
+from mill.core.errors import BackendArgumentError, DamagedResultsError, MillWarning, ResultsError
 from mill.core.kinds import zero_shot
 from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
 from mill.core.model_spec import parse_model_spec
@@ -24,6 +29,7 @@ from mill.core.results import read_aggregate
 from mill.core.sample import ReadOptions, SampleBatch
 from mill.core.spec import DatasetSpec, Spec
 from mill.core.task_kind import get_kind
+from mill.core.verify import Status, rebuild, verify
 
 N_CLASSES = 4
 KEYS = [f"s{i:03d}" for i in range(10)]
@@ -198,3 +204,103 @@ def test_without_an_output_directory_nothing_is_written(tmp_path: Path) -> None:
     assert result.metrics["acc"].value == 1.0 and result.samples["key"].to_list() == KEYS
     assert result.manifest["run_dir"] is None and result.rows[0].output_file == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def _reference(tmp_path: Path) -> pl.DataFrame:
+    rows = _run(tmp_path / "reference", FakeZeroShotBackend())
+    return pl.read_parquet(tmp_path / "reference" / "out" / rows[0].output_file)
+
+
+def _chunks(out: Path) -> list[Path]:
+    (run_dir,) = (out / RUNS_DIR).iterdir()
+    return sorted(run_dir.glob("chunk-*.parquet"))
+
+
+def test_damaged_chunks_are_set_aside_and_recomputed(tmp_path: Path) -> None:
+    reference = _reference(tmp_path)
+    out = tmp_path / "out"
+    _run(tmp_path, FakeZeroShotBackend())
+    corrupt, truncated, unsigned, whole = _chunks(out)
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    truncated.write_bytes(truncated.read_bytes()[:-20])
+    sidecar_path(unsigned).unlink()
+
+    again = FakeZeroShotBackend()
+    with pytest.warns(MillWarning) as warned:
+        rows = _run(tmp_path, again)
+    messages = sorted(str(w.message) for w in warned)
+    assert [m.split(" is damaged")[0] for m in messages] == [str(corrupt), str(truncated), str(unsigned)]
+    assert "checksum" in messages[0] and "sha256 is missing" in messages[2]
+    assert again.computed == KEYS[:9]  # the three damaged chunks' samples, and only those
+    damaged = corrupt.parent / "damaged"
+    assert sorted(p.name for p in damaged.iterdir()) == [
+        "chunk-00000.parquet", "chunk-00000.parquet.sha256", "chunk-00001.parquet",
+        "chunk-00001.parquet.sha256", "chunk-00002.parquet",
+    ]  # fmt: skip
+    assert whole.exists()
+    assert_frame_equal(pl.read_parquet(out / rows[0].output_file), reference)
+    manifest = json.loads((out / rows[0].output_file).with_suffix(".json").read_text())
+    assert manifest["n_reused"] == 1
+
+
+@pytest.mark.parametrize(
+    ("failing", "committed"),
+    [
+        ("chunk-00002.parquet", 6),
+        ("chunk-00001.parquet.sha256", 3),  # the chunk whose checksum cannot be written is taken back
+        ("fake_0shot.parquet", 10),
+        ("fake_0shot.json", 10),
+        ("aggregate.csv.sha256", 10),
+    ],
+)
+def test_a_full_disk_ends_the_run_and_the_same_command_completes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str, committed: int
+) -> None:
+    reference = _reference(tmp_path)
+    out = tmp_path / "out"
+    real_fsync = os.fsync
+
+    def disk_full_for(fd: int) -> None:
+        # atomic_path fsyncs every file before renaming it: the write call that meets the full disk.
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{failing}."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", disk_full_for)
+        with pytest.raises(ResultsError) as raised:
+            _run(tmp_path, FakeZeroShotBackend())
+    message = str(raised.value)
+    assert re.search(rf"cannot write \S*/{re.escape(failing)} \(No space left on device\); {committed} of 10", message)
+    assert "re-run the same command to continue" in message
+    assert not [p for p in out.rglob("*.tmp")]
+    again = FakeZeroShotBackend()
+    rows = _run(tmp_path, again)
+    assert again.computed == KEYS[committed:]
+    assert_frame_equal(pl.read_parquet(out / rows[0].output_file), reference)
+    assert [check.status for check in verify(out)] == [Status.VERIFIED] * 3
+
+
+def test_a_damaged_aggregate_is_never_overwritten_and_rebuilds_from_the_manifests(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = _run(tmp_path, FakeZeroShotBackend())
+    aggregate = out / "aggregate.csv"
+    damaged = aggregate.read_bytes()[:-30]
+    aggregate.write_bytes(damaged)
+    options = RunOptions(output_dir=out, cache_dir=tmp_path / "cache", seed=3)
+    with pytest.raises(DamagedResultsError, match=r"not added to aggregate\.csv: .*aggregate\.csv is damaged"):
+        execute(_planned(FakeZeroShotBackend()), options, RunContext(cache_dir=tmp_path), open_data=_open_data)
+    assert aggregate.read_bytes() == damaged
+    seeded = out / first[0].output_file.replace("_0shot_", "_0shot_seed3_")
+    assert seeded.exists() and seeded.with_suffix(".json").exists()
+    with pytest.raises(DamagedResultsError, match="verify --rebuild"):
+        verify(out)
+
+    rebuilt = rebuild(out)
+    assert rebuilt.previous is not None and rebuilt.previous.read_bytes() == damaged
+    assert (rebuilt.n_rows, rebuilt.left_out) == (6, [])
+    frame = read_aggregate(out)
+    assert sorted(set(frame["seed"].to_list())) == [3, 7]
+    assert [check.status for check in verify(out)] == [Status.VERIFIED] * 6

@@ -239,7 +239,9 @@ def write_stored_run(out: Path, monkeypatch: pytest.MonkeyPatch, base: RunFacts,
     zero_shot_variant = CONVERTER.unstructure(ZeroShotVariant(kind="zero_shot", metric="acc"))
     write_json_atomic(out / "outputs" / "clip__model" / "toy_0shot.json", {"variant_config": zero_shot_variant})
     if legacy:
+        # As written before versions (and checksums) were recorded.
         pl.read_csv(out / "aggregate.csv").drop("scorer_version").write_csv(out / "aggregate.csv")
+        (out / "aggregate.csv.sha256").unlink()
     return parquet.with_suffix(".json")
 
 
@@ -270,7 +272,7 @@ def test_rescore_outputs_updates_a_run_parsed_by_an_older_parser(
     ]
     assert pl.read_parquet(parquet.with_name("toy_mcq_0shot.scorer1.parquet")).equals(stored)
     # Metrics as evaluation computes them, in the manifest and in the aggregate rows.
-    expected = generative_mcq.mcq_metrics(frame, "toy_mcq_acc", SEED)
+    expected = generative_mcq.metrics(frame, "toy_mcq_acc", SEED)
     assert expected["toy_mcq_acc"].value == pytest.approx(sum(frame["correct"]) / frame.height)
     manifest = json.loads(manifest_path.read_text())
     assert manifest["metrics"] == {n: {"value": m.value, "stderr": m.stderr} for n, m in expected.items()}

@@ -1,8 +1,10 @@
-"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``, ``mill report``, ``mill rescore``.
+"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``, ``mill report``, ``mill rescore``,
+``mill verify``.
 
 Flags accept ``--output_dir`` and ``--output-dir`` alike; ``--output_dir``, ``--cache_dir`` and ``--limit``
 may also come before the subcommand (:mod:`mill.cli.shared_options`). User mistakes (:class:`MillError`) are
-printed as one message and exit with status 2; anything else is a bug and keeps its traceback.
+printed as one message and exit with status 2; anything else is a bug and keeps its traceback. A
+:class:`MillWarning` (a damaged chunk set aside) is printed as one ``warning:`` line.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +28,7 @@ from mill.cli.console import content_table, progress_console, table_console
 from mill.cli.display import PlainProgress, RichProgress
 from mill.cli.shared_options import forward_to_subcommand
 from mill.core.engine import PlannedRun, RunInterrupted, default_cache_dir, default_output_dir
-from mill.core.errors import MillError
+from mill.core.errors import MillError, MillWarning, ResultsError
 from mill.core.evaluation import evaluate
 from mill.core.model_spec import split_top_level
 from mill.core.plugins import installed_backends
@@ -448,10 +451,62 @@ def rescore_command(
         )
 
 
+@cli.command("verify")
+@_output_dir_option()
+@_flag(
+    "rebuild",
+    is_flag=True,
+    default=False,
+    help="Regenerate aggregate.csv from the run manifests (the previous file is kept as aggregate.csv.TIME.bak).",
+)
+def verify_command(output_dir: Path | None, rebuild: bool) -> None:
+    """Check every aggregate row against its per-sample file and manifest: hashes recorded when they were
+    written, metrics recomputed from the per-sample file. Exits with status 2 on any mismatch."""
+    from mill.core.verify import Status, verify
+    from mill.core.verify import rebuild as rebuild_results
+
+    out = output_dir or default_output_dir()
+    notes = progress_console()
+    if rebuild:
+        rebuilt = rebuild_results(out)
+        for manifest, reason in rebuilt.left_out:
+            notes.print(f"left out: {escape(str(manifest))}: {escape(reason)}", highlight=False)
+        kept = f" (the previous file is kept as {rebuilt.previous})" if rebuilt.previous else ""
+        notes.print(f"rebuilt {rebuilt.path}: {rebuilt.n_rows} rows{kept}", highlight=False)
+    checks = verify(out)
+    table = content_table("Verification", ("status", "model", "task", "metric", "output_file", "detail"))
+    for check in checks:
+        table.add_row(check.status.value, check.model, check.task, check.metric, check.output_file, check.detail)
+    table_console().print(table)
+    counts = {status: sum(check.status is status for check in checks) for status in Status}
+    summary = ", ".join(f"{n} {status.value}" for status, n in counts.items())
+    if counts[Status.MISMATCHED]:
+        raise ResultsError(
+            f"{out / 'aggregate.csv'}: {summary}; a mismatched row's files are not what was written: re-run its "
+            "evaluation, or `mill verify --rebuild` if aggregate.csv itself is wrong"
+        )
+    notes.print(f"{out / 'aggregate.csv'}: {summary}", highlight=False)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mill`` script."""
     if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MillWarning)
+        default_show = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, MillWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                default_show(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> None:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="mill", standalone_mode=False)
     except click.exceptions.Abort as exc:

@@ -7,6 +7,8 @@ are recognisable (:func:`remove_stale_temporaries`).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -53,11 +55,14 @@ def atomic_path(target: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(target: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` (a download, a cache entry) to ``target`` atomically."""
+def write_bytes_atomic(target: Path, chunks: Iterable[bytes]) -> str:
+    """Write ``chunks`` (a download, a cache entry) to ``target`` atomically; returns their hex sha256."""
+    digest = hashlib.sha256()
     with atomic_path(target) as tmp, open(tmp, "wb") as out:
         for chunk in chunks:
             out.write(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json_atomic(target: Path, data: Mapping[str, Any]) -> None:
@@ -65,9 +70,15 @@ def write_json_atomic(target: Path, data: Mapping[str, Any]) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
 
 
-def write_parquet_atomic(target: Path, frame: pl.DataFrame) -> None:
-    with atomic_path(target) as tmp:
-        frame.write_parquet(tmp)
+def write_parquet_atomic(target: Path, frame: pl.DataFrame) -> str:
+    """Write ``frame`` as parquet to ``target`` atomically; returns the file's hex sha256.
+
+    The file is encoded in memory and written by Python: polars' own writer reports a full disk as a
+    ``ComputeError``, while this raises the ``OSError`` (``ENOSPC``) that callers name and handle.
+    """
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return write_bytes_atomic(target, [buffer.getvalue()])
 
 
 def remove_stale_temporaries(directory: Path, name: str = "*") -> None:

@@ -4,15 +4,19 @@ A run's directory is keyed by its :class:`~mill.core.run_identity.RunIdentity` d
 
     {output_dir}/.mill/runs/{digest}/run.json            identity, run id, first start time
     {output_dir}/.mill/runs/{digest}/chunk-00000.parquet raw results of some samples
+    {output_dir}/.mill/runs/{digest}/chunk-00000.parquet.sha256  its checksum, written once it is in place
     {output_dir}/.mill/runs/{digest}/chunk-r1-00000.parquet  the same, committed by rank 1 of a launch
     {output_dir}/.mill/runs/{digest}/lock                held while a process works on the run (lock-r1 ...)
+    {output_dir}/.mill/runs/{digest}/damaged/            chunks found damaged, set aside (never deleted)
 
 Chunks hold what the backend answered (zero-shot: top-k classes; MCQ: prompt and response), not
 scores: the run is scored once over the union of its chunks, so metrics never depend on where a
-run was cut. Each chunk is written atomically (:mod:`mill.core.atomic`), so a chunk file
-that exists is whole, and a sample is either in exactly one chunk or still to be computed. A
-sample skipped as undecodable is committed too, with its reason in ``skipped``, so a resumed run
-neither retries it nor forgets to count it.
+run was cut. Each chunk is written atomically (:mod:`mill.core.atomic`) and its checksum recorded
+after it (:mod:`mill.core.checksum`), so a chunk is committed once both exist, and a sample is either
+in exactly one committed chunk or still to be computed. A chunk damaged later (a partial copy of the
+directory, a filesystem fault) is found when the run is opened, moved into ``damaged/`` with a
+warning, and its samples are computed again. A sample skipped as undecodable is committed too, with
+its reason in ``skipped``, so a resumed run neither retries it nor forgets to count it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import datetime as dt
 import json
 import re
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,12 +35,14 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_parquet_atomic
-from mill.core.errors import ResultsError
+from mill.core.checksum import SIDECAR_SUFFIX, damage_of, recorded_digests, sidecar_path, write_sidecar
+from mill.core.errors import MillWarning, ResultsError, ResultsWriteError
 from mill.core.results import ensure_output_dir
 from mill.core.run_identity import RunIdentity
 
 RUNS_DIR = Path(".mill") / "runs"
 RUN_FILE = "run.json"
+DAMAGED_DIR = "damaged"
 _CHUNK = re.compile(r"chunk-(?:r(\d+)-)?(\d+)\.parquet")
 
 
@@ -91,7 +98,11 @@ class ChunkStore:
                 "wait for it to finish, or use another --output_dir"
             ) from None
         try:
-            record = _prepare(path, identity, overwrite=overwrite) if worker == 0 else _record(path, identity)
+            if worker == 0:
+                record = _prepare(path, identity, overwrite=overwrite)
+                set_aside_damaged(path)
+            else:
+                record = _record(path, identity)
             yield cls(path, schema, record, worker)
         finally:
             lock.release()
@@ -113,12 +124,32 @@ class ChunkStore:
         return set(frame["key"].to_list())
 
     def commit(self, frame: pl.DataFrame) -> Path:
-        """Write ``frame`` (raw columns: the kind's raw schema, missing columns null) as the next chunk, atomically."""
+        """Write ``frame`` (raw columns: the kind's raw schema, missing columns null) as the next chunk,
+        atomically, then its checksum.
+
+        Raises:
+            ResultsWriteError: either file could not be written (a full disk); the chunk is then not
+                committed, and its samples are computed by the next run.
+        """
         files = self.chunk_files(own=True)
         number = _chunk_place(files[-1])[1] + 1 if files else 0  # type: ignore[index]
         prefix = "chunk-" if self._worker == 0 else f"chunk-r{self._worker}-"
         target = self.path / f"{prefix}{number:05d}.parquet"
-        write_parquet_atomic(target, conform(frame, self.schema))
+        try:
+            digest = write_parquet_atomic(target, conform(frame, self.schema))
+        except OSError as exc:
+            raise ResultsWriteError(target, exc) from None
+        try:
+            write_sidecar(target, digest)
+        except BaseException as exc:
+            # A chunk without its checksum would read as damaged next time: take it back, so its
+            # samples are simply computed again (after a full disk, Ctrl-C or SIGTERM right here).
+            # Ctrl-C just after the sidecar's rename finds the commit complete, and keeps it.
+            if digest not in (recorded_digests(target) or []):
+                target.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ResultsWriteError(sidecar_path(target), exc) from None
+            raise
         return target
 
     def read(self) -> pl.DataFrame:
@@ -176,14 +207,18 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
             )
     if record is None:
         for leftover in path.iterdir():
-            if _chunk_place(leftover) is not None or leftover.name == RUN_FILE:
+            name = leftover.name.removesuffix(SIDECAR_SUFFIX)
+            if _chunk_place(leftover.with_name(name)) is not None or leftover.name == RUN_FILE:
                 leftover.unlink()
         record = {
             "identity": identity.as_dict(),
             "run_id": uuid.uuid4().hex[:12],
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
-        write_json_atomic(record_file, record)
+        try:
+            write_json_atomic(record_file, record)
+        except OSError as exc:
+            raise ResultsWriteError(record_file, exc) from None
     return record
 
 
@@ -212,3 +247,56 @@ class MemoryChunkStore:
 
     def read(self) -> pl.DataFrame:
         return one_per_key(pl.concat(self._frames)) if self._frames else pl.DataFrame(schema=self.schema)
+
+
+def set_aside_damaged(path: Path) -> list[Path]:
+    """Move every damaged chunk of the run directory ``path`` (no checksum, a checksum that differs, not
+    readable as parquet) with its sidecar into ``path/damaged/``, warning with its name and what is wrong;
+    returns where they went. Its samples are then uncommitted, so the run computes them again.
+
+    Only call this while holding the run's lock (rank 0, before the other ranks open the run).
+    """
+    moved = []
+    for chunk in sorted(p for p in path.iterdir() if _chunk_place(p) is not None):
+        problem = damage_of(chunk) or _unreadable(chunk)
+        if problem is None:
+            continue
+        destination = _free_name(path / DAMAGED_DIR / chunk.name)
+        destination.parent.mkdir(exist_ok=True)
+        chunk.rename(destination)
+        if sidecar_path(chunk).exists():
+            sidecar_path(chunk).rename(sidecar_path(destination))
+        warnings.warn(
+            f"{chunk} is damaged ({problem}); moved to {destination}, its samples are computed again",
+            MillWarning,
+            stacklevel=2,
+        )
+        moved.append(destination)
+    return moved
+
+
+def _unreadable(chunk: Path) -> str | None:
+    try:
+        pl.read_parquet(chunk, columns=["key", "skipped"])
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        return f"not readable as parquet: {str(exc).splitlines()[0]}"
+    return None
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``... whichever does not exist yet (a chunk number damaged twice)."""
+    candidate, n = path, 0
+    while candidate.exists() or sidecar_path(candidate).exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def committed_samples(path: Path) -> int:
+    """How many samples the committed chunks of the run directory ``path`` hold (for messages: 0 when
+    they cannot be read)."""
+    files = [p for p in path.iterdir() if _chunk_place(p) is not None] if path.is_dir() else []
+    try:
+        return len(pl.read_parquet(files, columns=["key"]).unique("key")) if files else 0
+    except (pl.exceptions.PolarsError, OSError):
+        return 0

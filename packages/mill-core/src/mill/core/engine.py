@@ -25,9 +25,17 @@ from attrs import field, frozen
 
 from mill.core.atomic import write_json_atomic
 from mill.core.backend import Backend, BackendPlugin, Capabilities, RunContext
-from mill.core.chunks import ChunkStore, MemoryChunkStore
+from mill.core.checksum import with_manifest_digest
+from mill.core.chunks import RUNS_DIR, ChunkStore, MemoryChunkStore, committed_samples
 from mill.core.convert import CONVERTER
-from mill.core.errors import BackendArgumentError, CapabilityError, DataError, ResultsError
+from mill.core.errors import (
+    BackendArgumentError,
+    CapabilityError,
+    DamagedResultsError,
+    DataError,
+    ResultsError,
+    ResultsWriteError,
+)
 from mill.core.metrics import MetricValue
 from mill.core.model_spec import ModelSpec, parse_model_spec
 from mill.core.plugins import LoadedPlugin, ResolvedModel, load_plugin, resolve_model
@@ -305,7 +313,10 @@ def execute(
     is_main = world.rank == 0
     if not is_main:
         world.barrier()  # rank 0 prepares the run's directory first
-    with _open_store(options, identity, raw_schema(run.kind), world.rank) as store:
+    with (
+        _naming_committed_samples(run, options, identity, len(data)),
+        _open_store(options, identity, raw_schema(run.kind), world.rank) as store,
+    ):
         if is_main:
             world.barrier()
         done = store.done_keys(skipped=options.on_bad_sample == "skip")
@@ -340,6 +351,24 @@ def _open_store(options: RunOptions, identity: RunIdentity, schema: Mapping[str,
         options.output_dir, identity, schema=schema, overwrite=options.overwrite and rank == 0, worker=rank
     ) as store:
         yield store
+
+
+@contextmanager
+def _naming_committed_samples(
+    run: PlannedRun, options: RunOptions, identity: RunIdentity, n_total: int
+) -> Iterator[None]:
+    """A results write that fails (a full disk) ends the run, saying how much of it is committed."""
+    try:
+        yield
+    except ResultsWriteError as exc:
+        if options.output_dir is None:
+            raise
+        run_dir = options.output_dir / RUNS_DIR / identity.digest()
+        raise ResultsError(
+            f"{exc}; {committed_samples(run_dir)} of {n_total} samples of {run.model.spec.text} on "
+            f"{run.variant_name} are committed in {run_dir}; free space there (or choose another "
+            "--output_dir) and re-run the same command to continue from there"
+        ) from None
 
 
 def _commit_answers(
@@ -385,8 +414,10 @@ def _commit_answers(
             if n_pending >= chunk_size:
                 commit()
         commit()
+    except ResultsWriteError:
+        raise  # the commit itself failed: writing more would fail the same way
     except Exception:
-        commit()  # finished batches are good whatever stopped the run (a bad image, a full disk)
+        commit()  # finished batches are good whatever stopped the run (a bad image, a backend's fault)
         raise
     except KeyboardInterrupt:
         commit()
@@ -441,8 +472,13 @@ def _finish(
     finished = dt.datetime.now(dt.timezone.utc)
     manifest = _manifest(run, options, backend, data, scored, skipped, seed, digest, store, n_reused, finished)
     if parquet is not None:
-        write_per_sample(parquet, scored.frame)
-        write_json_atomic(parquet.with_suffix(".json"), manifest)
+        per_sample_sha256 = write_per_sample(parquet, scored.frame)
+        manifest = with_manifest_digest({**manifest, "per_sample_sha256": per_sample_sha256})
+        manifest_file = parquet.with_suffix(".json")
+        try:
+            write_json_atomic(manifest_file, manifest)
+        except OSError as exc:
+            raise ResultsWriteError(manifest_file, exc) from None
     facts = RunFacts(
         model=info.identity,
         benchmark=spec.name,
@@ -461,7 +497,12 @@ def _finish(
     )
     rows = run_rows(facts, run.variant_name, scored.metrics, (run.variant.metric, spec.headline_metric))
     if out is not None:
-        upsert_aggregate(out, rows)
+        try:
+            upsert_aggregate(out, rows)
+        except DamagedResultsError as exc:
+            raise DamagedResultsError(
+                f"this run's results are written to {parquet} and its manifest, but not added to aggregate.csv: {exc}"
+            ) from None
     return RunResult(run, rows, scored.frame, scored.metrics, manifest, parquet)
 
 
@@ -486,6 +527,8 @@ def _manifest(
         "model_spec": run.model.spec.text,
         "backend": run.model.backend,
         "model": info.identity,
+        "task_type": run.kind.name,
+        "default_settings": info.default_settings,
         "resolved_args": dict(info.resolved_args),
         "model_revision": info.revision,
         "settings": settings,
@@ -493,6 +536,9 @@ def _manifest(
         "variant": run.variant_name,
         # The variant as scored (metric name, unparsed policy, ...): `mill rescore` grades with it again.
         "variant_config": CONVERTER.unstructure(run.variant),
+        # What aggregate.csv's rows are rebuilt from (mill verify --rebuild): the variant's metric and
+        # the benchmark metric its rollup row carries it under.
+        "headline": {"metric": run.variant.metric, "benchmark_metric": spec.headline_metric},
         "spec_file": str(spec.path),
         "spec_hash": spec.content_hash,
         "seed": seed,

@@ -45,3 +45,26 @@ class DataError(MillError):
 
 class ResultsError(MillError):
     """The output directory cannot be written, or holds results Mill cannot read."""
+
+
+class ResultsWriteError(ResultsError):
+    """A results file could not be written (a full disk, a quota, a read-only filesystem): the run ends.
+
+    ``path`` is the file that could not be written; the engine adds how many samples are committed.
+    """
+
+    def __init__(self, path: object, error: OSError) -> None:
+        self.path = path
+        self.reason = error.strerror or str(error)
+        super().__init__(f"cannot write {path} ({self.reason})")
+
+
+class DamagedResultsError(ResultsError):
+    """A results file does not match what Mill wrote (``aggregate.csv`` truncated, edited, half copied)."""
+
+
+class MillWarning(UserWarning):
+    """Something the user should know that does not stop the command (a damaged chunk set aside and recomputed).
+
+    The CLI prints it as one ``warning:`` line.
+    """

@@ -3,11 +3,14 @@ run a per-sample parquet file with its JSON manifest under ``outputs/{model_slug
 
 Every write is atomic (:mod:`mill.core.atomic`), and ``aggregate.csv`` updates are
 serialised with a file lock, so concurrent ``mill eval`` processes sharing an output directory
-leave a valid file holding all their rows.
+leave a valid file holding all their rows. ``aggregate.csv.sha256`` records its checksum: a damaged
+aggregate (truncated, half copied, edited by hand) is never read as results nor overwritten, and
+``mill verify --rebuild`` regenerates it from the run manifests (:mod:`mill.core.verify`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +21,8 @@ from attrs import asdict, frozen
 from filelock import FileLock
 
 from mill.core.atomic import atomic_path, remove_stale_temporaries, write_parquet_atomic
-from mill.core.errors import ResultsError
+from mill.core.checksum import damage_of, sha256_bytes, sha256_file, sidecar_path, write_sidecar
+from mill.core.errors import DamagedResultsError, ResultsError, ResultsWriteError
 from mill.core.metrics import MetricValue
 
 AGGREGATE_FILE = "aggregate.csv"
@@ -123,20 +127,44 @@ def read_aggregate(output_dir: Path) -> pl.DataFrame:
     """Every row of ``aggregate.csv`` (an empty frame with the schema when there is none).
 
     Raises:
-        ResultsError: when the file exists but cannot be parsed.
+        DamagedResultsError: the file does not match its recorded checksum, or cannot be parsed.
     """
+    try:
+        return _read_checked(output_dir)
+    except DamagedResultsError:
+        # A writer may have been between its renames: under the lock the file and its checksum agree.
+        with _aggregate_lock(output_dir):
+            return _read_checked(output_dir)
+
+
+def _aggregate_lock(output_dir: Path) -> FileLock:
+    return FileLock(str(output_dir / AGGREGATE_FILE) + ".lock")
+
+
+def _read_checked(output_dir: Path) -> pl.DataFrame:
     path = output_dir / AGGREGATE_FILE
     if not path.exists():
         return pl.DataFrame(schema=AGGREGATE_SCHEMA)
-    try:
-        frame = pl.read_csv(path, schema_overrides=AGGREGATE_SCHEMA)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ResultsError(f"{path}: cannot read results ({exc}); move the file aside to start afresh") from None
-    missing = [column for column in AGGREGATE_SCHEMA if column not in frame.columns and column not in LATER_COLUMNS]
-    if missing:
-        raise ResultsError(f"{path}: not a Mill aggregate file (missing columns {', '.join(missing)})")
-    absent = [column for column in LATER_COLUMNS if column not in frame.columns]
-    frame = frame.with_columns(pl.lit(None, dtype=AGGREGATE_SCHEMA[column]).alias(column) for column in absent)
+    # A file without a checksum was written before Mill recorded one: trusted if it parses.
+    problem = damage_of(path) if sidecar_path(path).exists() else None
+    frame = None
+    if problem is None:
+        try:
+            frame = pl.read_csv(path, schema_overrides=AGGREGATE_SCHEMA)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            problem = f"cannot be read as CSV: {str(exc).splitlines()[0]}"
+    if frame is not None:
+        missing = [c for c in AGGREGATE_SCHEMA if c not in frame.columns and c not in LATER_COLUMNS]
+        if missing:
+            problem = f"not a Mill aggregate file: missing columns {', '.join(missing)}"
+        else:
+            absent = [column for column in LATER_COLUMNS if column not in frame.columns]
+            frame = frame.with_columns(pl.lit(None, dtype=AGGREGATE_SCHEMA[c]).alias(c) for c in absent)
+    if problem is not None or frame is None:
+        raise DamagedResultsError(
+            f"{path} is damaged ({problem}); it is left as it is: run `mill verify --rebuild --output_dir "
+            f"{output_dir}` to regenerate it from the run manifests"
+        )
     return frame.select(list(AGGREGATE_SCHEMA))
 
 
@@ -150,6 +178,10 @@ def upsert_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> Path:
     """Insert ``rows`` into ``aggregate.csv``, replacing rows with the same upsert key.
 
     Serialised across processes with a lock file beside the CSV; the CSV is replaced atomically.
+
+    Raises:
+        DamagedResultsError: the existing file is damaged (it is left untouched).
+        ResultsWriteError: the file or its checksum could not be written (a full disk).
     """
     new = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
     return _rewrite_aggregate(
@@ -200,15 +232,57 @@ def update_run_metrics(
 
 def _rewrite_aggregate(output_dir: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> Path:
     """Replace ``aggregate.csv`` by ``change`` of its rows, under the lock that serialises its writers."""
-    path = output_dir / AGGREGATE_FILE
     ensure_output_dir(output_dir)
-    with FileLock(str(path) + ".lock"):
+    with _aggregate_lock(output_dir):
         # Under the lock no other writer is mid-update, so a temporary file left here belongs to a
         # process killed while updating.
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
-        merged = change(read_aggregate(output_dir)).select(list(AGGREGATE_SCHEMA))
+        return _replace_aggregate(output_dir, change(_read_checked(output_dir)).select(list(AGGREGATE_SCHEMA)))
+
+
+def rebuild_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> tuple[Path, Path | None]:
+    """Replace ``aggregate.csv`` by ``rows`` (regenerated from the manifests), keeping the previous file,
+    damaged or not, as ``aggregate.csv.{UTC time}.bak``; returns the new file and the kept one (None if none).
+
+    Raises:
+        ResultsWriteError: a file could not be written or moved.
+    """
+    path = output_dir / AGGREGATE_FILE
+    ensure_output_dir(output_dir)
+    with _aggregate_lock(output_dir):
+        remove_stale_temporaries(output_dir, AGGREGATE_FILE)
+        kept = None
+        if path.exists():
+            kept = path.with_name(f"{AGGREGATE_FILE}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.bak")
+            try:
+                path.rename(kept)
+                sidecar_path(path).unlink(missing_ok=True)
+            except OSError as exc:
+                raise ResultsWriteError(kept, exc) from None
+        frame = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
+        return _replace_aggregate(output_dir, frame), kept
+
+
+def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
+    """Write ``frame`` as ``aggregate.csv`` and its checksum; the caller holds the lock.
+
+    The sidecar lists the old and the new checksum while the CSV is renamed, then the new one alone, so
+    that a process killed at any point leaves a file that checks.
+    """
+    path = output_dir / AGGREGATE_FILE
+    data = frame.write_csv().encode()
+    new = sha256_bytes(data)
+    writing = sidecar_path(path)
+    try:
+        old = [sha256_file(path)] if path.exists() else []
+        write_sidecar(path, *old, new)
+        writing = path
         with atomic_path(path) as tmp:
-            merged.write_csv(tmp)
+            tmp.write_bytes(data)
+        writing = sidecar_path(path)
+        write_sidecar(path, new)
+    except OSError as exc:
+        raise ResultsWriteError(writing, exc) from None
     return path
 
 
@@ -271,6 +345,14 @@ def per_sample_path(output_dir: Path, identity: str, stem: str) -> Path:
     return output_dir / "outputs" / model_slug(identity) / f"{stem}.parquet"
 
 
-def write_per_sample(path: Path, frame: pl.DataFrame) -> None:
-    """Write one row per sample; ``frame`` is sorted by ``key`` (the order never depends on batching or workers)."""
-    write_parquet_atomic(path, frame)
+def write_per_sample(path: Path, frame: pl.DataFrame) -> str:
+    """Write one row per sample; ``frame`` is sorted by ``key`` (the order never depends on batching or
+    workers). Returns the file's sha256, which the run's manifest records.
+
+    Raises:
+        ResultsWriteError: the file could not be written (a full disk).
+    """
+    try:
+        return write_parquet_atomic(path, frame)
+    except OSError as exc:
+        raise ResultsWriteError(path, exc) from None

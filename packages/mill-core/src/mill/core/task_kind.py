@@ -150,6 +150,12 @@ class TaskKind(Protocol):
         says and seeded by ``seed``."""
         ...
 
+    def metrics(self, frame: pl.DataFrame, metric: str, seed: int) -> Mapping[str, MetricValue]:
+        """The metrics of a per-sample output ``frame`` as :meth:`score` wrote it (``metric`` the variant's
+        headline metric), equal to those :meth:`score` returned: ``mill verify`` recomputes them from the
+        stored file alone, without the spec."""
+        ...
+
 
 def scorer_version(kind: TaskKind) -> int | None:
     """The version of the rules ``kind`` grades by, as results record it; None for a kind without such rules."""

@@ -125,12 +125,11 @@ def score(task: McqTask, variant: McqVariant, raw: pl.DataFrame, seed: int) -> S
     graded_columns = pl.DataFrame(records, schema={k: OUTPUT_SCHEMA[k] for k in records[0]} if records else None)
     frame = pl.concat([raw.select("key", "shard", "gold", "prompt", "response"), graded_columns], how="horizontal")
     frame = frame.select(list(OUTPUT_SCHEMA)).cast(pl.Schema(OUTPUT_SCHEMA))
-    return Scored(frame, mcq_metrics(frame, variant.metric, seed))
+    return Scored(frame, metrics(frame, variant.metric, seed))
 
 
-def mcq_metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
-    """A graded per-sample frame's metrics: accuracy (named ``metric``) and ``unparsed_rate``, with
-    bootstrap standard errors seeded by ``seed``. Evaluation and ``mill rescore`` both compute them here."""
+def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """``metric`` (accuracy) and ``unparsed_rate`` of a per-sample frame (:data:`OUTPUT_SCHEMA`)."""
     return {
         metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed),
         "unparsed_rate": accuracy_with_stderr(np.asarray(frame["parsed_letter"].is_null().to_numpy()), seed),
@@ -145,7 +144,7 @@ class McqRescorer:
 
     def rescore(self, variant: McqVariant, frame: pl.DataFrame, seed: int) -> Regraded:
         rescored = rescore_mcq(frame, variant.unparsed.value, seed)
-        return Regraded(Scored(rescored.frame, mcq_metrics(rescored.frame, variant.metric, seed)), rescored.changed)
+        return Regraded(Scored(rescored.frame, metrics(rescored.frame, variant.metric, seed)), rescored.changed)
 
 
 # 10-way and 1000-way accuracies are not one scale, so result tables mark the multiple-choice ones.
@@ -196,6 +195,9 @@ class GenerativeMcqKind:
 
     def score(self, task: McqTask, variant: McqVariant, raw: pl.DataFrame, seed: int) -> Scored:
         return score(task, variant, raw, seed)
+
+    def metrics(self, frame: pl.DataFrame, metric: str, seed: int) -> Mapping[str, MetricValue]:
+        return metrics(frame, metric, seed)
 
 
 kind = GenerativeMcqKind()

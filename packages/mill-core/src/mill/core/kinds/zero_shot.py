@@ -6,6 +6,7 @@ top-k accuracy ``acc{k}`` (for k > 1) and the mean per-class recall.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -88,14 +89,11 @@ def output_schema(top_k: int) -> dict[str, Any]:
 
 
 def score(task: ZeroShotTask, raw: pl.DataFrame, metric: str, seed: int) -> Scored:
-    """Per-sample predictions and the metrics ``metric`` (top-1), ``acc{k}`` (k > 1) and
-    ``mean_per_class_recall``, each with a bootstrap stderr seeded by ``seed``. ``raw`` is sorted by key."""
+    """Per-sample predictions and their :func:`metrics`. ``raw`` is sorted by key."""
     k = task.top_k
     labels = np.array(task.classnames, dtype=object)
     golds = raw["gold"].to_numpy()
-    topk = np.asarray(raw["topk"].list.head(k).to_list(), dtype=np.int64).reshape(len(raw), -1)
-    predictions = topk[:, 0]
-    correct = predictions == golds
+    predictions = raw["topk"].list.first().to_numpy()
     frame = pl.DataFrame(
         {
             "key": raw["key"],
@@ -105,15 +103,29 @@ def score(task: ZeroShotTask, raw: pl.DataFrame, metric: str, seed: int) -> Scor
             "prediction": predictions,
             "prediction_label": labels[predictions].tolist(),
             f"top{k}": raw["topk"].list.head(k),
-            "correct": correct,
+            "correct": predictions == golds,
         },
         schema=output_schema(k),
     )
-    metrics: dict[str, MetricValue] = {metric: accuracy_with_stderr(correct, seed)}
+    return Scored(frame, metrics(frame, metric, seed))
+
+
+_TOPK_COLUMN = re.compile(r"top(\d+)")
+
+
+def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """``metric`` (top-1), ``acc{k}`` (k > 1) and ``mean_per_class_recall`` of a per-sample frame
+    (:func:`output_schema`), each with a bootstrap stderr seeded by ``seed``."""
+    (column,) = [name for name in frame.columns if _TOPK_COLUMN.fullmatch(name)]
+    k = int(column[3:])
+    golds = frame["gold"].to_numpy()
+    predictions = frame["prediction"].to_numpy()
+    topk = np.asarray(frame[column].to_list(), dtype=np.int64).reshape(len(frame), -1)
+    values: dict[str, MetricValue] = {metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed)}
     if k > 1:
-        metrics[f"acc{k}"] = topk_accuracy_with_stderr(golds, topk, min(k, topk.shape[1]), seed)
-    metrics["mean_per_class_recall"] = mean_per_class_recall_with_stderr(golds, predictions, seed)
-    return Scored(frame, metrics)
+        values[f"acc{k}"] = topk_accuracy_with_stderr(golds, topk, min(k, topk.shape[1]), seed)
+    values["mean_per_class_recall"] = mean_per_class_recall_with_stderr(golds, predictions, seed)
+    return values
 
 
 @frozen
@@ -149,6 +161,9 @@ class ZeroShotKind:
 
     def score(self, task: ZeroShotTask, variant: ZeroShotVariant, raw: pl.DataFrame, seed: int) -> Scored:
         return score(task, raw, variant.metric, seed)
+
+    def metrics(self, frame: pl.DataFrame, metric: str, seed: int) -> Mapping[str, MetricValue]:
+        return metrics(frame, metric, seed)
 
 
 kind = ZeroShotKind()
