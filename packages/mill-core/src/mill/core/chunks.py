@@ -6,6 +6,7 @@ A run's directory is keyed by its :class:`~mill.core.run_identity.RunIdentity` d
     {output_dir}/.mill/runs/{digest}/chunk-00000.parquet raw results of some samples
     {output_dir}/.mill/runs/{digest}/chunk-r1-00000.parquet  the same, committed by rank 1 of a launch
     {output_dir}/.mill/runs/{digest}/lock                held while a process works on the run (lock-r1 ...)
+    {output_dir}/.mill/runs/{digest}/run_info.json       the backend's run_info at the last commit (run_info-r1 ...)
 
 Chunks hold what the backend answered (zero-shot: top-k classes; MCQ: prompt and response), not
 scores: the run is scored once over the union of its chunks, so metrics never depend on where a
@@ -27,16 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_parquet_atomic
 from mill.core.errors import ResultsError
+from mill.core.lock import file_lock
 from mill.core.results import ensure_output_dir
 from mill.core.run_identity import RunIdentity
 
 RUNS_DIR = Path(".mill") / "runs"
 RUN_FILE = "run.json"
 _CHUNK = re.compile(r"chunk-(?:r(\d+)-)?(\d+)\.parquet")
+_RUN_INFO = re.compile(r"run_info(?:-r\d+)?\.json")
 
 
 class ChunkStore:
@@ -82,7 +85,7 @@ class ChunkStore:
                 ``run.json`` records a different identity.
         """
         path = ensure_output_dir(output_dir / RUNS_DIR / identity.digest())
-        lock = FileLock(str(path / ("lock" if worker == 0 else f"lock-r{worker}")), timeout=0)
+        lock = file_lock(path / ("lock" if worker == 0 else f"lock-r{worker}"), timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -121,6 +124,21 @@ class ChunkStore:
         missing = [pl.lit(None, dtype).alias(name) for name, dtype in self.schema.items() if name not in frame.columns]
         write_parquet_atomic(target, frame.with_columns(missing).select(list(self.schema)).cast(pl.Schema(self.schema)))
         return target
+
+    def record_run_info(self, info: Mapping[str, Any]) -> None:
+        """Keep the backend's ``run_info`` as of the last commit, for :meth:`recorded_run_info` on resume."""
+        write_json_atomic(self._run_info_file(), dict(info))
+
+    def recorded_run_info(self) -> dict[str, Any]:
+        """What :meth:`record_run_info` last kept for this rank; empty when nothing (readable) was."""
+        try:
+            info = json.loads(self._run_info_file().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # only a head start (the batch size a run fell back to): without it the run still runs
+        return info if isinstance(info, dict) else {}
+
+    def _run_info_file(self) -> Path:
+        return self.path / ("run_info.json" if self._worker == 0 else f"run_info-r{self._worker}.json")
 
     def read(self) -> pl.DataFrame:
         """Every committed row, one per key (an evaluated row wins over a skipped one), in commit order."""
@@ -165,7 +183,7 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
             )
     if record is None:
         for leftover in path.iterdir():
-            if _chunk_place(leftover) is not None or leftover.name == RUN_FILE:
+            if _chunk_place(leftover) is not None or leftover.name == RUN_FILE or _RUN_INFO.fullmatch(leftover.name):
                 leftover.unlink()
         record = {
             "identity": identity.as_dict(),

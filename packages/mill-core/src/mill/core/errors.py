@@ -45,3 +45,11 @@ class DataError(MillError):
 
 class ResultsError(MillError):
     """The output directory cannot be written, or holds results Mill cannot read."""
+
+
+class NonFiniteError(MillError):
+    """A model produced numbers that cannot be right (NaN or infinity), which would make its scores silently wrong."""
+
+
+class OutOfMemoryError(MillError):
+    """The accelerator ran out of memory even one sample at a time."""

@@ -15,10 +15,10 @@ from typing import Any
 
 import polars as pl
 from attrs import asdict, frozen
-from filelock import FileLock
 
 from mill.core.atomic import atomic_path, remove_stale_temporaries, write_parquet_atomic
 from mill.core.errors import ResultsError
+from mill.core.lock import file_lock
 from mill.core.metrics import MetricValue
 
 AGGREGATE_FILE = "aggregate.csv"
@@ -147,7 +147,7 @@ def upsert_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> Path:
     path = output_dir / AGGREGATE_FILE
     new = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
     ensure_output_dir(output_dir)
-    with FileLock(str(path) + ".lock"):
+    with file_lock(output_dir / f"{AGGREGATE_FILE}.lock"):
         # Under the lock no other writer is mid-update, so a temporary file left here belongs to a
         # process killed while updating.
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)

@@ -23,14 +23,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from attrs import frozen
 from braceexpand import braceexpand
 
+from mill.core.cachefile import write_cache
 from mill.core.errors import DataError
 from mill.data.download import RetryPolicy, fetch, retry_hub
 
@@ -200,21 +200,6 @@ def _download(url: str, target: Path, *, policy: RetryPolicy, hint: str, overwri
         raise DataError(f"{error}\n{hint}" if hint else str(error)) from None
 
 
-def write_atomic(target: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to a temporary file beside ``target`` and rename it into place when complete,
-    so a reader never sees a partial file at ``target`` (a crash leaves only a ``.part`` file behind)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-        os.replace(tmp_name, target)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-
-
 # --- Hugging Face Hub ------------------------------------------------------------------------------------
 
 
@@ -257,7 +242,8 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
             raise DataError(f"{error}\n{hint}") from None
         files = json.loads(listing.read_text())
     else:
-        write_atomic(listing, [json.dumps(sorted(files)).encode()])
+        # Only lets a later run work offline: a full or read-only cache costs a warning.
+        write_cache(listing, lambda tmp: tmp.write_text(json.dumps(sorted(files))))
     names = sorted((f for f in files if fnmatch.fnmatch(f, pattern)), key=natural_key)
     if not names:
         raise DataError(f"dataset {repo} on the Hugging Face Hub has no files matching {pattern!r}\n{hint}")
