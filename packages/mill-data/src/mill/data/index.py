@@ -105,14 +105,14 @@ def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple
     """The cached samples, or None when there is no usable cache (missing, of another layout, or damaged:
     unreadable, failing its checksum, or pointing outside the shard, which is rebuilt with a warning)."""
     try:
-        text = cache_file.read_text()
+        data = cache_file.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
         log.warning("shard index cache %s is unreadable (%s); re-indexing the shard", cache_file, error.strerror)
         return None
     try:
-        payload = json.loads(text)
+        payload = json.loads(data)  # bytes: a non-UTF-8 file is a ValueError here, like bad JSON
         if payload.get("version") != INDEX_VERSION or payload.get("label_member") != label_member:
             return None  # another layout or label member: not damage, just not this index
         entries = payload["samples"]
