@@ -19,6 +19,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from attrs import frozen
@@ -176,9 +177,12 @@ def run_mill(mill_in_process: Mill, monkeypatch: pytest.MonkeyPatch) -> Mill:
 
 class MillProcess:
     """A real ``mill`` subprocess committing every :data:`CHUNK_SIZE` samples, its stderr in ``log``,
-    optionally stopping itself at a commit."""
+    optionally stopping itself at a commit. ``runner`` is what the interpreter runs (``-m mill.cli``, or a
+    script such as run_as.py that runs the command as another user)."""
 
-    def __init__(self, argv: Sequence[str], *, stop_at: str | None, log: Path) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, stop_at: str | None, log: Path, runner: Sequence[str] = ("-m", "mill.cli")
+    ) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", CHUNK_SIZE_ENV: str(CHUNK_SIZE)}
         if stop_at is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STOPPER), env.get("PYTHONPATH")]))
@@ -186,7 +190,7 @@ class MillProcess:
         self.log = log
         with open(log, "wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mill.cli", *argv], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+                [sys.executable, *runner, *argv], env=env, stdout=subprocess.DEVNULL, stderr=stderr
             )
 
     def wait_until_stopped(self, timeout_s: float = 600) -> None:
@@ -216,7 +220,7 @@ class MillProcess:
 
 @pytest.fixture(scope="session")
 def stoppable_mill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., MillProcess]]:
-    """``stoppable_mill(argv, stop_at="before:chunk-00002.parquet")``: start ``mill`` as a subprocess.
+    """``stoppable_mill(argv, stop_at="before:chunk-00002.parquet", runner=...)``: start ``mill`` as a subprocess.
 
     ``stop_at`` is ``before:NAME`` or ``after:NAME``: the process stops itself (SIGSTOP) around the
     commit of the file named NAME (see stopper/sitecustomize.py). Processes still alive at the end
@@ -225,8 +229,8 @@ def stoppable_mill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     log_dir = tmp_path_factory.mktemp("logs")
     started: list[MillProcess] = []
 
-    def start(argv: Sequence[str], *, stop_at: str | None = None) -> MillProcess:
-        started.append(MillProcess(argv, stop_at=stop_at, log=log_dir / f"mill-{len(started)}.log"))
+    def start(argv: Sequence[str], *, stop_at: str | None = None, **kwargs: Any) -> MillProcess:
+        started.append(MillProcess(argv, stop_at=stop_at, log=log_dir / f"mill-{len(started)}.log", **kwargs))
         return started[-1]
 
     yield start

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mill.backends.llm.plugin import hf_plugin
-from mill.core.backend import RunContext
+from mill.core.backend import ResumableBackend, RunContext
 from mill.core.errors import BackendArgumentError
 from mill.core.kinds.generative_mcq import McqBackend, McqBatchResult, McqTask
 from mill.core.mcq import McqQuestion
@@ -130,3 +130,37 @@ def test_pixel_limits_on_a_processor_without_them(tiny_vlm: Path, tmp_path: Path
     CLIPImageProcessor().save_pretrained(model)
     with pytest.raises(BackendArgumentError, match="min_pixels/max_pixels"):
         _load(model, context, max_pixels=784)
+
+
+def test_a_batch_that_runs_out_of_memory_is_retried_at_half_size_and_the_run_goes_on_there(
+    tiny_vlm: Path, dataset: SampleSource, context: RunContext, make_task: Callable[..., McqTask]
+) -> None:
+    import torch
+
+    task = make_task(max_new_tokens=6)
+    reference = list(_load(tiny_vlm, context, batch_size=8).run_mcq(task, dataset))
+    backend = _load(tiny_vlm, context, batch_size=8)
+    real = backend._model.generate  # type: ignore[attr-defined]
+    computed: list[int] = []
+    refused: list[int] = []
+
+    def generate(**inputs: Any) -> Any:
+        rows = len(inputs["input_ids"])
+        if rows > 2:
+            refused.append(rows)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        computed.append(rows)
+        return real(**inputs)
+
+    backend._model.generate = generate  # type: ignore[attr-defined]
+    results = list(backend.run_mcq(task, dataset))
+    assert _responses(results) == _responses(reference)  # every sample once, each with its own answer
+    assert [r.keys for r in results] == [r.keys for r in reference]
+    assert refused == [8, 4] and computed == [2, 2, 2, 2]
+    info = backend.run_info()
+    assert info["batch_size"] == 2
+    assert info["out_of_memory_fallbacks"] == [{"from": 8, "to": 4}, {"from": 4, "to": 2}]
+    resumed = _load(tiny_vlm, context, batch_size=8)
+    assert isinstance(resumed, ResumableBackend)
+    resumed.resume(info)
+    assert resumed.run_info()["batch_size"] == 2

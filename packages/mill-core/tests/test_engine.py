@@ -304,3 +304,54 @@ def test_a_damaged_aggregate_is_never_overwritten_and_rebuilds_from_the_manifest
     frame = read_aggregate(out)
     assert sorted(set(frame["seed"].to_list())) == [3, 7]
     assert [check.status for check in verify(out)] == [Status.VERIFIED] * 6
+
+
+class ShrinkingBackend(FakeZeroShotBackend):
+    """A :class:`~mill.core.backend.ResumableBackend` whose batch size falls from 3 to 2 (as after running out
+    of memory) after its second batch; it records the batch size each run started at."""
+
+    def __init__(self, *, stop_after: int | None = None) -> None:
+        super().__init__(stop_after=stop_after)
+        self.size = 3
+        self.resumed_from: Mapping[str, Any] | None = None
+        self.started_at: int | None = None
+
+    def run_info(self) -> Mapping[str, Any]:
+        return {"batch_size": self.size}
+
+    def resume(self, previous: Mapping[str, Any]) -> None:
+        self.resumed_from = previous
+        self.size = int(previous["batch_size"])
+
+    def run_zero_shot(self, task: ZeroShotTask, data: Any) -> Iterator[ZeroShotBatchResult]:
+        self.started_at = self.size
+        for number, batch in enumerate(data.batches(batch_size=self.size)):
+            if self.stop_after is not None and number == self.stop_after:
+                raise KeyboardInterrupt
+            self.computed.extend(batch.keys)
+            if number == 1:
+                self.size = 2
+            topk = [[(gold + j) % len(task.classnames) for j in range(task.top_k)] for gold in batch.labels]
+            yield ZeroShotBatchResult(keys=batch.keys, shards=batch.shards, golds=batch.labels, topk=topk)
+
+
+def test_a_resumed_run_gets_back_what_its_backend_reported_at_the_last_commit(tmp_path: Path) -> None:
+    first = ShrinkingBackend(stop_after=3)
+    with pytest.raises(RunInterrupted):
+        _run(tmp_path, first)
+    (run_dir,) = (tmp_path / "out" / RUNS_DIR).iterdir()
+    assert json.loads((run_dir / "run_info.json").read_text()) == {"batch_size": 2}
+
+    second = ShrinkingBackend()
+    rows = _run(tmp_path, second)
+    assert second.resumed_from == {"batch_size": 2}
+    assert second.started_at == 2  # the recorded size, not the requested 3
+    manifest = json.loads((tmp_path / "out" / rows[0].output_file).with_suffix(".json").read_text())
+    assert manifest["run_info"] == {"batch_size": 2}
+    assert manifest["n_reused"] == len(first.computed)
+
+    # A fresh run (--overwrite) forgets it with the chunks.
+    third = ShrinkingBackend()
+    options = RunOptions(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", chunk_size=3, overwrite=True)
+    execute(_planned(third), options, RunContext(cache_dir=tmp_path / "cache"), open_data=_open_data)
+    assert third.resumed_from is None and third.started_at == 3

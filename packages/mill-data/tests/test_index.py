@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import errno
+import json
 import os
+import stat
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -94,3 +97,80 @@ def test_oversized_label_is_an_error(tmp_path: Path, write_tar: Any) -> None:
     path = write_tar(tmp_path / "c.tar", [("k1.cls", b"7" * 1000)])
     with pytest.raises(DataError, match=r"shard test/c\.tar, sample 'k1': label member k1\.cls has 1000 bytes"):
         index_shard(_shard(path), label_member="cls", cache_dir=tmp_path)
+
+
+def _rewrite_cache(cache_file: Path, change: Any) -> None:
+    payload = json.loads(cache_file.read_text())
+    change(payload)
+    cache_file.write_text(json.dumps(payload, separators=(",", ":")))
+
+
+def _shift_offset(payload: dict[str, Any]) -> None:
+    payload["samples"][3]["members"]["0.webp"][0] += 512  # a digit changed on disk: still valid JSON
+
+
+def _past_the_end(payload: dict[str, Any]) -> None:
+    _shift_offset(payload)
+    payload["samples"][3]["members"]["0.webp"][0] += 10**9
+    payload["sha256"] = index_module._entries_sha256(payload["samples"])  # consistent, but impossible
+
+
+@pytest.mark.parametrize(
+    ("damage", "warning"),
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2]), "damaged"),
+        (lambda f: f.write_bytes(b"\xff\xfe not json"), "damaged"),
+        (lambda f: _rewrite_cache(f, _shift_offset), "checksum does not match"),
+        (lambda f: _rewrite_cache(f, lambda p: p["samples"][0].pop("members")), "damaged"),
+        (lambda f: _rewrite_cache(f, _past_the_end), "past the end"),
+    ],
+    ids=["truncated", "garbage", "bit-flip", "wrong-shape", "out-of-range"],
+)
+def test_a_damaged_index_cache_is_rebuilt_with_a_warning(
+    wds_dir: Path, tmp_path: Path, damage: Any, warning: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    shard = local_shards(wds_dir, split="test")[0]
+    cache = tmp_path / "cache"
+    first = index_shard(shard, label_member="cls", cache_dir=cache)
+    (cache_file,) = (cache / "index").glob("*.json")
+    damage(cache_file)
+    assert index_shard(shard, label_member="cls", cache_dir=cache) == first
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(warning in m and str(cache_file) in m for m in messages), messages
+    caplog.clear()
+    # Rewritten whole: read back without a warning (and without scanning the tar).
+    assert index_shard(shard, label_member="cls", cache_dir=cache) == first
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_an_index_cache_write_that_fails_warns_and_goes_on_uncached(
+    wds_dir: Path, tmp_path: Path, code: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    shard = local_shards(wds_dir, split="test")[0]
+    expected = index_shard(shard, label_member="cls", cache_dir=tmp_path / "reference")
+    real_write = Path.write_text
+
+    def failing_write(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name.endswith(".tmp"):
+            raise OSError(code, os.strerror(code), str(self))
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", failing_write)
+    cache = tmp_path / "cache"
+    assert index_shard(shard, label_member="cls", cache_dir=cache) == expected
+    assert list((cache / "index").iterdir()) == []  # no cache entry, no partial file
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cannot write cache file" in m and os.strerror(code) in m for m in messages), messages
+
+
+def test_index_cache_files_follow_the_umask(wds_dir: Path, tmp_path: Path) -> None:
+    shard = local_shards(wds_dir, split="test")[0]
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664)):
+        previous = os.umask(umask)
+        try:
+            index_shard(shard, label_member="cls", cache_dir=tmp_path / oct(umask))
+        finally:
+            os.umask(previous)
+        (cache_file,) = (tmp_path / oct(umask) / "index").glob("*.json")
+        assert stat.S_IMODE(cache_file.stat().st_mode) == mode

@@ -78,6 +78,16 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class ResumableBackend(Backend, Protocol):
+    """A backend whose ``run_info`` carries state a resumed run should start from (the batch size it fell
+    back to when the device ran out of memory, :mod:`mill.core.batch_size`). The engine records
+    ``run_info`` in the run's directory at every commit and, when the run is resumed, calls :meth:`resume`
+    with the last record before any sample is computed."""
+
+    def resume(self, previous: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
 class BackendPlugin(Protocol):
     """What a ``mill.backends`` entry point resolves to. Its module must import no ML framework.
 
@@ -103,5 +113,6 @@ __all__ = [
     "BackendPlugin",
     "Capabilities",
     "ModelInfo",
+    "ResumableBackend",
     "RunContext",
 ]

@@ -8,6 +8,7 @@ A run's directory is keyed by its :class:`~mill.core.run_identity.RunIdentity` d
     {output_dir}/.mill/runs/{digest}/chunk-r1-00000.parquet  the same, committed by rank 1 of a launch
     {output_dir}/.mill/runs/{digest}/lock                held while a process works on the run (lock-r1 ...)
     {output_dir}/.mill/runs/{digest}/damaged/            chunks found damaged, set aside (never deleted)
+    {output_dir}/.mill/runs/{digest}/run_info.json       the backend's run_info at the last commit (run_info-r1 ...)
 
 Chunks hold what the backend answered (zero-shot: top-k classes; MCQ: prompt and response), not
 scores: the run is scored once over the union of its chunks, so metrics never depend on where a
@@ -32,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_parquet_atomic
 from mill.core.checksum import SIDECAR_SUFFIX, damage_of, recorded_digests, sidecar_path, write_sidecar
 from mill.core.errors import MillWarning, ResultsError, ResultsWriteError
+from mill.core.lock import file_lock
 from mill.core.results import ensure_output_dir
 from mill.core.run_identity import RunIdentity
 
@@ -44,6 +46,7 @@ RUNS_DIR = Path(".mill") / "runs"
 RUN_FILE = "run.json"
 DAMAGED_DIR = "damaged"
 _CHUNK = re.compile(r"chunk-(?:r(\d+)-)?(\d+)\.parquet")
+_RUN_INFO = re.compile(r"run_info(?:-r\d+)?\.json")
 
 
 class ChunkStore:
@@ -89,7 +92,7 @@ class ChunkStore:
                 ``run.json`` records a different identity.
         """
         path = ensure_output_dir(output_dir / RUNS_DIR / identity.digest())
-        lock = FileLock(str(path / ("lock" if worker == 0 else f"lock-r{worker}")), timeout=0)
+        lock = file_lock(path / ("lock" if worker == 0 else f"lock-r{worker}"), timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -152,6 +155,21 @@ class ChunkStore:
             raise
         return target
 
+    def record_run_info(self, info: Mapping[str, Any]) -> None:
+        """Keep the backend's ``run_info`` as of the last commit, for :meth:`recorded_run_info` on resume."""
+        write_json_atomic(self._run_info_file(), dict(info))
+
+    def recorded_run_info(self) -> dict[str, Any]:
+        """What :meth:`record_run_info` last kept for this rank; empty when nothing (readable) was."""
+        try:
+            info = json.loads(self._run_info_file().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # only a head start (the batch size a run fell back to): without it the run still runs
+        return info if isinstance(info, dict) else {}
+
+    def _run_info_file(self) -> Path:
+        return self.path / ("run_info.json" if self._worker == 0 else f"run_info-r{self._worker}.json")
+
     def read(self) -> pl.DataFrame:
         """Every committed row, one per key (an evaluated row wins over a skipped one), in commit order."""
         files = self.chunk_files()
@@ -208,7 +226,8 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
     if record is None:
         for leftover in path.iterdir():
             name = leftover.name.removesuffix(SIDECAR_SUFFIX)
-            if _chunk_place(leftover.with_name(name)) is not None or leftover.name == RUN_FILE:
+            stem = leftover.with_name(name)
+            if _chunk_place(stem) is not None or leftover.name == RUN_FILE or _RUN_INFO.fullmatch(leftover.name):
                 leftover.unlink()
         record = {
             "identity": identity.as_dict(),
@@ -233,6 +252,7 @@ class MemoryChunkStore:
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.schema = dict(schema)
         self._frames: list[pl.DataFrame] = []
+        self._run_info: dict[str, Any] = {}
         self.run_id = uuid.uuid4().hex[:12]
         self.started_at = dt.datetime.now(dt.timezone.utc).isoformat()
 
@@ -247,6 +267,12 @@ class MemoryChunkStore:
 
     def read(self) -> pl.DataFrame:
         return one_per_key(pl.concat(self._frames)) if self._frames else pl.DataFrame(schema=self.schema)
+
+    def record_run_info(self, info: Mapping[str, Any]) -> None:
+        self._run_info = dict(info)
+
+    def recorded_run_info(self) -> dict[str, Any]:
+        return dict(self._run_info)
 
 
 def set_aside_damaged(path: Path) -> list[Path]:

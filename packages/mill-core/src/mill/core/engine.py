@@ -24,7 +24,7 @@ import polars as pl
 from attrs import field, frozen
 
 from mill.core.atomic import write_json_atomic
-from mill.core.backend import Backend, BackendPlugin, Capabilities, RunContext
+from mill.core.backend import Backend, BackendPlugin, Capabilities, ResumableBackend, RunContext
 from mill.core.checksum import with_manifest_digest
 from mill.core.chunks import RUNS_DIR, ChunkStore, MemoryChunkStore, committed_samples
 from mill.core.convert import CONVERTER
@@ -325,6 +325,8 @@ def execute(
         if done:
             context.progress.start(f"resuming: {len(done)} of {len(data)} samples already committed")
             context.progress.finish()
+        if isinstance(backend, ResumableBackend) and (previous := store.recorded_run_info()):
+            backend.resume(previous)
         if todo:
             _commit_answers(run, backend, task, data.subset(todo), store, options.chunk_size, n_total=len(data))
         # Every rank hands its part to rank 0, which scores the union: the same rows, sorted by key,
@@ -385,9 +387,10 @@ def _commit_answers(
     pending: list[pl.DataFrame] = []
     n_pending = 0
     n_skipped_committed = 0
+    recorded: dict[str, Any] = {}
 
     def commit() -> None:
-        nonlocal pending, n_pending, n_skipped_committed
+        nonlocal pending, n_pending, n_skipped_committed, recorded
         # Taken off the queue before writing: if the write is cut short, these samples are simply
         # computed again by the next run, never committed twice.
         frames, pending, n_pending = pending, [], 0
@@ -406,6 +409,10 @@ def _commit_answers(
             )
         if frames:
             store.commit(pl.concat(frames, how="diagonal_relaxed"))
+        # After the chunk: what a resumed run starts from (a reduced batch size) must not outrun the work.
+        if isinstance(backend, ResumableBackend) and (info := dict(backend.run_info())) != recorded:
+            store.record_run_info(info)
+            recorded = info
 
     try:
         for frame in run.kind.answer(backend, task, data):

@@ -68,3 +68,11 @@ class MillWarning(UserWarning):
 
     The CLI prints it as one ``warning:`` line.
     """
+
+
+class NonFiniteError(MillError):
+    """A model produced numbers that cannot be right (NaN or infinity), which would make its scores silently wrong."""
+
+
+class OutOfMemoryError(MillError):
+    """The accelerator ran out of memory even one sample at a time."""

@@ -23,6 +23,7 @@ from filelock import FileLock
 from mill.core.atomic import atomic_path, remove_stale_temporaries, write_parquet_atomic
 from mill.core.checksum import damage_of, sha256_bytes, sha256_file, sidecar_path, write_sidecar
 from mill.core.errors import DamagedResultsError, ResultsError, ResultsWriteError
+from mill.core.lock import file_lock
 from mill.core.metrics import MetricValue
 
 AGGREGATE_FILE = "aggregate.csv"
@@ -138,7 +139,7 @@ def read_aggregate(output_dir: Path) -> pl.DataFrame:
 
 
 def _aggregate_lock(output_dir: Path) -> FileLock:
-    return FileLock(str(output_dir / AGGREGATE_FILE) + ".lock")
+    return file_lock(output_dir / f"{AGGREGATE_FILE}.lock")
 
 
 def _read_checked(output_dir: Path) -> pl.DataFrame:

@@ -3,25 +3,32 @@
 Indexing reads tar headers only (no image decoding), so a 50k-sample dataset is indexed in seconds, and
 each shard's index is cached as JSON keyed by the file's absolute path, size and mtime so it is read once.
 Batches are then read by seeking to a member's offset, which lets workers split a shard between them.
+
+A cached index carries the sha256 of its samples and is checked against the shard (every member inside
+the file) before use, so a damaged cache file is rebuilt with a warning rather than sending reads to
+wrong offsets; a cache that cannot be written (a full disk, no permission) is warned about and skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import tarfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from attrs import frozen
 
-from mill.core.atomic import write_bytes_atomic
+from mill.core.cachefile import write_cache
 from mill.core.errors import DataError
 from mill.data.source import ShardInfo
 
+log = logging.getLogger(__name__)
+
 #: Bumped whenever the cached JSON layout changes, so old caches are ignored rather than misread.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 #: Extensions tried, in this order, when no member has the spec's image member name.
 IMAGE_EXTENSIONS = ("webp", "jpg", "jpeg", "png")
 #: A label member larger than this is not an ASCII integer; refusing it keeps indexing headers-only fast.
@@ -73,20 +80,22 @@ def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) 
     if cache_dir is None:
         return ShardIndex(shard=shard, samples=_scan(shard, label_member=label_member, file_size=stat.st_size))
     cache_file = cache_dir / "index" / f"{index_cache_key(shard.path, stat.st_size, stat.st_mtime_ns)}.json"
-    cached = _read_cache(cache_file, label_member)
+    cached = _read_cache(cache_file, label_member, file_size=stat.st_size)
     if cached is not None:
         return ShardIndex(shard=shard, samples=cached)
     samples = _scan(shard, label_member=label_member, file_size=stat.st_size)
+    entries = [
+        {"key": s.key, "members": {e: [m.offset, m.size] for e, m in s.members.items()}, "label": s.label_text}
+        for s in samples
+    ]
     payload = {
         "version": INDEX_VERSION,
         "path": str(shard.path.resolve()),
         "label_member": label_member,
-        "samples": [
-            {"key": s.key, "members": {e: [m.offset, m.size] for e, m in s.members.items()}, "label": s.label_text}
-            for s in samples
-        ],
+        "sha256": _entries_sha256(entries),
+        "samples": entries,
     }
-    write_bytes_atomic(cache_file, [json.dumps(payload, separators=(",", ":")).encode()])
+    write_cache(cache_file, lambda tmp: tmp.write_text(json.dumps(payload, separators=(",", ":"))))
     return ShardIndex(shard=shard, samples=samples)
 
 
@@ -95,21 +104,42 @@ def index_cache_key(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(f"{path.resolve()}\0{size}\0{mtime_ns}".encode()).hexdigest()[:32]
 
 
-def _read_cache(cache_file: Path, label_member: str) -> tuple[IndexedSample, ...] | None:
+def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple[IndexedSample, ...] | None:
+    """The cached samples, or None when there is no usable cache (missing, of another layout, or damaged:
+    unreadable, failing its checksum, or pointing outside the shard, which is rebuilt with a warning)."""
     try:
-        payload = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
+        data = cache_file.read_bytes()
+    except FileNotFoundError:
         return None
-    if payload.get("version") != INDEX_VERSION or payload.get("label_member") != label_member:
+    except OSError as error:
+        log.warning("shard index cache %s is unreadable (%s); re-indexing the shard", cache_file, error.strerror)
         return None
-    return tuple(
-        IndexedSample(
-            key=s["key"],
-            members={e: Member(offset=o, size=n) for e, (o, n) in s["members"].items()},
-            label_text=s["label"],
+    try:
+        payload = json.loads(data)  # bytes: a non-UTF-8 file is a ValueError here, like bad JSON
+        if payload.get("version") != INDEX_VERSION or payload.get("label_member") != label_member:
+            return None  # another layout or label member: not damage, just not this index
+        entries = payload["samples"]
+        if payload.get("sha256") != _entries_sha256(entries):
+            raise ValueError("its checksum does not match")
+        samples = tuple(
+            IndexedSample(
+                key=str(s["key"]),
+                members={str(e): Member(offset=int(o), size=int(n)) for e, (o, n) in s["members"].items()},
+                label_text=None if s["label"] is None else str(s["label"]),
+            )
+            for s in entries
         )
-        for s in payload["samples"]
-    )
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        log.warning("shard index cache %s is damaged (%s); re-indexing the shard", cache_file, error)
+        return None
+    if any(m.offset < 0 or m.offset + m.size > file_size for s in samples for m in s.members.values()):
+        log.warning("shard index cache %s points past the end of its shard; re-indexing the shard", cache_file)
+        return None
+    return samples
+
+
+def _entries_sha256(entries: Any) -> str:
+    return hashlib.sha256(json.dumps(entries, separators=(",", ":")).encode()).hexdigest()
 
 
 def _scan(shard: ShardInfo, *, label_member: str, file_size: int) -> tuple[IndexedSample, ...]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from attrs import frozen
 from braceexpand import braceexpand
 
-from mill.core.atomic import write_bytes_atomic
+from mill.core.cachefile import write_cache
 from mill.core.errors import DataError
 from mill.data.download import RetryPolicy, fetch, retry_hub
 
@@ -247,7 +247,8 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
             raise DataError(f"{error}\n{hint}") from None
         files = json.loads(listing.read_text())
     else:
-        write_bytes_atomic(listing, [json.dumps(sorted(files)).encode()])
+        # Only lets a later run work offline: a full or read-only cache costs a warning.
+        write_cache(listing, lambda tmp: tmp.write_text(json.dumps(sorted(files))))
     names = sorted((f for f in files if fnmatch.fnmatch(f, pattern)), key=natural_key)
     if not names:
         raise DataError(f"dataset {repo} on the Hugging Face Hub has no files matching {pattern!r}\n{hint}")

@@ -1,4 +1,9 @@
-"""The loaded clip backend: zero-shot classification exactly as clip_benchmark's ``run_classification``."""
+"""The loaded clip backend: zero-shot classification exactly as clip_benchmark's ``run_classification``.
+
+Image batches that run out of device memory are computed again at half the size
+(:mod:`mill.core.batch_size`); image features or class embeddings that are not finite stop the run
+(:class:`~mill.core.errors.NonFiniteError`) instead of producing a silently wrong accuracy.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from mill.backends.clip.args import ClipArgs
-from mill.backends.clip.classifier import ClassifierStore, build_classifier, classifier_cache_key
+from mill.backends.clip.classifier import ClassifierStore, build_classifier, check_finite, classifier_cache_key
 from mill.backends.clip.memory import InMemoryClip
 from mill.backends.clip.model import Architecture, LoadedModel, library_versions, load_model
 from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS
 from mill.core.backend import ModelInfo, RunContext
+from mill.core.batch_size import AdaptiveBatchSize
+from mill.core.errors import NonFiniteError
 from mill.core.held_model import first_device, parameters_digest, preserved
 from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
 from mill.core.sample import SampleBatch, SampleSource
@@ -34,6 +41,7 @@ class ClipBackend:
         cache = context.cache_dir if cache_classifier else None
         self._store = None if cache is None else ClassifierStore(cache / "classifiers")
         self._run_info: dict[str, Any] = {}
+        self._batch = AdaptiveBatchSize(args.batch_size or 1, release=_release_device_memory, name="image batch")
 
     @classmethod
     def load(cls, args: ClipArgs, context: RunContext) -> ClipBackend:
@@ -59,8 +67,13 @@ class ClipBackend:
         return self.loaded.preprocess
 
     def run_info(self) -> Mapping[str, Any]:
-        """``classifier_cache_hit`` and ``classifier_cache_key`` of the last classifier built or loaded."""
-        return dict(self._run_info)
+        """``classifier_cache_hit`` and ``classifier_cache_key`` of the last classifier built or loaded, the
+        image batch size now and its out-of-memory fall-backs."""
+        return {**self._run_info, **self._batch.run_info()}
+
+    def resume(self, previous: Mapping[str, Any]) -> None:
+        """Start at the batch size an interrupted process of this run fell back to."""
+        self._batch.resume(previous)
 
     def classifier_key(self, task: ZeroShotTask) -> str:
         """The cache key of ``task``'s classifier: everything its weights depend on."""
@@ -85,7 +98,7 @@ class ClipBackend:
         progress.start("building classifier", total=None)
 
         def build() -> torch.Tensor:
-            return build_classifier(
+            built = build_classifier(
                 self.model,
                 self.loaded.tokenizer,
                 task.classnames,
@@ -94,6 +107,7 @@ class ClipBackend:
                 autocast=self._autocast,
                 text_batch_size=self.args.text_batch_size,
             )
+            return self._checked(built, task)
 
         try:
             if self._store is None:
@@ -107,19 +121,32 @@ class ClipBackend:
         self._run_info = {"classifier_cache_hit": hit, "classifier_cache_key": key}
         return classifier
 
-    def logits_for(self, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-        """Float32 logits ``[n_images, n_classes]`` of preprocessed ``images``, as in clip_benchmark."""
+    def _checked(self, classifier: torch.Tensor, task: ZeroShotTask) -> torch.Tensor:
+        check_finite(classifier, task.classnames, precision=self.args.precision.name)
+        return classifier
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The image tower's (unnormalised) features of preprocessed ``images``, ``[n_images, embed_dim]``."""
         images = images.to(
             self.device,
             dtype=getattr(torch, self.args.precision.input_dtype),
             non_blocking=self.device.type == "cuda",
         )
         with torch.inference_mode(), self._autocast():
-            image_features = self.model.encode_image(images)
-            image_features = F.normalize(image_features, dim=-1)
+            features: torch.Tensor = self.model.encode_image(images)
+        return features
+
+    def logits_from(self, image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+        """Float32 logits ``[n_images, n_classes]`` of ``image_features``, as in clip_benchmark."""
+        with torch.inference_mode(), self._autocast():
+            normalised = F.normalize(image_features, dim=-1)
             # Pure low-precision weights give low-precision features; autocast casts for itself.
-            logits = 100.0 * image_features @ classifier.to(image_features.dtype)
+            logits = 100.0 * normalised @ classifier.to(normalised.dtype)
         return logits.float()
+
+    def logits_for(self, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+        """Float32 logits ``[n_images, n_classes]`` of preprocessed ``images``, as in clip_benchmark."""
+        return self.logits_from(self.image_features(images), classifier)
 
     def run_zero_shot(self, task: ZeroShotTask, data: SampleSource) -> Iterator[ZeroShotBatchResult]:
         """Top-``task.top_k`` classes of every sample in ``data``, one result per batch."""
@@ -132,21 +159,43 @@ class ClipBackend:
         pending: tuple[SampleBatch, torch.Tensor] | None = None
         try:
             for batch in data.batches(
-                batch_size=self.args.batch_size or 1,
+                batch_size=self._batch.size,
                 num_workers=self.args.num_workers or 0,
                 transform=self.preprocess,
                 pin_memory=self.device.type == "cuda",
             ):
-                topk = self.logits_for(batch.images, classifier).topk(k, dim=-1).indices
+                parts = self._batch.map(
+                    len(batch.keys),
+                    lambda start, stop: self._topk(batch.images[start:stop], classifier, k),  # noqa: B023
+                    where=lambda: f"shard {batch.shards[0]}, sample {batch.keys[0]!r}",  # noqa: B023
+                )
+                answer = (torch.cat([topk for topk, _ in parts]), torch.cat([finite for _, finite in parts]))
                 if pending is not None:
                     yield self._result(*pending)
-                pending = (batch, topk)
+                pending = (batch, answer)
             if pending is not None:
                 yield self._result(*pending)
         finally:
             progress.finish()
 
-    def _result(self, batch: SampleBatch, topk: torch.Tensor) -> ZeroShotBatchResult:
+    def _topk(self, images: torch.Tensor, classifier: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top-``k`` classes of ``images`` and whether each image's features are finite (both on the device,
+        so checking costs no synchronisation until the batch's classes are copied back anyway)."""
+        features = self.image_features(images)
+        finite = torch.isfinite(features).all(dim=-1)
+        return self.logits_from(features, classifier).topk(k, dim=-1).indices, finite
+
+    def _result(self, batch: SampleBatch, answer: tuple[torch.Tensor, torch.Tensor]) -> ZeroShotBatchResult:
+        topk, finite = answer
+        bad = [(key, shard) for key, shard, ok in zip(batch.keys, batch.shards, finite.tolist(), strict=True) if not ok]
+        if bad:
+            shown = ", ".join(f"{key!r} (shard {shard})" for key, shard in bad[:10])
+            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise NonFiniteError(
+                f"non-finite (NaN or inf) image features for {len(bad)} of {len(batch.keys)} samples in a batch: "
+                f"{shown}{more}; the image tower overflows at precision={self.args.precision.name}: run with "
+                "precision=fp32 (or amp_bf16), or check these images"
+            )
         self.context.progress.advance(len(batch.keys))
         return ZeroShotBatchResult(
             keys=list(batch.keys), shards=list(batch.shards), golds=list(batch.labels), topk=topk.cpu().tolist()
@@ -197,3 +246,9 @@ class InMemoryClipBackend(ClipBackend):
         with preserved(self.model):
             self.model.to(self.device).eval()
             yield from super().run_zero_shot(task, data)
+
+
+def _release_device_memory() -> None:
+    # What a batch that ran out of memory allocated is cached by torch's allocator, not returned.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

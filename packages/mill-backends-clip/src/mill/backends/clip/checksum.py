@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mill.backends.clip.cachefile import lock_for
-from mill.core.atomic import write_bytes_atomic
+from mill.core.cachefile import cache_lock, write_cache
 
 INDEX_NAME = "file_hashes.json"
 _CHUNK = 16 * 1024 * 1024
@@ -26,16 +25,16 @@ def file_sha256(path: Path, *, cache_dir: Path | None) -> str:
     stat = path.stat()
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     index = cache_dir / INDEX_NAME
-    with lock_for(index):
+    with cache_lock(index):
         entry = _read_index(index).get(str(path))
     if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()):
         return str(entry["sha256"])
     # Hashing happens outside the lock: other runs need not wait for a multi-GB read.
     digest = sha256_of(path)
-    with lock_for(index):
+    with cache_lock(index):
         entries = _read_index(index)
         entries[str(path)] = {**stamp, "sha256": digest}
-        write_bytes_atomic(index, [json.dumps(entries, indent=1, sort_keys=True).encode()])
+        write_cache(index, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8"))
     return digest
 
 
@@ -51,7 +50,7 @@ def sha256_of(path: Path) -> str:
 def _read_index(index: Path) -> dict[str, Any]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        # A missing or damaged index only costs a re-hash.
+    except (OSError, ValueError):
+        # A missing, damaged or unreadable index (another user's cache) only costs a re-hash.
         return {}
     return data if isinstance(data, dict) else {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -20,9 +21,8 @@ import torch.nn.functional as F
 from attrs import frozen
 from open_clip.model import CLIP, text_global_pool
 
-from mill.backends.clip.cachefile import lock_for
-from mill.core.atomic import atomic_path
-from mill.core.errors import SpecError
+from mill.core.cachefile import cache_lock, write_cache
+from mill.core.errors import NonFiniteError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,37 @@ def _trims_padding(model: Any) -> bool:
     )
 
 
+#: Bumped when the layout of a cached classifier file changes; other layouts are rebuilt, never misread.
+CACHE_FORMAT = 2
+
+
+def non_finite_classes(classifier: torch.Tensor, classnames: Sequence[str]) -> list[str]:
+    """The classes whose classifier column holds a NaN or an infinity (a float16 overflow in the text tower)."""
+    bad = (~torch.isfinite(classifier).all(dim=0)).nonzero().flatten().tolist()
+    return [classnames[i] for i in bad]
+
+
+def check_finite(classifier: torch.Tensor, classnames: Sequence[str], *, precision: str) -> None:
+    """Raise NonFiniteError naming the classes whose embedding is not finite: every image's score against
+    them would be NaN, and the accuracy silently wrong."""
+    bad = non_finite_classes(classifier, classnames)
+    if bad:
+        shown = ", ".join(repr(name) for name in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise NonFiniteError(
+            f"the zero-shot classifier has non-finite (NaN or inf) text embeddings for {len(bad)} of "
+            f"{len(classnames)} classes: {shown}; the text tower overflows at precision={precision}: "
+            "run with precision=fp32 (or amp_bf16)"
+        )
+
+
 @frozen
 class ClassifierStore:
-    """Classifiers on disk, one ``{key}.pt`` per cache key under ``directory``."""
+    """Classifiers on disk, one ``{key}.pt`` per cache key under ``directory``.
+
+    Each file holds the tensor with the sha256 of its bytes, so a file damaged on disk (a bit flipped, a
+    partial copy) is detected and rebuilt rather than trusted. A cache that cannot be written (a full disk,
+    no permission) only costs a warning: the classifier is used uncached.
+    """
 
     directory: Path
 
@@ -128,18 +156,19 @@ class ClassifierStore:
         """The cached classifier for ``key`` and True, or ``build()``'s, stored, and False.
 
         Concurrent runs with the same key build it once: the second waits on the lock and loads.
+        ``build`` may raise (a non-finite classifier): nothing is cached then.
         """
         path = self.path_for(key)
         cached = self._load(path, n_classes, device)
         if cached is not None:
             return cached, True
-        with lock_for(path):
+        with cache_lock(path):
             cached = self._load(path, n_classes, device)
             if cached is not None:
                 return cached, True
             classifier = build()
-            with atomic_path(path) as tmp:
-                torch.save(classifier.cpu(), tmp)
+            payload = _serialise(classifier)
+            write_cache(path, lambda tmp: tmp.write_bytes(payload))
         return classifier, False
 
     @staticmethod
@@ -147,11 +176,35 @@ class ClassifierStore:
         if not path.is_file():
             return None
         try:
-            tensor = torch.load(path, map_location=device, weights_only=True)
+            entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # a damaged cache entry is rebuilt, never trusted
             log.warning("classifier cache %s is unreadable (%s); rebuilding it", path, error)
             return None
+        if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
+            log.warning("classifier cache %s was written by another version of Mill; rebuilding it", path)
+            return None
+        tensor = entry.get("classifier")
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2 or tensor.shape[1] != n_classes:
             log.warning("classifier cache %s is not a [dim, %d] tensor; rebuilding it", path, n_classes)
             return None
-        return tensor
+        if entry.get("sha256") != _tensor_sha256(tensor):
+            log.warning("classifier cache %s does not match its checksum (damaged on disk); rebuilding it", path)
+            return None
+        if not torch.isfinite(tensor).all():
+            # A non-finite classifier is never written, so this one was damaged after it was.
+            log.warning("classifier cache %s holds non-finite values; rebuilding it", path)
+            return None
+        return tensor.to(device)
+
+
+def _serialise(classifier: torch.Tensor) -> bytes:
+    # Serialised in memory so that a failing disk write surfaces as the OSError write_cache expects.
+    cpu = classifier.detach().cpu().contiguous()
+    buffer = io.BytesIO()
+    torch.save({"format": CACHE_FORMAT, "classifier": cpu, "sha256": _tensor_sha256(cpu)}, buffer)
+    return buffer.getvalue()
+
+
+def _tensor_sha256(tensor: torch.Tensor) -> str:
+    raw = tensor.detach().cpu().contiguous().view(torch.uint8)  # any dtype's bytes, bfloat16 included
+    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()

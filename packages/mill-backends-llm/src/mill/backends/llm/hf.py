@@ -2,12 +2,13 @@
 
 Decoding is greedy and batches are left-padded, so a sample's answer does not depend on the
 batch it lands in, except where padding changes a matmul's rounding enough to flip a near tie
-(possible in bfloat16; the tests check float32 on CPU).
+(possible in bfloat16; the tests check float32 on CPU). For the same reason a batch that runs out of
+device memory can be computed again in halves (:mod:`mill.core.batch_size`): the run goes on at that size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -16,6 +17,7 @@ from mill.backends.llm.base import GenerativeBackend
 from mill.backends.llm.checkpoint import Checkpoint
 from mill.backends.llm.messages import render_prompt
 from mill.core.backend import ModelInfo, RunContext
+from mill.core.batch_size import AdaptiveBatchSize
 from mill.core.errors import BackendArgumentError
 
 DEFAULT_BATCH_SIZE = 8
@@ -38,6 +40,7 @@ class HfBackend(GenerativeBackend):
         super().__init__(info, batch_size=batch_size, num_workers=num_workers, context=context)
         self._model = model
         self._processor = processor
+        self._batch = AdaptiveBatchSize(batch_size, release=_release_device_memory, name="batch")
 
     @classmethod
     def load(cls, args: HfArgs, context: RunContext, backend: str = "hf") -> HfBackend:
@@ -85,8 +88,25 @@ class HfBackend(GenerativeBackend):
             context=context,
         )
 
+    def run_info(self) -> Mapping[str, Any]:
+        """The batch size generation runs at now and its out-of-memory fall-backs."""
+        return {**super().run_info(), **self._batch.run_info()}
+
+    def resume(self, previous: Mapping[str, Any]) -> None:
+        """Start at the batch size an interrupted process of this run fell back to."""
+        self._batch.resume(previous)
+
     def generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:
-        """Greedy answers to ``prompts``, each about the image at the same position."""
+        """Greedy answers to ``prompts``, each about the image at the same position, at most the current
+        batch size at a time."""
+        parts = self._batch.map(
+            len(prompts),
+            lambda start, stop: self._generate(images[start:stop], prompts[start:stop], max_new_tokens),
+            where=lambda: f"a prompt of {len(prompts[0])} characters",
+        )
+        return [text for part in parts for text in part]
+
+    def _generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:
         import torch
 
         texts = [render_prompt(self._processor, prompt) for prompt in prompts]
@@ -104,6 +124,14 @@ class HfBackend(GenerativeBackend):
         # decoding they do nothing, and clearing them keeps transformers from warning each batch.
         config = self._model.generation_config
         return {name: None for name in ("temperature", "top_p", "top_k") if getattr(config, name, None)}
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    # What a batch that ran out of memory allocated is cached by torch's allocator, not returned.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _load_processor(checkpoint: Checkpoint, args: HfArgs) -> Any:
