@@ -112,6 +112,15 @@ def device_for(info: WorldInfo, device_type: str) -> str:
     return f"cuda:{info.local_rank}" if device_type == "cuda" and info.is_distributed else device_type
 
 
+def launch_device_type(device: str | None) -> str:
+    """The device type a distributed launch communicates over: NCCL for CUDA, gloo for CPU."""
+    import torch
+
+    if device is not None:
+        return torch.device(device).type
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def init_process_group_if_needed(device_type: str, info: WorldInfo | None = None) -> bool:
     """Join the process group of this launch (NCCL for ``cuda``, gloo otherwise); True when there is one.
 

@@ -191,7 +191,7 @@ def eval_command(
     console, notes = table_console(), progress_console()
     launch = distributed.world()
     # Under torchrun/srun every rank evaluates its part; rank 0 alone reports and writes results.
-    distributed.init_process_group_if_needed(_launch_device_type(device), launch)
+    distributed.init_process_group_if_needed(distributed.launch_device_type(device), launch)
     quiet = quiet or not launch.is_main
     progress: Progress
     if quiet:
@@ -237,15 +237,6 @@ def eval_command(
 
 def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-
-
-def _launch_device_type(device: str | None) -> str:
-    """The device type a distributed launch communicates over: NCCL for CUDA, gloo for CPU."""
-    import torch
-
-    if device is not None:
-        return torch.device(device).type
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _print_rows(console: Console, rows: Sequence[AggregateRow]) -> None:

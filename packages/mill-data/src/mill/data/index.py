@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,9 +32,6 @@ INDEX_VERSION = 2
 IMAGE_EXTENSIONS = ("webp", "jpg", "jpeg", "png")
 #: A label member larger than this is not an ASCII integer; refusing it keeps indexing headers-only fast.
 MAX_LABEL_BYTES = 64
-
-# webdataset's own split (tariterators.base_plus_ext): the key runs to the first dot of the basename.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 
 @frozen
@@ -64,8 +60,11 @@ class ShardIndex:
 
 def split_member_name(name: str) -> tuple[str, str] | None:
     """``dir/s0001.0.webp`` → (``dir/s0001``, ``0.webp``), as webdataset groups members; None if no dot."""
-    match = _KEY_EXT.match(name)
-    return (match.group(1), match.group(2)) if match else None
+    # Imported here: importing webdataset imports torch, which `mill ls` and `mill collect` never need.
+    from webdataset.tariterators import base_plus_ext
+
+    key, ext = base_plus_ext(name)
+    return None if key is None or ext is None else (key, ext)
 
 
 def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) -> ShardIndex:

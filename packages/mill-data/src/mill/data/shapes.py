@@ -102,7 +102,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     direction = rng.uniform(0, 2 * math.pi)
     y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
     t = np.clip(0.5 + (x - 0.5) * math.cos(direction) + (y - 0.5) * math.sin(direction), 0, 1)[..., None]
-    return np.clip(ends[0] + (ends[1] - ends[0]) * t, 0, 255)
+    # numpy's stubs type np.mgrid's grids as Any, and so everything computed from them.
+    gradient: np.ndarray = np.clip(ends[0] + (ends[1] - ends[0]) * t, 0, 255)
+    return gradient
 
 
 def _outline(shape: str, centre: np.ndarray, radius: float, angle: float) -> list[tuple[float, float]]:

@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from attrs import frozen
-from braceexpand import braceexpand
 
 from mill.core.cachefile import write_cache
 from mill.core.errors import DataError
@@ -146,7 +145,10 @@ def where_to_put_shards(source: str, split: str, benchmark: str | None) -> str:
 def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
     policy = RetryPolicy.from_env()
     if "{" in source:
-        urls = list(braceexpand(source))
+        # Imported here: importing webdataset imports torch, which only reading shards needs.
+        from webdataset.shardlists import expand_urls
+
+        urls = expand_urls(source)
         base = source[: source.index("{")].rsplit("/", 1)[0] + "/"
     elif source.endswith(".tar"):
         urls = [source]

@@ -10,7 +10,6 @@ readers must convert them to RGB, and find the image member by extension when it
 from __future__ import annotations
 
 import io
-import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -90,6 +89,9 @@ def write_image_shards(
     """
     if n_shards <= 0 or n_shards > n_samples:
         raise ValueError(f"cannot spread {n_samples} samples over {n_shards} shards")
+    # Imported here: importing webdataset imports torch, and importing this module should stay light.
+    from webdataset import TarWriter
+
     image_prefix = "0." if layout == "wds_imagenet1k" else ""
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,13 +100,17 @@ def write_image_shards(
     bounds = [round(i * n_samples / n_shards) for i in range(n_shards + 1)]
     for shard_i in range(n_shards):
         path = folder / f"{shard_i}.tar"
-        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        # Fixed metadata (mtime 0, no owner) and bytes written as given make the shards identical across runs
+        # and machines.
+        with open(path, "wb") as out, TarWriter(out, user="", group="", mode=0o644, mtime=0, encoder=False) as tar:
             for index in range(bounds[shard_i], bounds[shard_i + 1]):
                 label, image = next(iterator)
                 key = f"s{index:07d}"
                 ext, data = _encode(image, index if mixed_modes else -1)
-                _add(tar, f"{key}.{image_prefix}{ext}", data)
-                _add(tar, f"{key}.cls", str(label).encode("ascii"))
+                # One write per member: TarWriter sorts a sample's members by name, and the exports store
+                # the image before the label (``webp`` would sort after ``cls``).
+                tar.write({"__key__": key, f"{image_prefix}{ext}": data})
+                tar.write({"__key__": key, "cls": str(label).encode("ascii")})
         paths.append(path)
     if layout == "clip_benchmark":
         (folder / "nshards.txt").write_text(f"{n_shards}\n")
@@ -141,12 +147,3 @@ def _encode(image: Image.Image, index: int) -> tuple[str, bytes]:
         return "png", out.getvalue()
     image.save(out, format="WEBP", lossless=True, method=0)
     return "webp", out.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    # Fixed metadata (mtime 0, no owner) makes the shards identical across runs and machines.
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))

@@ -83,8 +83,10 @@ def encode_text(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     is shortcut; any other model (or a replaced ``encode_text``) is called as it is.
     tests/test_classifier.py checks that the classifier does not change.
     """
+    # open_clip ships no types: what its model and text_global_pool return is named with its type here.
     if not _trims_padding(model):
-        return model.encode_text(tokens)
+        encoded: torch.Tensor = model.encode_text(tokens)
+        return encoded
     used = (tokens != 0).any(dim=0).nonzero()
     length = int(used.max()) + 1 if len(used) else tokens.shape[1]
     tokens = tokens[:, :length]
@@ -93,12 +95,14 @@ def encode_text(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     x = x + model.positional_embedding[:length].to(cast_dtype)
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type)
-    if model.text_projection is None:
-        return x
-    if isinstance(model.text_projection, torch.nn.Linear):
-        return model.text_projection(x)
-    return x @ model.text_projection
+    pooled: torch.Tensor = text_global_pool(x, tokens, model.text_pool_type)
+    projection = model.text_projection
+    if projection is None:
+        return pooled
+    if isinstance(projection, torch.nn.Linear):
+        projected: torch.Tensor = projection(pooled)
+        return projected
+    return torch.matmul(pooled, projection)
 
 
 def _trims_padding(model: Any) -> bool:

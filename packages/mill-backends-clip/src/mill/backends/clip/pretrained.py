@@ -236,10 +236,8 @@ def hub_cache_dir() -> str:
 
 def _cached_hub_file(repo_id: str, names: tuple[str, ...]) -> Path | None:
     """The first of ``names`` that the cache holds for ``repo_id`` at ``main`` (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
+    from huggingface_hub import try_to_load_from_cache
+
     for name in names:
         cached = try_to_load_from_cache(repo_id, name, cache_dir=hub_cache_dir())
         if isinstance(cached, str):
