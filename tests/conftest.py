@@ -26,7 +26,7 @@ import polars as pl
 import pytest
 from attrs import frozen
 
-from mill.backends.clip.tiny import write_tiny_model
+from mill.backends.clip.tiny import TinyModel, write_tiny_model
 from mill.backends.llm.tiny import write_tiny_vlm
 from mill.core.results import read_aggregate
 from mill.data import write_synthetic_shards
@@ -109,10 +109,15 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def clip_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The model spec of a tiny random-weight open_clip model, in float32."""
-    tiny = write_tiny_model(tmp_path_factory.mktemp("clip"))
-    return f"clip[path={tiny.config_path},pretrained={tiny.checkpoint_path},dtype=float32]"
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """A tiny random-weight open_clip model's files (for references that load it themselves)."""
+    return write_tiny_model(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="session")
+def clip_model(tiny_clip: TinyModel) -> str:
+    """The model spec of :func:`tiny_clip` for ``mill eval``, in float32."""
+    return f"clip[path={tiny_clip.config_path},pretrained={tiny_clip.checkpoint_path},dtype=float32]"
 
 
 @pytest.fixture(scope="session")

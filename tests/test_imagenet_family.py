@@ -9,11 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import open_clip
+import polars as pl
 import pytest
+from clip_benchmark.datasets.builder import all_imagenet_wordnet_ids, build_dataset
+from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
+from clip_benchmark.models.open_clip import load_open_clip
+from PIL import Image
+from torch.utils.data import DataLoader
 
-from mill.core.registry import builtin_spec_dir
+from mill.backends.clip.tiny import TinyModel
+from mill.core.registry import SpecRegistry, builtin_spec_dir
 from mill.core.results import read_aggregate
 from mill.data import write_synthetic_shards
+from mill.data.synthetic import synthetic_image, write_image_shards
 
 FAMILY = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "imagenet_o", "objectnet")
 ROBUSTNESS = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "objectnet")
@@ -138,3 +148,73 @@ def test_check_export_confirms_a_matching_export_and_reports_mismatches(
     assert "MISMATCH: 12 samples, the spec expects 7500" in out
     assert "MISMATCH: 194 classes have no sample" in out
     assert "MISMATCH: classnames.txt lists 6 classes, the spec 200" in out
+
+
+@pytest.fixture(scope="module")
+def reference_model(tiny_clip: TinyModel) -> tuple[Any, Any, Any]:
+    """The tiny model, transform and tokenizer as clip_benchmark's CLI builds them."""
+    open_clip.add_model_config(tiny_clip.config_path)
+    model, transform, tokenizer = load_open_clip(tiny_clip.name, str(tiny_clip.checkpoint_path), device="cpu")
+    model.eval()
+    return model, transform, tokenizer
+
+
+def _image_folder(root: Path, wnids: list[str]) -> Path:
+    """One image per class in the layout of the ImageNet-A/R archives that clip_benchmark reads: ``<wnid>/*.png``."""
+    rng = np.random.default_rng(0)
+    for label, wnid in enumerate(wnids):
+        (root / wnid).mkdir(parents=True)
+        synthetic_image(label, n_classes=len(wnids), size=64, rng=rng).save(root / wnid / f"{wnid}_0.png")
+    return root
+
+
+@pytest.mark.parametrize(("benchmark", "reference_name"), [("imagenet_a", "imagenet-a"), ("imagenet_r", "imagenet-r")])
+def test_class_subset_matches_clip_benchmarks_builder(
+    benchmark: str,
+    reference_name: str,
+    reference_model: tuple[Any, Any, Any],
+    mill_in_process: Mill,
+    clip_model: str,
+    cache_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """clip_benchmark's ``build_dataset`` on an image folder of every class of the subset, and ``mill eval`` on the
+    same images as shards in the export's layout: the same tiny model predicts the same class for every sample.
+
+    The folders are named by Mill's subset (its parent indices as ImageNet wnids); clip_benchmark names the classes
+    from its own wnid list, so a wrong or misordered index in Mill's subset file shows as differing names."""
+    spec = SpecRegistry.discover().specs[benchmark]
+    assert spec.parent_indices is not None
+    folder = _image_folder(tmp_path / "folder", [all_imagenet_wordnet_ids[i] for i in spec.parent_indices])
+    model, transform, tokenizer = reference_model
+    reference = build_dataset(reference_name, root=str(folder), transform=transform, download=False)
+    assert len(reference.classes) == len(spec.classnames) == 200
+    classifier = zero_shot_classifier(model, tokenizer, reference.classes, reference.templates, "cpu", amp=False)
+    logits, targets = run_classification(model, classifier, DataLoader(reference, batch_size=64), "cpu", amp=False)
+    predictions = logits.argmax(dim=-1).tolist()
+    # Equality says little if the random model predicts one class for everything.
+    assert len(set(predictions)) >= 5
+
+    # The export holds ImageFolder's labels (clip_benchmark's webdataset_builder writes the dataset it built), as
+    # the spec reads them: subset positions, or parent indices where the spec says labels = "parent".
+    labels = targets.tolist() if spec.label_map is None else [spec.parent_indices[t] for t in targets.tolist()]
+    export = tmp_path / "export"
+    samples = [
+        (label, Image.open(path).convert("RGB")) for label, (path, _) in zip(labels, reference.samples, strict=True)
+    ]
+    write_image_shards(export, samples, n_samples=len(samples), n_shards=2, layout="clip_benchmark")
+
+    out = tmp_path / "results"
+    done = mill_in_process(
+        "eval", clip_model, benchmark, "--data_dir", str(export), "--output_dir", str(out),
+        "--cache_dir", str(cache_dir), "--allow_incomplete", "--quiet",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    (output_file,) = read_aggregate(out).get_column("output_file").unique().to_list()
+    frame = pl.read_parquet(out / output_file).sort("key")
+    # The export's keys are s0000000, s0000001, ... in the reference dataset's order.
+    assert frame.get_column("key").to_list() == [f"s{i:07d}" for i in range(len(reference))]
+    assert frame.get_column("prediction").to_list() == predictions
+    assert frame.get_column("gold").to_list() == targets.tolist()
+    assert frame.get_column("gold_label").to_list() == [reference.classes[t] for t in targets.tolist()]
+    assert frame.get_column("prediction_label").to_list() == [reference.classes[p] for p in predictions]

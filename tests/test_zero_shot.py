@@ -1,10 +1,11 @@
 """ImageNet zero-shot end to end: a tiny open_clip model through ``mill eval`` to aggregate rows, the
 per-sample parquet and the manifest; the classifier cache; the completeness check; and the class
-names and templates against open_clip's."""
+names and templates against open_clip's; SigLIP-style models from a folder and a seeded Hugging Face cache."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -14,6 +15,7 @@ from mill.backends.clip.tiny import write_tiny_siglip
 from mill.cli.main import EXIT_USER_ERROR
 from mill.core.registry import SpecRegistry
 from mill.core.results import model_slug
+from mill.testing.hub import seed_hub_cache
 
 ZERO_SHOT_COLUMNS = ["key", "shard", "gold", "gold_label", "prediction", "prediction_label", "top5", "correct"]
 
@@ -118,3 +120,21 @@ def test_local_dir_siglip_model_end_to_end(mill_eval: Any, tmp_path_factory: Any
     assert manifest["model"] == "local-dir:tiny-siglip"
     assert manifest["resolved_args"]["path"] == f"local-dir:{folder}"
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", manifest["model_revision"])
+
+
+def test_hub_siglip_model_end_to_end(mill_eval: Any, hub_cache: Path, tmp_path: Path, shape: Any) -> None:
+    """A SigLIP-style model in a seeded Hugging Face cache (``hf-hub:``, offline) runs through ``mill eval``; its
+    rows name the repository and its manifest the commit ``main`` resolved to."""
+    repo_id, commit = "mill-test/tiny-siglip", "c" * 40
+    seed_hub_cache(
+        hub_cache, write_tiny_siglip(tmp_path / "repo", tokenizer_name=repo_id), repo_id=repo_id, commit=commit
+    )
+    run = mill_eval(f"clip[path=hf-hub:{repo_id},dtype=float32]", "imagenet", "--allow_incomplete")
+    assert run.outcome.code == 0, run.outcome.err
+    rows = run.aggregate()
+    assert set(rows.get_column("model")) == {f"hf-hub:{repo_id}"}
+    assert set(rows.get_column("n_samples")) == {shape.n_samples}
+    assert run.per_sample().get_column("prediction").n_unique() > 1
+    manifest = run.manifest()
+    assert manifest["model"] == f"hf-hub:{repo_id}"
+    assert manifest["model_revision"] == f"hf-hub:{repo_id}@{commit}"

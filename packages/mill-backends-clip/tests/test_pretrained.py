@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 import torch
 from open_clip.tokenizer import HFTokenizer, canonicalize_text
@@ -21,6 +20,7 @@ from mill.backends.clip.tiny import TINY_SIGLIP_CONTEXT_LENGTH, write_tiny_sigli
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
 from mill.core.kinds.zero_shot import ZeroShotTask
+from mill.testing.hub import seed_hub_cache
 
 REPO_ID = "mill-test/tiny-siglip"
 COMMIT_A = "a" * 40
@@ -32,33 +32,8 @@ def _load(path: str, cache_dir: Path) -> ClipBackend:
     return ClipBackend.load(args, RunContext(cache_dir=cache_dir))
 
 
-#: Files the tokenizer asks the Hub for that the repository lacks: a download records each under ``.no_exist/``.
-ABSENT_FILES = ("config.json",)
-
-
 def _seed_hub_cache(hub_cache: Path, source: Path, commit: str) -> Path:
-    """Put ``source``'s files in ``hub_cache`` as snapshot ``commit`` of REPO_ID and point ``main`` at it, as a
-    download (``hf download``) leaves them."""
-    repo = hub_cache / f"models--{REPO_ID.replace('/', '--')}"
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(source, snapshot)
-    (repo / ".no_exist" / commit).mkdir(parents=True)
-    for name in ABSENT_FILES:
-        (repo / ".no_exist" / commit / name).touch()
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit, encoding="utf-8")
-    return snapshot
-
-
-@pytest.fixture
-def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache that huggingface_hub (and so open_clip and transformers) use, offline."""
-    cache = tmp_path / "hf-hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
+    return seed_hub_cache(hub_cache, source, repo_id=REPO_ID, commit=commit)
 
 
 @pytest.fixture

@@ -44,3 +44,19 @@ def serve() -> Iterator[Callable[..., str]]:
 def facts() -> RunFacts:
     """One full ImageNet zero-shot run's facts (:data:`~mill.testing.facts.FACTS`); vary it with ``evolve``."""
     return FACTS
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache that huggingface_hub (and so open_clip and transformers) use, offline; seed
+    it with :func:`~mill.testing.hub.seed_hub_cache`."""
+    # Imported here: sessions without huggingface_hub (core, data) load this plugin too.
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    # huggingface_hub read the environment at import: its module constants are what its functions consult.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
