@@ -798,7 +798,9 @@ def _mcq(dry_run: bool, device: str, part: Path, size: Size, work: Path) -> dict
     answers = {}
     for name, batch_size, n in (("batched", size.mcq_batch_size, size.mcq_batched), ("single", 1, size.mcq_single)):
         start = time.perf_counter()
-        backend = load_plugin("hf").load({**common, "batch_size": batch_size}, mcq._context(work / f"mcq-{name}"))
+        backend = load_plugin("hf").plugin.load(
+            {**common, "batch_size": batch_size}, mcq._context(work / f"mcq-{name}")
+        )
         load_s = time.perf_counter() - start
         mcq._run(backend, task, mcq._head(data, batch_size))  # warm-up, untimed
         seconds, answers[name] = mcq._run(backend, task, mcq._head(data, n))

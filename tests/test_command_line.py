@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -66,8 +67,15 @@ class Published:
 
 @pytest.fixture(scope="module")
 def published(
-    tmp_path_factory: pytest.TempPathFactory, shards: Path, cache_dir: Path, clip_model: str, vlm_model: str
+    tmp_path_factory: pytest.TempPathFactory,
+    shards: Path,
+    cache_dir: Path,
+    clip_model: str,
+    vlm_model: str,
+    zero_shot: Any,
 ) -> Published:
+    # zero_shot first: its first run must find the shared classifier cache empty (this one then reuses it).
+    del zero_shot
     data_root = tmp_path_factory.mktemp("mill_data")
     (data_root / "imagenet").symlink_to(shards, target_is_directory=True)
     out = tmp_path_factory.mktemp("published") / "results"

@@ -105,7 +105,7 @@ def test_the_docs_show_the_commands_that_matter() -> None:
     assert "eval clip[path=ViT-B-32,pretrained=laion2b_s34b_b79k] imagenet" in commands
     assert "eval Qwen/Qwen3-VL-2B-Instruct[dtype=bfloat16] imagenet --seed 42" in commands
     assert "collect --format markdown --reported" in commands
-    assert {args[0] for _, args in EXAMPLES} == {"eval", "collect", "ls", "report", "rescore"}
+    assert {args[0] for _, args in EXAMPLES} == {"eval", "collect", "ls", "report", "rescore", "verify"}
 
 
 @pytest.mark.parametrize(("where", "args"), EXAMPLES, ids=[where for where, _ in EXAMPLES])

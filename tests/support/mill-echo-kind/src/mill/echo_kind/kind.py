@@ -13,10 +13,10 @@ import polars as pl
 from attrs import frozen
 
 from mill.core.backend import Backend
-from mill.core.metrics import accuracy_with_stderr
+from mill.core.metrics import MetricValue, accuracy_with_stderr
 from mill.core.sample import SampleSource
 from mill.core.spec import Spec
-from mill.core.task_kind import SAMPLE_COLUMNS, Scored, TableMark
+from mill.core.task_kind import SAMPLE_COLUMNS, Rescorer, Scored, TableMark
 
 NAME = "label_parity"
 
@@ -76,7 +76,12 @@ def score(task: ParityTask, metric: str, raw: pl.DataFrame, seed: int) -> Scored
         answer=pl.col("answer"),
         correct=pl.col("answer") == pl.col("gold") % task.modulus,
     ).cast(pl.Schema(OUTPUT_SCHEMA))
-    return Scored(frame, {metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed)})
+    return Scored(frame, metrics(frame, metric, seed))
+
+
+def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """``metric``: the share of answers that matched their residue."""
+    return {metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed)}
 
 
 @frozen
@@ -88,6 +93,7 @@ class LabelParityKind:
     backend_protocol: type[Any] = ParityBackend
     raw_schema: Mapping[str, Any] = RAW_SCHEMA
     mark: TableMark | None = MARK
+    rescorer: Rescorer | None = None  # the answer is the grade: nothing to re-grade
 
     def check_variant(self, variant: ParityVariant, n_classes: int) -> Sequence[tuple[str, str]]:
         if not 2 <= variant.modulus <= n_classes:
@@ -107,6 +113,9 @@ class LabelParityKind:
 
     def score(self, task: ParityTask, variant: ParityVariant, raw: pl.DataFrame, seed: int) -> Scored:
         return score(task, variant.metric, raw, seed)
+
+    def metrics(self, frame: pl.DataFrame, metric: str, seed: int) -> Mapping[str, MetricValue]:
+        return metrics(frame, metric, seed)
 
 
 kind = LabelParityKind()
