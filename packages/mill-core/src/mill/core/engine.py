@@ -68,6 +68,10 @@ class PlannedRun:
     variant_name: str
     variant: Variant
     kind: TaskKind
+    #: Whether this is the variant the model gets by default (the first it can serve): only that one's
+    #: headline metric becomes the benchmark's rollup row, so another rendering (a letter-likelihood
+    #: variant next to a generative one) never stands in for it.
+    rolls_up: bool = True
 
 
 @frozen
@@ -155,7 +159,9 @@ def plan_runs(models: Sequence[str], benchmarks: Sequence[str], registry: SpecRe
         for selection in selections:
             name = pick_variant(selection.spec, selection.variant, capabilities, model.spec.text)
             variant = selection.spec.variants[name]
-            planned.append(PlannedRun(model, plugin, selection.spec, name, variant, get_kind(variant.kind)))
+            default = pick_variant(selection.spec, None, capabilities, model.spec.text)
+            kind = get_kind(variant.kind)
+            planned.append(PlannedRun(model, plugin, selection.spec, name, variant, kind, rolls_up=name == default))
     return planned
 
 
@@ -390,7 +396,8 @@ def _finish(
         output_file=str(parquet.relative_to(options.output_dir)),
         finished_at=finished.isoformat(timespec="seconds"),
     )
-    rows = run_rows(facts, run.variant_name, scored.metrics, (run.variant.metric, spec.headline_metric))
+    headline = (run.variant.metric, spec.headline_metric) if run.rolls_up else None
+    rows = run_rows(facts, run.variant_name, scored.metrics, headline)
     upsert_aggregate(options.output_dir, rows)
     return rows
 
