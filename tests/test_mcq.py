@@ -3,6 +3,7 @@ variant by capability, asks the protocol's questions, and writes reproducible re
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,52 @@ def test_seed_changes_the_options(
     for row in seeded.iter_rows(named=True):
         assert row["option_indices"] == protocol_options(7, "imagenet_mcq", row["key"], row["gold"])
     assert seeded.get_column("option_indices").to_list() != base.get_column("option_indices").to_list()
+
+
+LIKELIHOOD_COLUMNS = [
+    "key",
+    "shard",
+    "gold",
+    "gold_letter",
+    "options",
+    "option_indices",
+    "prompt",
+    "letter_logprobs",
+    "letter_mass",
+    "prediction",
+    "correct",
+]
+
+
+def test_likelihood_variant_end_to_end_without_a_rollup(
+    mill_eval: Any, vlm_model: str, mcq_flags: tuple[str, ...], classnames: tuple[str, ...], shape: Any
+) -> None:
+    """Named, the letter-likelihood variant runs on the same model: the protocol's question, the likeliest
+    letter chosen, and rows of its own only. The generative variant stays the one `task = imagenet` means."""
+    run = mill_eval(vlm_model, "imagenet_mcq_likelihood", *mcq_flags)
+    assert run.outcome.code == 0, run.outcome.err
+    rows = run.aggregate()
+    found = {(row["task"], row["metric"]) for row in rows.iter_rows(named=True)}
+    assert found == {
+        ("imagenet_mcq_likelihood", "imagenet_mcq_likelihood_acc"),
+        ("imagenet_mcq_likelihood", "letter_mass"),
+    }
+    assert set(rows.get_column("task_type")) == {"likelihood_mcq"}
+    assert run.manifest()["variant"] == "imagenet_mcq_likelihood"
+    frame = run.per_sample()
+    assert frame.columns == LIKELIHOOD_COLUMNS
+    assert frame.height == shape.mcq_limit
+    for row in frame.iter_rows(named=True):
+        assert row["option_indices"] == protocol_options(42, "imagenet_mcq_likelihood", row["key"], row["gold"])
+        assert row["options"] == [classnames[i] for i in row["option_indices"]]
+        lines = [f"{letter}) {name}" for letter, name in zip(LETTERS, row["options"], strict=True)]
+        assert row["prompt"].split("\n")[1:-1] == lines
+        logprobs = row["letter_logprobs"]
+        assert len(logprobs) == 10 and all(value < 0 for value in logprobs)
+        assert row["prediction"] == LETTERS[logprobs.index(max(logprobs))]
+        assert row["correct"] == (row["prediction"] == row["gold_letter"])
+        assert 0 < row["letter_mass"] <= 1
+        assert abs(row["letter_mass"] - sum(math.exp(value) for value in logprobs)) < 1e-9
+    value = {(row["task"], row["metric"]): row["performance"] for row in rows.iter_rows(named=True)}
+    assert value["imagenet_mcq_likelihood", "imagenet_mcq_likelihood_acc"] == frame.get_column("correct").mean()
+    assert abs(value["imagenet_mcq_likelihood", "letter_mass"] - frame.get_column("letter_mass").mean()) < 1e-12
