@@ -144,7 +144,7 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
     raise CapabilityError(
         f"model {model_text!r} serves {served} (inputs: {', '.join(sorted(capabilities.modalities))}), "
         f"but {needs}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
-        "(hf or vllm) for generative_mcq variants."
+        "(hf or vllm) for multiple-choice variants (generative_mcq, likelihood_mcq)."
     )
 
 
