@@ -48,7 +48,7 @@ def session(func: Callable[[nox.Session], None]) -> Callable[..., None]:
             if location:
                 shutil.rmtree(location, ignore_errors=True)
 
-    return nox.session(run)  # type: ignore[no-any-return]
+    return nox.session(run)
 
 
 def _fresh_pip(session: nox.Session) -> None:
