@@ -138,14 +138,9 @@ def test_seed_changes_the_options(
     assert seeded.get_column("option_indices").to_list() != base.get_column("option_indices").to_list()
 
 
+# The question's columns as the generative variant writes them, then the letters' scores instead of a response.
 LIKELIHOOD_COLUMNS = [
-    "key",
-    "shard",
-    "gold",
-    "gold_letter",
-    "options",
-    "option_indices",
-    "prompt",
+    *MCQ_COLUMNS[: MCQ_COLUMNS.index("response")],
     "letter_logprobs",
     "letter_mass",
     "prediction",
