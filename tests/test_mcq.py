@@ -4,6 +4,7 @@ variant by capability, asks the protocol's questions, and writes reproducible re
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -241,3 +242,47 @@ def test_rescore_dry_run_only_reports(aged_run: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert f"dry run: {N_CHANGED} answers would change; nothing was written" in done.stdout
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == files
+
+
+# The question's columns as the generative variant writes them, then the letters' scores instead of a response.
+LIKELIHOOD_COLUMNS = [
+    *MCQ_COLUMNS[: MCQ_COLUMNS.index("response")],
+    "letter_logprobs",
+    "letter_mass",
+    "prediction",
+    "correct",
+]
+
+
+def test_likelihood_variant_end_to_end_without_a_rollup(
+    mill_eval: Any, vlm_model: str, mcq_flags: tuple[str, ...], classnames: tuple[str, ...], shape: Any
+) -> None:
+    """Named, the letter-likelihood variant runs on the same model: the protocol's question, the likeliest
+    letter chosen, and rows of its own only. The generative variant stays the one `task = imagenet` means."""
+    run = mill_eval(vlm_model, "imagenet_mcq_likelihood", *mcq_flags)
+    assert run.outcome.code == 0, run.outcome.err
+    rows = run.aggregate()
+    found = {(row["task"], row["metric"]) for row in rows.iter_rows(named=True)}
+    assert found == {
+        ("imagenet_mcq_likelihood", "imagenet_mcq_likelihood_acc"),
+        ("imagenet_mcq_likelihood", "letter_mass"),
+    }
+    assert set(rows.get_column("task_type")) == {"likelihood_mcq"}
+    assert run.manifest()["variant"] == "imagenet_mcq_likelihood"
+    frame = run.per_sample()
+    assert frame.columns == LIKELIHOOD_COLUMNS
+    assert frame.height == shape.mcq_limit
+    for row in frame.iter_rows(named=True):
+        assert row["option_indices"] == protocol_options(42, "imagenet_mcq_likelihood", row["key"], row["gold"])
+        assert row["options"] == [classnames[i] for i in row["option_indices"]]
+        lines = [f"{letter}) {name}" for letter, name in zip(LETTERS, row["options"], strict=True)]
+        assert row["prompt"].split("\n")[1:-1] == lines
+        logprobs = row["letter_logprobs"]
+        assert len(logprobs) == 10 and all(value < 0 for value in logprobs)
+        assert row["prediction"] == LETTERS[logprobs.index(max(logprobs))]
+        assert row["correct"] == (row["prediction"] == row["gold_letter"])
+        assert 0 < row["letter_mass"] <= 1
+        assert abs(row["letter_mass"] - sum(math.exp(value) for value in logprobs)) < 1e-9
+    value = {(row["task"], row["metric"]): row["performance"] for row in rows.iter_rows(named=True)}
+    assert value["imagenet_mcq_likelihood", "imagenet_mcq_likelihood_acc"] == frame.get_column("correct").mean()
+    assert abs(value["imagenet_mcq_likelihood", "letter_mass"] - frame.get_column("letter_mass").mean()) < 1e-12

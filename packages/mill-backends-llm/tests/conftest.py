@@ -16,6 +16,7 @@ import pytest
 from mill.backends.llm.tiny import write_tiny_vlm
 from mill.core.backend import RunContext
 from mill.core.kinds.generative_mcq import McqTask
+from mill.core.kinds.likelihood_mcq import LikelihoodMcqTask
 from mill.core.mcq import McqQuestion
 from mill.core.sample import ReadOptions, SampleSource
 from mill.data import open_dataset, synthetic_dataset_spec, write_synthetic_shards
@@ -51,6 +52,14 @@ def make_task() -> TaskFactory:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def likelihood_task() -> LikelihoodMcqTask:
+    """The default question of :func:`make_task`, scored by letter likelihood."""
+    return LikelihoodMcqTask(
+        benchmark="synthetic", variant="mcq", classnames=CLASSNAMES, letters=("A", "B", "C", "D"), question=question
+    )
 
 
 @pytest.fixture(scope="session")

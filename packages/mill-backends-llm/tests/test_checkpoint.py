@@ -25,7 +25,7 @@ def test_vlm_serves_images_without_loading_weights(tiny_vlm: Path, monkeypatch: 
     for plugin in (hf_plugin, vllm_plugin):
         capabilities = plugin.capabilities({"path": str(tiny_vlm)})
         assert capabilities.modalities == {"image", "text"}
-        assert capabilities.serves("generative_mcq")
+        assert capabilities.serves("generative_mcq") and capabilities.serves("likelihood_mcq")
         assert not capabilities.serves("zero_shot")
 
 
@@ -33,7 +33,7 @@ def test_text_only_model_serves_nothing(text_only_model: Path, monkeypatch: pyte
     _refuse_weights(monkeypatch)
     capabilities = hf_plugin.capabilities({"path": str(text_only_model)})
     assert capabilities.modalities == {"text"}
-    assert not capabilities.serves("generative_mcq")
+    assert not capabilities.serves("generative_mcq") and not capabilities.serves("likelihood_mcq")
 
 
 def test_vision_config_without_image_processor_serves_nothing(tiny_vlm: Path, tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mill.backends.llm.plugin import hf_plugin
 from mill.core.backend import ResumableBackend, RunContext
 from mill.core.errors import BackendArgumentError
 from mill.core.kinds.generative_mcq import McqBackend, McqBatchResult, McqTask
+from mill.core.kinds.likelihood_mcq import LikelihoodMcqBackend, LikelihoodMcqBatchResult, LikelihoodMcqTask
 from mill.core.mcq import McqQuestion
 from mill.core.sample import SampleSource
 
@@ -164,3 +166,56 @@ def test_a_batch_that_runs_out_of_memory_is_retried_at_half_size_and_the_run_goe
     assert isinstance(resumed, ResumableBackend)
     resumed.resume(info)
     assert resumed.run_info()["batch_size"] == 2
+
+
+def _letter_results(results: list[LikelihoodMcqBatchResult]) -> dict[str, tuple[list[float], float]]:
+    return {
+        key: (list(logprobs), mass)
+        for result in results
+        for key, logprobs, mass in zip(result.keys, result.letter_logprobs, result.letter_mass, strict=True)
+    }
+
+
+def test_letter_likelihood_is_one_unpadded_forward_pass_per_sample(
+    tiny_vlm: Path, dataset: SampleSource, context: RunContext, likelihood_task: LikelihoodMcqTask
+) -> None:
+    """Each sample's letter log-probabilities equal the model's next-token distribution after its own prompt
+    alone (no padding, no batch), read off at the tokens "A" and " A" (and so on), whatever the batch size."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    backend = _load(tiny_vlm, context, batch_size=4)
+    assert isinstance(backend, LikelihoodMcqBackend)
+    batched = list(backend.run_likelihood_mcq(likelihood_task, dataset))
+    assert [len(result.keys) for result in batched] == [4, 4]
+    for result in batched:
+        assert list(result.prompts) == [
+            likelihood_task.question(k, g).prompt for k, g in zip(result.keys, result.golds, strict=True)
+        ]
+    scores = _letter_results(batched)
+    singles = _letter_results(list(_load(tiny_vlm, context, batch_size=1).run_likelihood_mcq(likelihood_task, dataset)))
+    assert sorted(scores) == sorted(singles) == sorted(dataset.keys)
+
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm, dtype=torch.float32).eval()
+    vocab = processor.tokenizer.get_vocab()
+    spellings = [[vocab[s] for s in (letter, f"Ġ{letter}") if s in vocab] for letter in likelihood_task.letters]
+    for batch in dataset.batches(batch_size=1, num_workers=0):
+        (key,), (gold,), (image,) = batch.keys, batch.labels, batch.images
+        conversation = [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": likelihood_task.question(key, gold).prompt}],
+            }
+        ]
+        text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        with torch.inference_mode():
+            logits = model(**processor(text=[text], images=[image], return_tensors="pt")).logits[0, -1]
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+        expected = [torch.logsumexp(logprobs[ids], dim=0).item() for ids in spellings]
+        letter_logprobs, mass = scores[key]
+        np.testing.assert_allclose(letter_logprobs, expected, atol=1e-5)
+        np.testing.assert_allclose(singles[key][0], expected, atol=1e-5)
+        assert mass == pytest.approx(float(np.exp(expected).sum()), abs=1e-6) and 0 < mass < 1
+    # The distribution depends on the sample (image and options), so equal values above are no accident.
+    assert len({tuple(np.round(logprobs, 4)) for logprobs, _ in scores.values()}) == len(dataset)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,9 +20,11 @@ from polars.testing import assert_frame_equal
 from mill.core.backend import Capabilities, ModelInfo, RunContext
 from mill.core.checksum import sidecar_path
 from mill.core.chunks import RUNS_DIR
-from mill.core.engine import PlannedRun, RunInterrupted, RunOptions, execute, load_backend
+from mill.core.engine import PlannedRun, RunInterrupted, RunOptions, execute, load_backend, pick_variant
 from mill.core.errors import BackendArgumentError, DamagedResultsError, MillWarning, ResultsError
-from mill.core.kinds import zero_shot
+from mill.core.kinds import generative_mcq, likelihood_mcq, zero_shot
+from mill.core.kinds.generative_mcq import McqVariant, UnparsedPolicy
+from mill.core.kinds.likelihood_mcq import LikelihoodMcqBatchResult, LikelihoodMcqTask, LikelihoodMcqVariant
 from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
 from mill.core.model_spec import parse_model_spec
 from mill.core.plugins import LoadedPlugin, ResolvedModel
@@ -355,3 +358,87 @@ def test_a_resumed_run_gets_back_what_its_backend_reported_at_the_last_commit(tm
     options = RunOptions(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", chunk_size=3, overwrite=True)
     execute(_planned(third), options, RunContext(cache_dir=tmp_path / "cache"), open_data=_open_data)
     assert third.resumed_from is None and third.started_at == 3
+
+
+# --- A second kind through the same engine: letter likelihood, next to a generative variant ---------------
+
+PROMPT = "Which one?\n{options}\nAnswer with the letter."
+GENERATIVE = McqVariant("generative_mcq", "fake_mcq_acc", 3, PROMPT, 8, UnparsedPolicy.WRONG)
+LIKELIHOOD = LikelihoodMcqVariant("likelihood_mcq", "fake_mcq_likelihood_acc", 3, PROMPT)
+
+
+def _mcq_spec() -> Spec:
+    base = _spec()
+    return evolve(base, variants={**base.variants, "fake_mcq": GENERATIVE, "fake_mcq_likelihood": LIKELIHOOD})
+
+
+class FakeLetterBackend:
+    """Gives the gold letter probability 0.5 on even keys and the letter after it 0.5 on odd ones; the other
+    letters 0.1 each, so the letters hold 0.5 + 0.1 * (n - 1) of the vocabulary."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(identity="fake/vlm", settings={"dtype": "float32"}, resolved_args={"path": "fake"})
+
+    def run_info(self) -> Mapping[str, Any]:
+        return {}
+
+    def run_likelihood_mcq(self, task: LikelihoodMcqTask, data: Any) -> Iterator[LikelihoodMcqBatchResult]:
+        for batch in data.batches(batch_size=4):
+            rows = []
+            for key, gold in zip(batch.keys, batch.labels, strict=True):
+                question = task.question(key, gold)
+                favoured = (question.letters.index(question.gold_letter) + int(key[-1]) % 2) % len(task.letters)
+                rows.append([math.log(0.5 if i == favoured else 0.1) for i in range(len(task.letters))])
+            yield LikelihoodMcqBatchResult(
+                keys=batch.keys,
+                shards=batch.shards,
+                golds=batch.labels,
+                prompts=[task.question(k, g).prompt for k, g in zip(batch.keys, batch.labels, strict=True)],
+                letter_logprobs=rows,
+                letter_mass=[0.5 + 0.1 * (len(task.letters) - 1)] * len(rows),
+            )
+
+
+def _run_letters(tmp_path: Path, *, rolls_up: bool) -> Any:
+    spec = _mcq_spec()
+    model = ResolvedModel("fake", {"path": "fake"}, parse_model_spec("fake[path=fake]"))
+    plugin = LoadedPlugin("fake", FakePlugin(FakeLetterBackend()), "mill-fake")
+    planned = PlannedRun(
+        model, plugin, spec, "fake_mcq_likelihood", LIKELIHOOD, get_kind("likelihood_mcq"), rolls_up=rolls_up
+    )
+    options = RunOptions(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", chunk_size=3)
+    result = execute(planned, options, RunContext(cache_dir=tmp_path / "cache"), open_data=_open_data)
+    assert result is not None
+    return result.rows
+
+
+def test_a_vlm_gets_the_generative_variant_unless_it_names_the_likelihood_one() -> None:
+    vlm = Capabilities(kinds=frozenset({generative_mcq.NAME, likelihood_mcq.NAME}))
+    assert pick_variant(_mcq_spec(), None, vlm, "vlm") == "fake_mcq"
+    assert pick_variant(_mcq_spec(), "fake_mcq_likelihood", vlm, "vlm") == "fake_mcq_likelihood"
+
+
+def test_likelihood_run_grades_the_likeliest_letter_and_keeps_out_of_the_rollup(tmp_path: Path) -> None:
+    rows = _run_letters(tmp_path, rolls_up=False)
+    found = {(row.task, row.metric): row.performance for row in rows}
+    assert found == {
+        ("fake_mcq_likelihood", "fake_mcq_likelihood_acc"): 0.5,
+        ("fake_mcq_likelihood", "letter_mass"): 0.7,
+    }
+    assert {row.task_type for row in rows} == {"likelihood_mcq"}
+    assert set(read_aggregate(tmp_path / "out")["task"]) == {"fake_mcq_likelihood"}
+    frame = pl.read_parquet(tmp_path / "out" / rows[0].output_file)
+    assert frame.columns == list(likelihood_mcq.OUTPUT_SCHEMA)
+    question = likelihood_mcq.kind.build_task(_mcq_spec(), "fake_mcq_likelihood", LIKELIHOOD, 7).question
+    for row in frame.iter_rows(named=True):
+        asked = question(row["key"], row["gold"])
+        assert (row["prompt"], row["gold_letter"]) == (asked.prompt, asked.gold_letter)
+        assert row["options"] == [f"class {i}" for i in asked.option_indices]
+        assert row["correct"] == (int(row["key"][-1]) % 2 == 0) == (row["prediction"] == row["gold_letter"])
+        assert row["letter_mass"] == pytest.approx(0.7)
+
+
+def test_the_default_variant_rolls_up(tmp_path: Path) -> None:
+    rows = _run_letters(tmp_path, rolls_up=True)
+    assert ("fake", "acc") in {(row.task, row.metric) for row in rows}

@@ -9,6 +9,7 @@ import pytest
 
 from mill.core.errors import SpecError
 from mill.core.kinds.generative_mcq import McqVariant, UnparsedPolicy
+from mill.core.kinds.likelihood_mcq import LikelihoodMcqVariant
 from mill.core.kinds.zero_shot import ZeroShotVariant
 from mill.core.registry import builtin_spec_dir
 from mill.core.spec import load_spec
@@ -37,13 +38,18 @@ def test_imagenet_spec_declares_both_variants() -> None:
     assert spec.dataset.source == "hf://datasets/haideraltahan/wds_imagenet1k"
     assert len(spec.classnames) == 1000 and len(set(spec.classnames)) == 1000
     assert len(spec.templates) == 80 and all("{c}" in t for t in spec.templates)
-    assert list(spec.variants) == ["imagenet", "imagenet_mcq"]
+    assert list(spec.variants) == ["imagenet", "imagenet_mcq", "imagenet_mcq_likelihood"]
     zero_shot, mcq = spec.variants["imagenet"], spec.variants["imagenet_mcq"]
+    likelihood = spec.variants["imagenet_mcq_likelihood"]
     assert isinstance(zero_shot, ZeroShotVariant) and zero_shot.kind == "zero_shot"
     assert zero_shot.metric == "acc"
     assert isinstance(mcq, McqVariant) and mcq.kind == "generative_mcq"
     assert (mcq.metric, mcq.n_options, mcq.max_new_tokens) == ("imagenet_mcq_acc", 10, 32)
     assert mcq.unparsed is UnparsedPolicy.WRONG
+    # The same question as the generative variant, under a metric of its own (so it never rolls up as `acc`).
+    assert isinstance(likelihood, LikelihoodMcqVariant) and likelihood.kind == "likelihood_mcq"
+    assert (likelihood.n_options, likelihood.prompt) == (mcq.n_options, mcq.prompt)
+    assert likelihood.metric == "imagenet_mcq_likelihood_acc"
     assert {r.model: r.value for r in spec.reported}["ViT-B-32/laion2b_s34b_b79k"] == 0.6656
 
 

@@ -79,6 +79,10 @@ class PlannedRun:
     variant_name: str
     variant: Variant
     kind: TaskKind
+    #: Whether this is the variant the model gets by default (the first it can serve): only that one's
+    #: headline metric becomes the benchmark's rollup row, so another rendering (a letter-likelihood
+    #: variant next to a generative one) never stands in for it.
+    rolls_up: bool = True
 
 
 @frozen
@@ -165,7 +169,7 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
     raise CapabilityError(
         f"model {model_text!r} serves {served} (inputs: {', '.join(sorted(capabilities.modalities))}), "
         f"but {needs}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
-        "(hf or vllm) for generative_mcq variants."
+        "(hf or vllm) for multiple-choice variants (generative_mcq, likelihood_mcq)."
     )
 
 
@@ -216,7 +220,9 @@ def plan_runs(models: Sequence[ModelRef], benchmarks: Sequence[str], registry: S
         for selection in selections:
             name = pick_variant(selection.spec, selection.variant, capabilities, model.spec.text)
             variant = selection.spec.variants[name]
-            planned.append(PlannedRun(model, plugin, selection.spec, name, variant, get_kind(variant.kind)))
+            default = pick_variant(selection.spec, None, capabilities, model.spec.text)
+            kind = get_kind(variant.kind)
+            planned.append(PlannedRun(model, plugin, selection.spec, name, variant, kind, rolls_up=name == default))
     return planned
 
 
@@ -502,7 +508,8 @@ def _finish(
         finished_at=finished.isoformat(timespec="seconds"),
         scorer_version=scorer_version(run.kind),
     )
-    rows = run_rows(facts, run.variant_name, scored.metrics, (run.variant.metric, spec.headline_metric))
+    headline = (run.variant.metric, spec.headline_metric) if run.rolls_up else None
+    rows = run_rows(facts, run.variant_name, scored.metrics, headline)
     if out is not None:
         try:
             upsert_aggregate(out, rows)

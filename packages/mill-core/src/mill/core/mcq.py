@@ -153,6 +153,26 @@ def make_question_fn(
     )
 
 
+def question_problems(n_options: int, prompt: str, n_classes: int, max_options: int) -> list[tuple[str, str]]:
+    """Problems of a multiple-choice variant's ``n_options`` and ``prompt``, as (key, message) pairs.
+
+    ``n_options`` must be 2 to ``max_options`` and at most ``n_classes`` (one letter per option);
+    ``prompt`` must hold the ``{options}`` placeholder. Empty when both are valid.
+    """
+    problems = []
+    if not 2 <= n_options <= min(max_options, n_classes):
+        problems.append(
+            (
+                "n_options",
+                f"expected 2 to {min(max_options, n_classes)} (at most the {n_classes} classes and {max_options} "
+                f"letters, one letter each), got {n_options}",
+            )
+        )
+    if OPTIONS_PLACEHOLDER not in prompt:
+        problems.append(("prompt", f"must contain the placeholder {OPTIONS_PLACEHOLDER}"))
+    return problems
+
+
 # --- Answer parsing -------------------------------------------------------------------------------
 
 PARSER_VERSION = 2

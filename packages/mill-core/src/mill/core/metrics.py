@@ -148,8 +148,20 @@ def accuracy_with_stderr(
     Raises:
         ValueError: as :func:`accuracy`.
     """
-    values = _as_1d(correct, "correct").astype(np.float64)
-    return MetricValue(float(values.mean()), _bootstrap_mean_stderr(values, seed, n_resamples))
+    return mean_with_stderr(_as_1d(correct, "correct").astype(np.float64), seed, n_resamples)
+
+
+def mean_with_stderr(
+    values: Sequence[float] | npt.NDArray[np.floating], seed: int, n_resamples: int = N_RESAMPLES
+) -> MetricValue:
+    """The mean of a per-sample quantity (e.g. a probability) with its bootstrap standard error, resampled
+    as every other metric of the run is.
+
+    Raises:
+        ValueError: if ``values`` is empty or not one-dimensional.
+    """
+    array = _as_1d(values, "values").astype(np.float64)
+    return MetricValue(float(array.mean()), _bootstrap_mean_stderr(array, seed, n_resamples))
 
 
 def topk_accuracy_with_stderr(

@@ -311,21 +311,23 @@ def run_rows(
     facts: RunFacts,
     variant: str,
     metrics: Mapping[str, MetricValue],
-    headline: tuple[str, str],
+    headline: tuple[str, str] | None,
 ) -> list[AggregateRow]:
-    """One row per metric of ``variant``, plus the benchmark's rollup row.
+    """One row per metric of ``variant``, plus the benchmark's rollup row unless ``headline`` is None.
 
     ``headline`` is (variant metric, benchmark headline metric): the rollup row has ``task`` =
     the benchmark name and carries the variant metric under the headline name, keeping the
     variant's ``task_type``, so that a CLIP and a VLM line up under one task in ``mill collect``.
     When the variant is named like its benchmark and its metric is the headline, the variant
-    row is the rollup row.
+    row is the rollup row. None (a variant the model does not get by default) adds no rollup row.
     """
     shared = asdict(facts)
     rows = [
         AggregateRow(task=variant, n_shot=0, metric=name, performance=m.value, stderr=m.stderr, **shared)
         for name, m in metrics.items()
     ]
+    if headline is None:
+        return rows
     source, target = headline
     if (variant, source) != (facts.benchmark, target):
         value = metrics[source]

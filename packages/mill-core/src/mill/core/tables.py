@@ -164,7 +164,8 @@ def _delta(values: pl.Expr) -> pl.Expr:
 
 def legend() -> str:
     """What the marks in result tables mean: each task kind's own mark, then non-default settings."""
-    marks = [f"{kind.mark.symbol} {kind.mark.legend}" for kind in installed_kinds().values() if kind.mark]
+    # Kinds that share a mark (both multiple-choice kinds) share its legend entry.
+    marks = dict.fromkeys(f"{kind.mark.symbol} {kind.mark.legend}" for kind in installed_kinds().values() if kind.mark)
     return "; ".join([*marks, f"{SETTINGS_MARK} non-default settings"])
 
 

@@ -156,7 +156,7 @@ class ClipBackend:
         progress.start("evaluating", total=len(data))
         # One batch in flight: batch i+1 is queued on the device before batch i's classes are copied
         # back (which waits for the device), so the accelerator is not idle while the host collects.
-        pending: tuple[SampleBatch, torch.Tensor] | None = None
+        pending: tuple[SampleBatch, tuple[torch.Tensor, torch.Tensor]] | None = None
         try:
             for batch in data.batches(
                 batch_size=self._batch.size,

@@ -16,7 +16,7 @@ from typing import Any
 
 from attrs import frozen
 
-from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS
+from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS, PrecisionName
 from mill.core.backend import Backend, Capabilities, RunContext
 from mill.core.errors import BackendArgumentError
 from mill.core.kinds import zero_shot
@@ -32,7 +32,7 @@ class InMemoryClip:
     preprocess: Callable[[Any], Any]
     tokenizer: Callable[[list[str]], Any]
     name: str
-    precision: str = DEFAULT_PRECISION
+    precision: PrecisionName = DEFAULT_PRECISION
     cache_classifier: bool = False
     distribution: str = DISTRIBUTION
 
@@ -53,7 +53,7 @@ def from_model(
     tokenizer: Callable[[list[str]], Any],
     *,
     name: str | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: PrecisionName = DEFAULT_PRECISION,
     cache_classifier: bool = False,
 ) -> InMemoryClip:
     """A backend for ``model`` (an open_clip model), its ``preprocess`` transform and its ``tokenizer``,

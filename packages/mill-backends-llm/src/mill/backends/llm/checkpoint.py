@@ -16,7 +16,7 @@ from attrs import frozen
 
 from mill.core.backend import Capabilities
 from mill.core.errors import BackendArgumentError, CapabilityError, MillError, ModelNotFoundError
-from mill.core.kinds import generative_mcq
+from mill.core.kinds import generative_mcq, likelihood_mcq
 
 # "name" (legacy) or "owner/name", as the Hub allows; anything else can only be a local path.
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
@@ -73,7 +73,8 @@ class Checkpoint:
             self.raise_for(error)
 
     def capabilities(self) -> Capabilities:
-        """Generative MCQ, with image input when both the config and the processor handle images.
+        """Multiple choice by generation and by letter likelihood, with image input when both the config and
+        the processor handle images.
 
         The config decides whether the architecture has a vision tower; the image processor
         decides whether images can be turned into its inputs. A text-only model gets
@@ -82,7 +83,8 @@ class Checkpoint:
         config = self.config()
         vision = self._config_has_vision(config) and self._has_image_processor()
         modalities = {"image", "text"} if vision else {"text"}
-        return Capabilities(kinds=frozenset({generative_mcq.NAME}), modalities=frozenset(modalities))
+        kinds = frozenset({generative_mcq.NAME, likelihood_mcq.NAME})
+        return Capabilities(kinds=kinds, modalities=frozenset(modalities))
 
     def _config_has_vision(self, config: Any) -> bool:
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES

@@ -1,4 +1,5 @@
-"""The transformers backend: generative multiple choice with ``AutoModelForImageTextToText``.
+"""The transformers backend: multiple choice with ``AutoModelForImageTextToText``, by generation or by the
+log-probabilities of the option letters.
 
 Decoding is greedy and batches are left-padded, so a sample's answer does not depend on the
 batch it lands in, except where padding changes a matmul's rounding enough to flip a near tie
@@ -15,6 +16,7 @@ from typing import Any
 from mill.backends.llm.args import HfArgs, output_settings, resolved, run_setting
 from mill.backends.llm.base import GenerativeBackend
 from mill.backends.llm.checkpoint import Checkpoint
+from mill.backends.llm.letters import FloatArray
 from mill.backends.llm.messages import render_prompt
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.batch_size import AdaptiveBatchSize
@@ -25,7 +27,7 @@ _PIXEL_LIMITS = ("min_pixels", "max_pixels")
 
 
 class HfBackend(GenerativeBackend):
-    """A loaded transformers vision-language model answering :class:`McqTask` by generation."""
+    """A loaded transformers vision-language model answering multiple-choice tasks."""
 
     def __init__(
         self,
@@ -95,6 +97,22 @@ class HfBackend(GenerativeBackend):
     def resume(self, previous: Mapping[str, Any]) -> None:
         """Start at the batch size an interrupted process of this run fell back to."""
         self._batch.resume(previous)
+
+    @property
+    def chat_processor(self) -> Any:
+        return self._processor
+
+    def next_token_logprobs(self, images: Sequence[Any], texts: list[str], token_ids: Sequence[int]) -> FloatArray:
+        """One forward pass per batch; rows are left-padded, so every text's next token is at the last position."""
+        import torch
+
+        inputs = self._processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+        inputs = inputs.to(self._model.device)
+        with torch.inference_mode():
+            # Only the last position's logits are needed; the others would cost vocabulary-sized rows each.
+            logits = self._model(**inputs, logits_to_keep=1).logits[:, -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)[:, list(token_ids)]
+        return logprobs.double().cpu().numpy()
 
     def generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:
         """Greedy answers to ``prompts``, each about the image at the same position, at most the current

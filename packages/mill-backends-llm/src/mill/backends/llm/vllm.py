@@ -1,4 +1,5 @@
-"""The vLLM backend: generative multiple choice with vLLM's offline ``LLM`` engine.
+"""The vLLM backend: multiple choice with vLLM's offline ``LLM`` engine, by generation or by the
+log-probabilities of the option letters.
 
 vLLM schedules and batches requests itself, so samples go to it in large chunks rather than
 in model-sized batches. It manages its own GPU processes (tensor and data parallelism), which
@@ -12,16 +13,20 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
+import numpy as np
+
 from mill.backends.llm.args import VllmArgs, output_settings, resolved, run_setting
 from mill.backends.llm.base import GenerativeBackend
 from mill.backends.llm.checkpoint import Checkpoint
+from mill.backends.llm.letters import FloatArray
 from mill.backends.llm.messages import build_vllm_request
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.errors import BackendArgumentError, UnknownBackendError
 
 INSTALL_HINT = "pip install './packages/mill-backends-llm[vllm]'"
 
-SamplingFactory = Callable[[int], Any]
+# vllm.SamplingParams, or a stand-in in tests.
+SamplingFactory = Callable[..., Any]
 
 
 def import_vllm() -> Any:
@@ -76,7 +81,11 @@ def engine_kwargs(args: VllmArgs) -> dict[str, Any]:
 
 
 class VllmBackend(GenerativeBackend):
-    """A vLLM engine answering :class:`McqTask` by greedy generation, ``chunk_size`` requests per engine call."""
+    """A vLLM engine answering multiple-choice tasks, ``chunk_size`` requests per engine call.
+
+    ``processor`` is the model's transformers processor: letter-likelihood prompts are rendered with it, as
+    the transformers backend renders them, and sent to the engine as text.
+    """
 
     batch_size_name = "chunk_size"
 
@@ -84,6 +93,7 @@ class VllmBackend(GenerativeBackend):
         self,
         llm: Any,
         sampling: SamplingFactory,
+        processor: Any,
         info: ModelInfo,
         *,
         chunk_size: int,
@@ -93,6 +103,7 @@ class VllmBackend(GenerativeBackend):
         super().__init__(info, batch_size=chunk_size, num_workers=num_workers, context=context)
         self._llm = llm
         self._sampling = sampling
+        self._processor = processor
 
     @classmethod
     def load(cls, args: VllmArgs, context: RunContext, backend: str = "vllm") -> VllmBackend:
@@ -103,6 +114,7 @@ class VllmBackend(GenerativeBackend):
         when the model cannot be found.
         """
         import torch
+        from transformers import AutoProcessor
 
         refuse_torchrun()
         vllm = import_vllm()
@@ -111,6 +123,7 @@ class VllmBackend(GenerativeBackend):
         # error before vLLM spends a minute starting workers.
         checkpoint.config()
         try:
+            processor = AutoProcessor.from_pretrained(args.path, **checkpoint.load_kwargs())  # type: ignore[no-untyped-call]
             llm = vllm.LLM(**engine_kwargs(args))
         except (OSError, ValueError) as error:
             checkpoint.raise_for(error)
@@ -129,13 +142,10 @@ class VllmBackend(GenerativeBackend):
             device_type=_device_type(),
             cuda_version=torch.version.cuda,
         )
-
-        def sampling(max_tokens: int) -> Any:
-            return vllm.SamplingParams(temperature=0.0, max_tokens=max_tokens)
-
         return cls(
             llm,
-            sampling,
+            vllm.SamplingParams,
+            processor,
             info,
             chunk_size=args.chunk_size,
             num_workers=num_workers,
@@ -147,10 +157,42 @@ class VllmBackend(GenerativeBackend):
         requests = [build_vllm_request(image, prompt) for image, prompt in zip(images, prompts, strict=True)]
         # "openai" shows the chat template typed content items ({"type": "image"}, {"type": "text"}),
         # as transformers does; vLLM's guess could otherwise flatten them into a string.
-        outputs = self._llm.chat(
-            requests, self._sampling(max_new_tokens), use_tqdm=False, chat_template_content_format="openai"
-        )
+        sampling = self._sampling(temperature=0.0, max_tokens=max_new_tokens)
+        outputs = self._llm.chat(requests, sampling, use_tqdm=False, chat_template_content_format="openai")
         return [str(output.outputs[0].text) for output in outputs]
+
+    @property
+    def chat_processor(self) -> Any:
+        return self._processor
+
+    def next_token_logprobs(self, images: Sequence[Any], texts: list[str], token_ids: Sequence[int]) -> FloatArray:
+        """One engine call, one decoding step per text.
+
+        ``logprob_token_ids`` returns the log-probabilities of exactly ``token_ids``, taken before any
+        logits processor (vLLM's default ``raw_logprobs`` mode), so they are over the whole vocabulary as
+        in transformers; ``allowed_token_ids`` makes the one sampled token a letter, which costs nothing.
+        vLLM's ``processed_logprobs`` mode would renormalise over the allowed tokens and lose the letters'
+        share of the vocabulary.
+        """
+        requests = [
+            {"prompt": text, "multi_modal_data": {"image": image}} for image, text in zip(images, texts, strict=True)
+        ]
+        ids = list(token_ids)
+        try:
+            sampling = self._sampling(
+                temperature=0.0, max_tokens=1, logprobs=len(ids), logprob_token_ids=ids, allowed_token_ids=ids
+            )
+        except TypeError as error:
+            raise BackendArgumentError(
+                f"this vLLM cannot return the log-probabilities of chosen tokens ({error}), which likelihood_mcq "
+                "needs; upgrade vLLM (0.32 is tested) or evaluate the variant with the hf backend"
+            ) from None
+        outputs = self._llm.generate(requests, sampling, use_tqdm=False)
+        rows = []
+        for output in outputs:
+            (step,) = output.outputs[0].logprobs
+            rows.append([step[token].logprob for token in ids])
+        return np.asarray(rows, dtype=np.float64).reshape(len(texts), len(ids))
 
 
 def _device_type() -> str:

@@ -16,7 +16,7 @@ import polars as pl
 from attrs import field, frozen
 
 from mill.core.backend import Backend
-from mill.core.mcq import OPTIONS_PLACEHOLDER, PARSER_VERSION, McqQuestion, make_question_fn, score_response
+from mill.core.mcq import PARSER_VERSION, McqQuestion, make_question_fn, question_problems, score_response
 from mill.core.metrics import MetricValue, accuracy_with_stderr
 from mill.core.rescore import rescore_mcq
 from mill.core.sample import SampleSource
@@ -167,17 +167,7 @@ class GenerativeMcqKind:
     rescorer: Rescorer | None = McqRescorer()
 
     def check_variant(self, variant: McqVariant, n_classes: int) -> Sequence[tuple[str, str]]:
-        problems = []
-        if not 2 <= variant.n_options <= min(MAX_OPTIONS, n_classes):
-            problems.append(
-                (
-                    "n_options",
-                    f"expected 2 to {min(MAX_OPTIONS, n_classes)} (at most the {n_classes} classes, one letter "
-                    f"each), got {variant.n_options}",
-                )
-            )
-        if OPTIONS_PLACEHOLDER not in variant.prompt:
-            problems.append(("prompt", f"must contain the placeholder {OPTIONS_PLACEHOLDER}"))
+        problems = question_problems(variant.n_options, variant.prompt, n_classes, MAX_OPTIONS)
         if variant.max_new_tokens < 1:
             problems.append(("max_new_tokens", "expected a positive integer"))
         return problems
