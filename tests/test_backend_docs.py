@@ -91,8 +91,8 @@ def test_example_task_kind_has_every_member_and_scores(examples: dict[str, types
     kind = module.kind
     members = {name for name in vars(TaskKind) if not name.startswith("_")}
     assert members == {
-        "name", "variant_type", "backend_protocol", "raw_schema", "mark",
-        "check_variant", "settings", "build_task", "answer", "score",
+        "name", "variant_type", "backend_protocol", "raw_schema", "mark", "rescorer",
+        "check_variant", "settings", "build_task", "answer", "score", "metrics",
     }  # fmt: skip
     assert all(hasattr(kind, name) for name in members)
     variant = structure({"kind": "fixed_head", "metric": "acc"}, kind.variant_type)

@@ -77,7 +77,7 @@ def damaged_shards(tmp_path: Path, tiny_shards: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_clip(clip_model: str) -> str:
+def small_batch_clip(clip_model: str) -> str:
     """The tiny random CLIP of the end-to-end tests, four images at a time, in-process (loader workers
     would only add start-up time to these small runs)."""
     return clip_model.replace("]", ",batch_size=4,num_workers=0]")
@@ -145,11 +145,11 @@ def tiny_spec(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> Pa
 
 
 @pytest.fixture(scope="session")
-def eval_argv(tiny_clip: str, tiny_spec: Path, run_cache: Path) -> Callable[..., list[str]]:
-    """``eval_argv(output_dir, *flags, model=tiny_clip, spec=tiny_spec)``: quiet ``mill eval`` arguments
+def eval_argv(small_batch_clip: str, tiny_spec: Path, run_cache: Path) -> Callable[..., list[str]]:
+    """``eval_argv(output_dir, *flags, model=small_batch_clip, spec=tiny_spec)``: quiet ``mill eval`` arguments
     for ``tinybench``, with the session cache."""
 
-    def argv(output_dir: Path, *flags: str, model: str = tiny_clip, spec: Path = tiny_spec) -> list[str]:
+    def argv(output_dir: Path, *flags: str, model: str = small_batch_clip, spec: Path = tiny_spec) -> list[str]:
         return [
             "eval",
             model,

@@ -91,9 +91,9 @@ def test_unknown_benchmark_or_variant_suggests_close_names(
 
 
 def test_unknown_backend_suggests_close_names(
-    tiny_clip: str, eval_argv: Any, fails: Callable[..., str], results: Path
+    small_batch_clip: str, eval_argv: Any, fails: Callable[..., str], results: Path
 ) -> None:
-    err = fails(*eval_argv(results, model=tiny_clip.replace("clip[", "clpi[", 1)))
+    err = fails(*eval_argv(results, model=small_batch_clip.replace("clip[", "clpi[", 1)))
     assert "'clpi'" in err and "Did you mean clip" in err
 
 

@@ -219,14 +219,14 @@ def test_two_processes_update_one_aggregate_file(stopped_runs: StoppedRuns, eval
 
 
 def test_rerun_of_a_finished_run_computes_nothing(
-    tmp_path: Path, eval_argv: Any, tiny_clip: str, run_mill: Any, reference: Path
+    tmp_path: Path, eval_argv: Any, small_batch_clip: str, run_mill: Any, reference: Path
 ) -> None:
     out = tmp_path / "out"
     argv = eval_argv(out)
     assert run_mill(*argv).code == 0
     first_run_id = _manifest(out)["run_id"]
     # A different batch size only changes speed: the committed samples stay valid.
-    again = run_mill(*eval_argv(out, model=tiny_clip.replace("batch_size=4", "batch_size=7")))
+    again = run_mill(*eval_argv(out, model=small_batch_clip.replace("batch_size=4", "batch_size=7")))
     assert again.code == 0, again.err
     assert _manifest(out)["n_reused"] == N_SAMPLES
     assert _manifest(out)["run_id"] == first_run_id

@@ -136,7 +136,7 @@ def test_a_colleague_of_the_same_group_resumes_a_run_in_a_shared_directory(
         return [str(RUN_AS), str(uid), str(LAB_GID), "002"] if as_root else ["-m", "mill.cli"]
 
     # Alice's run is killed (kill -9) just after its second chunk is committed.
-    alice = stoppable_mill(argv, stop_at="after:chunk-00001.parquet", runner=as_user(ALICE))
+    alice = stoppable_mill(argv, stop_at="after:chunk-00001.parquet.sha256", runner=as_user(ALICE))
     alice.wait_until_stopped()
     alice.signal(signal.SIGKILL)
     alice.wait()
