@@ -9,23 +9,12 @@ from typing import Any
 
 from mill.cli.main import EXIT_USER_ERROR
 from mill.core.metrics import MetricValue
-from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
+from mill.core.results import read_aggregate, run_rows, upsert_aggregate
+from mill.testing.facts import run_facts
 
 Mill = Callable[..., Any]
-FACTS = RunFacts(
-    model="m/1",
-    benchmark="b",
-    task_type="zero_shot",
-    n_samples=3,
-    seed=1,
-    limit=None,
-    settings="",
-    default_settings=True,
-    run_id="r",
-    incomplete=False,
-    n_skipped=0,
-    output_file="outputs/m__1/b_0shot.parquet",
-    finished_at="2026-01-01T00:00:00+00:00",
+FACTS = run_facts(
+    model="m/1", benchmark="b", n_samples=3, seed=1, run_id="r", output_file="outputs/m__1/b_0shot.parquet"
 )
 
 

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from attrs import evolve
 
+from mill.core.errors import NonFiniteError
 from mill.core.kinds import generative_mcq, likelihood_mcq
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqVariant
 from mill.core.registry import builtin_spec_dir
@@ -45,6 +46,9 @@ def test_a_tie_goes_to_the_earlier_letter_and_widths_must_match(imagenet: Spec) 
     too_narrow = raw.drop("skipped").with_columns(pl.Series("letter_logprobs", [[-1.0, -2.0]]))
     with pytest.raises(ValueError, match="2 letter log-probabilities for 3 letters"):
         likelihood_mcq.score(task, variant, too_narrow, 0)
+    overflowed = raw.drop("skipped").with_columns(pl.Series("letter_logprobs", [[float("nan"), -1.0, -2.0]]))
+    with pytest.raises(NonFiniteError, match=r"non-finite \(NaN or inf\) letter scores for 1 of 1 samples: 'a'"):
+        likelihood_mcq.score(task, variant, overflowed, 0)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import polars as pl
 from attrs import field, frozen
 
 from mill.core.backend import Backend
+from mill.core.errors import NonFiniteError
 from mill.core.kinds import generative_mcq
 from mill.core.mcq import McqQuestion, make_question_fn, option_letters, question_problems
 from mill.core.metrics import MetricValue, accuracy_with_stderr, mean_with_stderr
@@ -115,11 +116,21 @@ def score(task: LikelihoodMcqTask, variant: LikelihoodMcqVariant, raw: pl.DataFr
 
     Raises:
         ValueError: when a sample holds a log-probability per letter for other than the task's letters.
+        NonFiniteError: naming the samples whose letter scores are NaN or infinite.
     """
     n_letters = len(task.letters)
     logprobs = np.asarray(raw["letter_logprobs"].to_list(), dtype=np.float64).reshape(len(raw), -1)
     if logprobs.shape[1] != n_letters:
         raise ValueError(f"samples hold {logprobs.shape[1]} letter log-probabilities for {n_letters} letters")
+    broken = ~np.isfinite(logprobs).all(axis=1) | ~np.isfinite(raw["letter_mass"].to_numpy())
+    if broken.any():
+        keys = raw["key"].filter(pl.Series(broken)).to_list()
+        shown = ", ".join(repr(key) for key in keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+        # A float16 overflow, say: the likeliest letter of a NaN row would be a silent, wrong answer.
+        raise NonFiniteError(
+            f"non-finite (NaN or inf) letter scores for {len(keys)} of {len(raw)} samples: {shown}; run the model "
+            "in a wider dtype (dtype=bfloat16 or float32), or check these images"
+        )
     questions = [task.question(key, gold) for key, gold in zip(raw["key"], raw["gold"], strict=True)]
     letters = np.array(task.letters, dtype=object)
     predictions = letters[logprobs.argmax(axis=1)].tolist()
