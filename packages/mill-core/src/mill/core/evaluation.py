@@ -148,7 +148,7 @@ def evaluate(
         data_dirs=data_dirs,
         default_data_dir=default_data_dir,
         allow_incomplete=allow_incomplete,
-        command_line=command_line if command_line is not None else f"evaluate({model!r}, {benchmark!r})",
+        command_line=command_line if command_line is not None else _call_text(planned, benchmark),
         on_bad_sample=on_bad_sample,
         overwrite=overwrite,
         chunk_size=chunk_size_from_env(),
@@ -210,6 +210,13 @@ def _names(benchmark: str | Path | Sequence[str]) -> list[str]:
     if isinstance(benchmark, str | Path):
         return split_top_level(str(benchmark))
     return [name for item in benchmark for name in split_top_level(item)]
+
+
+def _call_text(planned: Sequence[PlannedRun], benchmark: str | Path | Sequence[str]) -> str:
+    """How the manifest records a call from Python: the models by name (an in-memory model's repr would
+    spell out every layer), the benchmarks as given."""
+    names = ",".join(dict.fromkeys(run.model.spec.text for run in planned))
+    return f"evaluate({names!r}, {benchmark!r})"
 
 
 def _models(model: ModelRef | Sequence[ModelRef] | Path) -> list[ModelRef]:
