@@ -189,7 +189,7 @@ def test_several_runs_are_each_compared_with_the_first() -> None:
     tables = comparison_tables(comparisons)
     assert [t.title for t in tables][:3] == [
         "Shared samples",
-        "Differences (run − baseline), paired bootstrap 95% interval",
+        "Differences (run − baseline) with their paired bootstrap 95% interval",
         "McNemar's exact test of accuracy",
     ]
     assert tables[2].frame.to_dicts()[0] == {

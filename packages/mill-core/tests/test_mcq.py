@@ -572,12 +572,16 @@ HEDGES: list[tuple[str, str | None]] = [
     ("Hmm, B? Or maybe A.", None),
     ("The image most likely shows a great white shark (C), although it could also be a tiger shark (D).", None),
     ("My best guess is D, though C is also possible.", None),
+    ("D (most likely), C possible.", None),
+    ("The most likely answer is D, given the stripes. However, it could also be C if they are shadows.", None),
     ("Answer: A/B", None),
     # A hedge that is then resolved commits.
     ("Between B and F, I would pick F.", "F"),
     ("C or D? Looking at the stripes, D.", "D"),
     ("Either A or B at first glance, but the orange colour says B. Answer: B", "B"),
     ("Not C or D; it's E.", "E"),
+    ("Both C and D are sharks, but this one is a tiger shark.", "D"),
+    ("It's between C and D, but I'll go with D.", "D"),
 ]
 
 

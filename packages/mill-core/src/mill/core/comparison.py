@@ -34,6 +34,8 @@ DEFAULT_CONFIDENCE = 0.95
 N_CLASSES = 10
 """How many classes a comparison lists: those whose accuracy differs most between the two runs."""
 ACCURACY = "accuracy"
+# A model with its run's settings: "mill-shapes/mill-shapes[precision=fp32]".
+_NAMED_SETTINGS = re.compile(r"(?P<model>[^\[\]]+)\[(?P<settings>[^\[\]]*)\]")
 _TOPK = re.compile(r"top(?P<k>\d+)_a")
 
 
@@ -333,16 +335,19 @@ def compared_run(result: Any, name: str | None = None) -> ComparedRun:
 
 
 def stored_runs(
-    output_dir: Path, names: Sequence[str], *, benchmarks: Sequence[str] = (), include_all: bool = False
+    output_dir: str | Path, names: Sequence[str], *, benchmarks: Sequence[str] = (), include_all: bool = False
 ) -> list[ComparedRun]:
     """The stored runs ``names`` name, in that order: each name is a run id (aggregate.csv's ``run_id``) or a
-    model as ``mill collect`` shows it, narrowed to ``benchmarks`` (benchmark or variant names) when given.
-    A model name matches full runs only unless ``include_all`` (as ``mill collect --all``).
+    model as ``mill collect`` shows it, optionally with its run's settings in brackets
+    (``mill-shapes/mill-shapes[precision=fp32]``, as the ``settings`` column holds them), narrowed to
+    ``benchmarks`` (benchmark or variant names) when given. A model name matches full runs only unless
+    ``include_all`` (as ``mill collect --all``).
 
     Raises:
         ComparisonError: a name matches no run, or several (naming each with its run id).
         ResultsError: aggregate.csv, a per-sample file or a manifest cannot be read.
     """
+    output_dir = Path(output_dir)
     rows = read_aggregate(output_dir)
     if benchmarks:
         rows = rows.filter(pl.col("benchmark").is_in(list(benchmarks)) | pl.col("task").is_in(list(benchmarks)))
@@ -354,7 +359,13 @@ def stored_runs(
     for name in names:
         matches = files.filter(pl.col("run_id") == name)
         if matches.is_empty():
-            matches = files.filter(pl.col("model") == name)
+            named = _NAMED_SETTINGS.fullmatch(name)
+            if named is not None:
+                matches = files.filter(
+                    (pl.col("model") == named.group("model")) & (pl.col("settings") == named.group("settings"))
+                )
+            if named is None or matches.is_empty():
+                matches = files.filter(pl.col("model") == name)
             if not include_all:
                 matches = matches.filter(pl.col("limit").is_null())
         if matches.height != 1:
@@ -371,20 +382,23 @@ def _naming_problem(name: str, matches: pl.DataFrame, output_dir: Path, include_
             "column of `mill collect --all` shows it, or a run by its run_id"
         )
     listed = "; ".join(
-        f"{row['task']} {row['settings'] or 'default settings'} seed {row['seed']}"
+        f"{row['model']}[{row['settings']}] on {row['task']} seed {row['seed']}"
         + (f" limit {row['limit']}" if row["limit"] is not None else "")
         + f" (run id {row['run_id']})"
         for row in matches.iter_rows(named=True)
     )
-    return f"{name!r} names {matches.height} runs: {listed}; name one by its run id, or narrow with --benchmarks"
+    return (
+        f"{name!r} names {matches.height} runs: {listed}; name one by its run id or as MODEL[SETTINGS], or narrow "
+        "with --benchmarks"
+    )
 
 
 def _read_stored(output_dir: Path, row: Mapping[str, Any]) -> ComparedRun:
     samples, manifest = read_stored_run(output_dir, row)
     variant = str(manifest.get("variant", row["task"]))
-    settings = "" if row["default_settings"] in (True, None) else f" [{row['settings']}]"
+    settings = "" if row["default_settings"] in (True, None) else f"[{row['settings']}]"
     return ComparedRun(
-        name=f"{row['model']} {variant}{settings}",
+        name=f"{row['model']}{settings} {variant}",
         benchmark=str(row["benchmark"]),
         variant=variant,
         spec_hash=manifest.get("spec_hash"),
@@ -421,8 +435,8 @@ def comparison_tables(comparisons: Sequence[Comparison]) -> list[ComparisonTable
                 pl.col("baseline").alias("baseline value"),
                 pl.col("other").alias("run value"),
                 pl.col("difference"),
-                pl.col("ci_low").alias(f"{level} low"),
-                pl.col("ci_high").alias(f"{level} high"),
+                "ci_low",
+                "ci_high",
             )
             for c in comparisons
         ]
@@ -438,7 +452,9 @@ def comparison_tables(comparisons: Sequence[Comparison]) -> list[ComparisonTable
     tables = [
         ComparisonTable("Shared samples", samples, {"table": "samples"}),
         ComparisonTable(
-            f"Differences (run − baseline), paired bootstrap {level} interval", differences, {"table": "differences"}
+            f"Differences (run − baseline) with their paired bootstrap {level} interval",
+            differences,
+            {"table": "differences"},
         ),
         ComparisonTable("McNemar's exact test of accuracy", mcnemar, {"table": "mcnemar"}),
     ]

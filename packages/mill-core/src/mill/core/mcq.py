@@ -319,7 +319,9 @@ _ALSO_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _ALSO_AFTER = re.compile(
-    r"[\s()§]*(?:is|are|seems|looks)\s+(?:also|equally)\s+(?:possible|plausible|likely)", re.IGNORECASE
+    r"[\s()§,]*(?:(?:is|are|seems|looks)\s+)?(?:also\s+|equally\s+)?(?:possible|plausible)(?!\w)"
+    r"|[\s()§]*(?:is|are|seems|looks)\s+(?:also|equally)\s+likely",
+    re.IGNORECASE,
 )
 _AND_GAP = re.compile(
     r"[\s,()\[\]*]*and[\s(\[]*(?:(?:an?|the)\s+)?(?:(?:option|letter|choice)\s+)?[\s(\[]*", re.IGNORECASE
@@ -690,7 +692,7 @@ def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence
     def decide(ref: _Ref) -> str | None:
         if _hedged(ref, groups, text) or _contradicted(ref, refs, text):
             return None
-        if ref.kind != "marker" and alternatives and len({other.option for other in standing}) > 1:
+        if alternatives and len({other.option for other in standing}) > 1:
             return None
         return upper_letters[ref.option]
 
@@ -704,7 +706,12 @@ def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence
         return None
     plain = [ref for ref in standing if ref.kind == "label" and not _inside(ref.start, echoed)]
     if plain:
-        return decide(plain[-1])
+        chosen = decide(plain[-1])
+        # A hedge the response then settles by name: "Both C and D are sharks, but this one is a tiger shark."
+        later = {ref.option for ref in standing if ref.kind == "name" and ref.start > plain[-1].end}
+        if chosen is None and len(later) == 1 and _hedged(plain[-1], groups, text):
+            return decide(next(ref for ref in reversed(standing) if ref.kind == "name"))
+        return chosen
     named = {ref.option for ref in standing if ref.kind == "name"}
     if len(named) != 1:
         return None
@@ -744,10 +751,11 @@ def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[s
     tench or a goldfish", "C is wrong") does not count in 4-7. The choice of 3, 4, 6 or 7 gives None
     when it is one side of a hedge ("B or C", "B/C", "between D and E", "either a tench (A) or a
     goldfish (B)"), when it is a letter given with another option's name ("B) tench" where A is the
-    tench), or, outside 3, when another option is offered as a second possibility ("though C is also
-    possible"). Three or more letters in a row ("A B C D ...") are degenerate output and count for
-    nothing, as does a list of options in the prompt's ``X) name`` shape with two or more letters (an
-    echo of the prompt, even one cut off mid-name). Letters outside ``letters`` and letters inside
+    tench), or when another option is offered as a second possibility ("though C is also possible");
+    a hedge between letters that the response then settles by naming one option counts as that option.
+    Three or more letters in a row ("A B C D ...") are degenerate output and count for nothing, as does
+    a list of options in the prompt's ``X) name`` shape with two or more letters (an echo of the
+    prompt, even one cut off mid-name). Letters outside ``letters`` and letters inside
     option text ("Model T") are ignored. Refusals ("I cannot determine", "I'm not sure") contain none
     of these and give ``None``. The letter returned is the matching element of ``letters``. Results
     change only with :data:`PARSER_VERSION`.
