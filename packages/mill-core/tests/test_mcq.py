@@ -771,6 +771,13 @@ NEGATIONS: list[tuple[str, str | None]] = [
     ("Not a goldfish or a tench.", None),
     ("I'm not sure, but I think it is B.", "B"),
     ("I don't think it's a lion; it's a sea lion.", "F"),
+    # Options the answer is compared with, and first impressions taken back.
+    ("The image shows a goldfish. A tench would be greener.", "B"),
+    ("The fish is more orange than a tench, so it is a goldfish.", "B"),
+    ("The image shows a goldfish; compared to a tench it is much brighter.", "B"),
+    ("It looks similar to a tench, but it's a goldfish.", "B"),
+    ("At first I thought it was a tench, but it's a goldfish.", "B"),
+    ("The animal is larger than a sea lion, has a mane, and is a lion.", "G"),
 ]
 
 

@@ -8,6 +8,7 @@ question, and a rerun reproduces it exactly.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import random
 import re
@@ -290,6 +291,8 @@ _RUN_GAP = re.compile(r"[\W_]{0,4}")
 _NEGATORS = (
     r"not|never|neither|nor|rather\s+than|instead\s+of|unlike|rules?\s+out|ruled\s+out|ruling\s+out"
     r"|exclud(?:e|es|ed|ing)|eliminat(?:e|es|ed|ing)|except"
+    # Comparisons: the option the answer is measured against is not the answer.
+    r"|than|compared\s+(?:to|with)|similar\s+to|resembl(?:es|ing)|thought\s+it\s+was"
 )
 _NEGATED_BEFORE = re.compile(
     rf"(?:(?<!{_W})(?:{_NEGATORS})|n['’]t(?:\s+(?:think|believe)\s+(?:it|this|that)(?:['’]s|\s+is))?)"
@@ -302,7 +305,11 @@ _NEGATED_AFTER = re.compile(
     r"(?:is|are|was|seems|looks|appears|would\s+be|can\s*be|could\s+be|must\s+be)\s+(?:definitely\s+|clearly\s+)?not(?!\w)"
     r"|(?:is|are|was|does|do|would|could|can|ca)n['’]t"
     r"|(?:(?:is|are|seems|looks)\s+)?(?:definitely\s+|clearly\s+)?"
-    r"(?:wrong|incorrect|unlikely|ruled\s+out|excluded|eliminated|impossible)(?!\w))",
+    r"(?:wrong|incorrect|unlikely|ruled\s+out|excluded|eliminated|impossible)(?!\w)"
+    # A counterfactual ("a tench would be greener"), or a first impression taken back ("a tench, but it's a
+    # goldfish").
+    r"|\s+would\s+(?:be|have|look|appear|show)(?!\w)"
+    r"|,?\s*but\s+(?:it|this|that)(?:['’]s|\s+is)\s+(?:actually\s+|really\s+|in\s+fact\s+)?(?:an?\s+|the\s+)?§)",
     re.IGNORECASE,
 )
 # Between a letter and its own option's name ("tench (A)", "C) sea lion", "B - the lion").
@@ -413,6 +420,7 @@ def _name_phrases(name: str) -> list[str]:
     return phrases
 
 
+@functools.lru_cache(maxsize=4096)
 def _name_pattern(name: str) -> re.Pattern[str]:
     """A phrase naming the option ``name``, its synonyms or their plurals, as whole words, case-insensitive;
     words may be joined by spaces or a hyphen ("golden-retriever")."""
@@ -423,7 +431,9 @@ def _name_pattern(name: str) -> re.Pattern[str]:
         for form in _word_forms(last):
             alternatives.add(rf"{joined}[\s\-]+{re.escape(form)}" if head else re.escape(form))
     body = "|".join(sorted(alternatives, key=len, reverse=True))
-    return re.compile(rf"(?<!{_W})(?:{body})(?!{_W})", re.IGNORECASE)
+    # Whole words by \w, not _W: a class of Unicode ranges makes every one of a thousand class names slow to
+    # compile, and option names are not written beside CJK text.
+    return re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
 
 
 def _option_mentions(response: str, option_names: Sequence[str]) -> list[tuple[int, int, int]]:

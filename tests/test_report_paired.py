@@ -1,5 +1,6 @@
-"""``mill report --baseline``: models against the baseline show the paired accuracy difference over their shared
-samples, with its 95% interval and McNemar's p-value, not an unpaired difference of means."""
+"""``mill report --baseline`` (needs mill-cli[report], installed by the e2e session): models against the
+baseline show the paired accuracy difference over their shared samples, with its 95% interval and McNemar's
+p-value, not an unpaired difference of means."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from mill.cli.report.page import render_page
 from mill.cli.report.runs import gather_runs
 from mill.core.comparison import compare, stored_runs
 from mill.testing.facts import store_run
-
-pytest.importorskip("matplotlib", reason="the report's charts need mill-cli[report]")
 
 
 class Cells(HTMLParser):
