@@ -616,6 +616,41 @@ def test_a_committed_leading_answer_outweighs_its_explanation() -> None:
     assert _parses(LEADING_ANSWERS, IMAGENET_OPTIONS) == []
 
 
+CONCLUDED_REASONING: list[tuple[str, str | None]] = [
+    (
+        "The image shows an orange fish in a glass bowl. Tench are olive-green freshwater fish, while goldfish are "
+        "typically orange and kept in bowls. Therefore, the image most likely shows a goldfish.",
+        "B",
+    ),
+    ("The image shows a goldfish. Tench are greener and sharks are much larger.", "B"),
+    ("The image depicts a sea lion. Lions live on land.", "F"),
+    (
+        "Let's consider each option. A tench is a fish. A lion is a big cat. The animal in the image has flippers, "
+        "so it is a sea lion.",
+        "F",
+    ),
+    (
+        "Great white sharks have a grey back; tiger sharks have stripes. The shark here has stripes. "
+        "So it's a tiger shark.",
+        "D",
+    ),
+    ("In conclusion, the object is a gas mask, not sunglasses.", "E"),
+    ("Overall, the best match is the butterfly.", "H"),
+    ("The animal could be a red wolf or a lion. Given the mane, it's a lion.", "G"),
+    ("A lion and a sea lion are very different animals. This one lives in the sea, so it's a sea lion.", "F"),
+    ("Sunglasses and gas masks both cover the face. This one covers only the eyes, so sunglasses.", "I"),
+    ("Options B and C are fish. The animal has flippers, so it's a sea lion.", "F"),
+    # Reasoning that concludes nothing chooses nothing.
+    ("Great white sharks have a grey back; tiger sharks have stripes. The shark in the picture has no stripes.", None),
+    ("Sunglasses and gas masks both cover the face.", None),
+    ("Tench are olive-green and goldfish are orange. The fish here is hard to see.", None),
+]
+
+
+def test_reasoning_is_read_to_its_conclusion() -> None:
+    assert _parses(CONCLUDED_REASONING, IMAGENET_OPTIONS) == []
+
+
 CUT_SHORT: list[tuple[str, str | None]] = [
     (
         "Let me look at each option. The fish is orange, which suggests a goldfish, but the body shape "
@@ -811,6 +846,7 @@ def test_issue_25_corpora_are_broad() -> None:
         PLAIN_FORMATS,
         HEDGES,
         LEADING_ANSWERS,
+        CONCLUDED_REASONING,
         CUT_SHORT,
         DEGENERATE,
         NAME_FORMS,

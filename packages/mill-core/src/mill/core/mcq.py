@@ -352,7 +352,16 @@ _LEAD_LETTER = re.compile(
 # Where a label of an enumeration ("A: no. B: yes.") begins: a line or a sentence.
 _ITEM_START = re.compile(r"(?:^|\n|[.;!?]\s+)[\s>#\-•*]*$")
 _LEAD_ARTICLE = re.compile(
-    r"[\s>#\-•]*(?:(?:it(?:['’]s|\s+is)|this\s+is|that(?:['’]s|\s+is))\s+)?(?:(?:an?|the)\s+)?", re.IGNORECASE
+    r"[\s>#\-•]*(?:(?:it(?:['’]s|\s+is)|this\s+is|that(?:['’]s|\s+is)"
+    r"|(?:the|this)\s+(?:image|picture|photo)\s+(?:shows|depicts|contains))\s+)?(?:(?:an?|the)\s+)?",
+    re.IGNORECASE,
+)
+# Where a sentence ends, and the words with which a response's last sentence concludes ("so it's a sea lion").
+_SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)|\n+")
+_CONCLUSION = re.compile(
+    r"(?<!\w)(?:so|therefore|thus|hence|conclusion|overall|given|it['’]s|it\s+is|this\s+is|that['’]s"
+    r"|must\s+be|likely|best|answer|i\s+(?:think|believe|choose|pick|select|would))(?!\w)",
+    re.IGNORECASE,
 )
 _LEAD_NAME_END = re.compile(r"\s*(?:\(\s*[A-Za-z]\s*\))?\s*(?:[.!:\n]|$)")
 # Where an answer may end; ending elsewhere (a letter, a comma) after long reasoning means it was cut off.
@@ -620,6 +629,22 @@ def _lead(response: str, refs: Sequence[_Ref], mentions: Sequence[tuple[int, int
     return _Ref(start.end(), opening[0][0], opening[0][1], "name")
 
 
+def _conclusion(response: str, refs: Sequence[_Ref]) -> _Ref | None:
+    """The option the response's last sentence that refers to options concludes with ("Therefore, it is a
+    goldfish."), if that sentence refers to exactly one option and reads as a conclusion."""
+    if not refs:
+        return None
+    last = refs[-1]
+    ends = [m.end() for m in _SENTENCE_END.finditer(response, 0, last.start)]
+    start = max(ends, default=0)
+    end_match = _SENTENCE_END.search(response, last.end)
+    end = len(response) if end_match is None else end_match.start()
+    sentence = [ref for ref in refs if start <= ref.start < end]
+    if len({ref.option for ref in sentence}) != 1 or _CONCLUSION.search(response, start, end) is None:
+        return None
+    return last
+
+
 def _cut_short(response: str, refs: Sequence[_Ref]) -> bool:
     """Whether the response reads as reasoning stopped by the token limit: long, weighing
     two or more options (ruled out or not), and ending mid-sentence rather than on an answer."""
@@ -671,7 +696,7 @@ def _structured_answer(text: str) -> str | None:
 
 
 def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence[str]) -> str | None:
-    """The element of ``upper_letters`` that ``text`` chooses by rules 2-7 of :func:`parse_answer`, or None."""
+    """The element of ``upper_letters`` that ``text`` chooses by rules 2-8 of :func:`parse_answer`, or None."""
     letters = frozenset(upper_letters)
     bare = _BARE_LETTER.fullmatch(text)
     if bare is not None:
@@ -714,6 +739,9 @@ def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence
         return decide(lead)
     if _cut_short(text, refs):
         return None
+    concluded = _conclusion(text, [ref for ref in standing if not _inside(ref.start, echoed)])
+    if concluded is not None:
+        return decide(concluded)
     plain = [ref for ref in standing if ref.kind == "label" and not _inside(ref.start, echoed)]
     if plain:
         chosen = decide(plain[-1])
@@ -738,7 +766,7 @@ def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[s
     weighed in this order, and the first kind present decides:
 
     1. a structured answer, the last one winning: ``\\boxed{C}`` or a JSON object's answer field
-       (``{"answer": "C"}``); its content is parsed by rules 2-7 and, if it names no option, the
+       (``{"answer": "C"}``); its content is parsed by rules 2-8 and, if it names no option, the
        response chooses none;
     2. a response that is only a letter, in either case ("c", " (B) ", "a.");
     3. an explicit marker ("Answer: C", "the answer is (C)", "答案：C", "正解はC", "Respuesta: C");
@@ -748,26 +776,29 @@ def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[s
        through the options one by one ("A: no. B: yes.");
     5. nothing, when the response reads as cut off by the token limit: 100 characters or more that
        refer to two or more options and end mid-sentence (or on a dangling "or"), not on an answer;
-    6. a letter standing alone or delimited ("C", "(C)", "C.", "[C]", "Option C", "选C") or an
+    6. the one option the last sentence referring to options concludes with ("Tench are green,
+       goldfish orange. So it is a goldfish.": "so", "therefore", "it's", "the best match", ...);
+    7. a letter standing alone or delimited ("C", "(C)", "C.", "[C]", "Option C", "选C") or an
        ordinal ("Option 3", "the third one", "the last option"); the last wins. An "A" or "I"
        followed by a word is the article or pronoun ("A dog sits", "I think"), capitals inside words
        do not count, and CJK characters beside a letter do not join it to a word;
-    7. the name of exactly one option, as a whole phrase, case-insensitive: its whole name, one of its
+    8. the name of exactly one option, as a whole phrase, case-insensitive: its whole name, one of its
        comma-separated synonyms ("gas mask" for "gas mask, respirator"), or their plurals
        ("goldfishes", "butterflies"); a name inside a longer named option ("lion" in "sea lion")
        counts only as the longer one. Two options named: None.
 
     Everywhere, the parser abstains rather than guess. An option ruled out ("not B", "it isn't a
-    tench or a goldfish", "C is wrong") does not count in 4-7. The choice of 3, 4, 6 or 7 gives None
-    when it is one side of a hedge ("B or C", "B/C", "between D and E", "either a tench (A) or a
-    goldfish (B)"), when it is a letter given with another option's name ("B) tench" where A is the
-    tench), or when another option is offered as a second possibility ("though C is also possible");
-    a hedge between letters that the response then settles by naming one option counts as that option.
-    Three or more letters in a row ("A B C D ...") are degenerate output and count for nothing, as does
-    a list of options in the prompt's ``X) name`` shape with two or more letters (an echo of the
-    prompt, even one cut off mid-name). Letters outside ``letters`` and letters inside
-    option text ("Model T") are ignored. Refusals ("I cannot determine", "I'm not sure") contain none
-    of these and give ``None``. The letter returned is the matching element of ``letters``. Results
+    tench or a goldfish", "C is wrong", "more orange than a tench") does not count in 4-8. The
+    choice of 3, 4, 6, 7 or 8 gives None when it is one side of a hedge ("B or C", "B/C", "between
+    D and E", "either a tench (A) or a goldfish (B)"), when it is a letter given with another
+    option's name ("B) tench" where A is the tench), or when another option is offered as a second
+    possibility ("though C is also possible"); a hedge between letters that the response then
+    settles by naming one option counts as that option. Three or more letters in a row ("A B C D
+    ...") are degenerate output and count for nothing, as does a list of options in the prompt's
+    ``X) name`` shape with two or more letters (an echo of the prompt, even one cut off mid-name).
+    Letters outside ``letters`` and letters inside option text ("Model T") are ignored. Refusals
+    ("I cannot determine", "I'm not sure") contain none of these and give ``None``. The letter
+    returned is the matching element of ``letters``. Results
     change only with :data:`PARSER_VERSION`.
 
     Raises:
