@@ -841,6 +841,64 @@ def test_a_letter_given_with_another_options_text_chooses_none() -> None:
     assert _parses(LETTER_AGAINST_TEXT, IMAGENET_OPTIONS) == []
 
 
+# A second set of ten ImageNet options: cats whose names share words, a duplicate-prone "crane", a tiger beside
+# a tiger shark.
+CAT_OPTIONS = (
+    "tabby, tabby cat",
+    "tiger cat",
+    "Egyptian cat",
+    "hen",
+    "cock",
+    "crane",
+    "tiger, Panthera tigris",
+    "Persian cat",
+    "lynx, catamount",
+    "tiger shark, Galeocerdo cuvieri",
+)
+CATS: list[tuple[str, str | None]] = [
+    ("It is a cat.", None),
+    ("tabby", "A"),
+    ("The image shows a tabby cat.", "A"),
+    ("This is a hen, not a cock.", "D"),
+    ("A rooster.", None),
+    ("The cat has stripes like a tiger, so it's a tiger cat.", "B"),
+    ("The image shows a cat. It is likely a tabby cat, but could be a tiger cat.", None),
+    ("A tiger.", "G"),
+    ("Tigers in the jungle.", "G"),
+    ("A tiger shark.", "J"),
+    ("The answer is G: tiger", "G"),
+    ("G) tiger, Panthera tigris", "G"),
+    ("Panthera tigris", "G"),
+    ("A lynx.", "I"),
+    ("catamount", "I"),
+    ("The image shows a Persian cat with long fur.", "H"),
+    ("H) Persian cat", "H"),
+    ("Persian cat (H)", "H"),
+    ("Persian cat (A)", None),
+    ("The best answer is (C) Egyptian cat.", "C"),
+    ("I believe the answer is C) Egyptian cat, because of the slender body and large ears.", "C"),
+    ("The cat in the image is an Egyptian cat (C). It's not a Persian (H) because its fur is short.", "C"),
+    (
+        "Looking at the image, I see a cat with striped fur. The options include tabby cat (A) and tiger cat "
+        "(B). The stripes are more like those of a tabby, so the answer is A.",
+        "A",
+    ),
+    (
+        "Looking at the image, I see a cat with striped fur. The options include tabby cat (A) and tiger cat "
+        "(B). The stripes are",
+        None,
+    ),
+    ("E", "E"),
+    ("The bird is a cock (E).", "E"),
+    ("a crane", "F"),
+    ("Hens.", "D"),
+]
+
+
+def test_options_whose_names_share_words() -> None:
+    assert _parses(CATS, CAT_OPTIONS) == []
+
+
 def test_issue_25_corpora_are_broad() -> None:
     corpora = [
         PLAIN_FORMATS,
@@ -853,6 +911,7 @@ def test_issue_25_corpora_are_broad() -> None:
         ORDINALS,
         NEGATIONS,
         LETTER_AGAINST_TEXT,
+        CATS,
     ]
     responses = [response for corpus in corpora for response, _ in corpus]
     assert len(responses) >= 150

@@ -296,7 +296,9 @@ _NEGATORS = (
 )
 _NEGATED_BEFORE = re.compile(
     rf"(?:(?<!{_W})(?:{_NEGATORS})|n['’]t(?:\s+(?:think|believe)\s+(?:it|this|that)(?:['’]s|\s+is))?)"
-    rf"(?:[\s,()§*\"'“”]|(?<!{_W})(?:an?|the|or|nor|either|option|letter|choice|answer)(?!{_W}))*$",
+    rf"(?:[\s,()§*\"'“”]|(?<!{_W})(?:an?|the|or|nor|either|option|letter|choice|answer)(?!{_W}))*$"
+    # A letter in brackets after a few words of its option's name: "it's not a Persian (H)".
+    rf"|(?<!{_W})(?:{_NEGATORS})\s+(?:[A-Za-z]+\s+){{1,3}}\($",
     re.IGNORECASE,
 )
 # Negation after a reference: "B is wrong", "B (lion) isn't right", "C is not correct".
@@ -639,10 +641,14 @@ def _conclusion(response: str, refs: Sequence[_Ref]) -> _Ref | None:
     start = max(ends, default=0)
     end_match = _SENTENCE_END.search(response, last.end)
     end = len(response) if end_match is None else end_match.start()
-    sentence = [ref for ref in refs if start <= ref.start < end]
-    if len({ref.option for ref in sentence}) != 1 or _CONCLUSION.search(response, start, end) is None:
+    cues = list(_CONCLUSION.finditer(response, start, end))
+    if not cues:
         return None
-    return last
+    # What follows the last cue concludes ("stripes like a tiger, so it's a tiger cat"), else the whole sentence.
+    concluded = [ref for ref in refs if cues[-1].end() <= ref.start < end] or [
+        ref for ref in refs if start <= ref.start < end
+    ]
+    return last if len({ref.option for ref in concluded}) == 1 else None
 
 
 def _cut_short(response: str, refs: Sequence[_Ref]) -> bool:
