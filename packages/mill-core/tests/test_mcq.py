@@ -334,10 +334,14 @@ ECHOED_LISTS: list[tuple[str, str | None]] = [
     ("C) sea lion", "C"),
     ("C) sea lion\nC) sea lion", "C"),
     ("It's not A: too small. C: sea lion fits.", "C"),
+    ("A) golden retriever - incorrect\nB) lion - incorrect\nC) sea lion - correct\nD) tabby cat - incorrect", "C"),
+    ("A) golden retriever ✗\nB) lion ✗\nC) sea lion ✓", "C"),
+    ("A) golden retriever - correct\nC) sea lion - correct", None),
 ]
 
 
 def test_echoed_option_lists_choose_none() -> None:
+    """Also the one option of an echoed list marked as the answer on its line."""
     assert _parses(ECHOED_LISTS) == []
 
 
@@ -570,6 +574,9 @@ HEDGES: list[tuple[str, str | None]] = [
     ("It's a great white shark or a tiger shark, I can't tell which.", None),
     ("C vs D - too blurry to decide.", None),
     ("Hmm, B? Or maybe A.", None),
+    ("A,B", None),
+    ("Answer: A and B", None),
+    ("B, or A", None),
     ("The image most likely shows a great white shark (C), although it could also be a tiger shark (D).", None),
     ("My best guess is D, though C is also possible.", None),
     ("D (most likely), C possible.", None),
@@ -805,6 +812,8 @@ NEGATIONS: list[tuple[str, str | None]] = [
     ("Not A.", None),
     ("Not a goldfish or a tench.", None),
     ("I'm not sure, but I think it is B.", "B"),
+    ("I can't tell whether it's a goldfish.", None),
+    ("Not sure if this is a tench.", None),
     ("I don't think it's a lion; it's a sea lion.", "F"),
     # Options the answer is compared with, and first impressions taken back.
     ("The image shows a goldfish. A tench would be greener.", "B"),

@@ -295,7 +295,9 @@ _NEGATORS = (
     r"|than|compared\s+(?:to|with)|similar\s+to|resembl(?:es|ing)|thought\s+it\s+was"
 )
 _NEGATED_BEFORE = re.compile(
-    rf"(?:(?<!{_W})(?:{_NEGATORS})|n['’]t(?:\s+(?:think|believe)\s+(?:it|this|that)(?:['’]s|\s+is))?)"
+    rf"(?:(?<!{_W})(?:{_NEGATORS})|n['’]t(?:\s+(?:think|believe)\s+(?:it|this|that)(?:['’]s|\s+is))?"
+    # Doubt is no answer: "I can't tell whether it's a goldfish", "not sure if this is a tench".
+    rf"|(?:n['’]t|not|un)\s*(?:tell|know|say|determine|sure|certain)\s+(?:if|whether)\s+(?:it|this|that)(?:['’]s|\s+is))"
     rf"(?:[\s,()§*\"'“”]|(?<!{_W})(?:an?|the|or|nor|either|option|letter|choice|answer)(?!{_W}))*$"
     # A letter in brackets after a few words of its option's name: "it's not a Persian (H)".
     rf"|(?<!{_W})(?:{_NEGATORS})\s+(?:[A-Za-z]+\s+){{1,3}}\($",
@@ -332,6 +334,9 @@ _ALSO_AFTER = re.compile(
     r"|[\s()§]*(?:is|are|seems|looks)\s+(?:also|equally)\s+likely",
     re.IGNORECASE,
 )
+# Letters listed as answers together: "A, B", "A and B", "A & B".
+_LETTER_ONLY = re.compile(r"[A-Za-z]")
+_LIST_GAP = re.compile(r"[\s()\[\]*]*(?:,|&|\+|and)[\s(\[]*", re.IGNORECASE)
 _AND_GAP = re.compile(
     r"[\s,()\[\]*]*and[\s(\[]*(?:(?:an?|the)\s+)?(?:(?:option|letter|choice)\s+)?[\s(\[]*", re.IGNORECASE
 )
@@ -358,6 +363,9 @@ _LEAD_ARTICLE = re.compile(
     r"|(?:the|this)\s+(?:image|picture|photo)\s+(?:shows|depicts|contains))\s+)?(?:(?:an?|the)\s+)?",
     re.IGNORECASE,
 )
+# What a response writes beside each option it goes through: "- correct", "✓" / "- incorrect", "✗".
+_VERDICT_YES = re.compile(r"(?<!\w)(?:correct|yes|right|the\s+answer)(?!\w)|[✓✔✅]", re.IGNORECASE)
+_VERDICT_NO = re.compile(r"(?<!\w)(?:incorrect|no|not|wrong)(?!\w)|[✗✘❌]", re.IGNORECASE)
 # Where a sentence ends, and the words with which a response's last sentence concludes ("so it's a sea lion").
 _SENTENCE_END = re.compile(r"[.!?;]+(?:\s+|$)|\n+")
 _CONCLUSION = re.compile(
@@ -585,6 +593,9 @@ def _hedged(ref: _Ref, groups: Sequence[tuple[int, int, int]], response: str) ->
             return True
         if _AND_GAP.fullmatch(gap) and _BETWEEN.search(response, max(0, groups[first][0] - 40), groups[first][0]):
             return True
+        letters = all(_LETTER_ONLY.fullmatch(response, *groups[i][:2]) for i in (first, second))
+        if letters and _LIST_GAP.fullmatch(gap) and _CLAUSE_END.match(response, groups[second][1]):
+            return True
     return False
 
 
@@ -649,6 +660,22 @@ def _conclusion(response: str, refs: Sequence[_Ref]) -> _Ref | None:
         ref for ref in refs if start <= ref.start < end
     ]
     return last if len({ref.option for ref in concluded}) == 1 else None
+
+
+def _verdict(response: str, echoed: Sequence[tuple[int, int]], upper_letters: Sequence[str]) -> int | None:
+    """The one option of a repeated option list that the response marks as the answer on its own line
+    ("B) goldfish - correct" among "A) tench - incorrect", ...), if exactly one is so marked."""
+    chosen = set()
+    for start, end in echoed:
+        label = _ITEM_LABEL.match(response, start)
+        line_end = response.find("\n", end)
+        verdict = response[end : len(response) if line_end < 0 else line_end]
+        if label is None or not _VERDICT_YES.search(verdict) or _VERDICT_NO.search(verdict):
+            continue
+        letter = (label.group("paren") or label.group("bare")).upper()
+        if letter in upper_letters:
+            chosen.add(upper_letters.index(letter))
+    return chosen.pop() if len(chosen) == 1 else None
 
 
 def _cut_short(response: str, refs: Sequence[_Ref]) -> bool:
@@ -743,6 +770,9 @@ def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence
     lead = _lead(text, [ref for ref in standing if not _inside(ref.start, echoed)], mentions)
     if lead is not None:
         return decide(lead)
+    verdict = _verdict(text, echoed, upper_letters)
+    if verdict is not None:
+        return upper_letters[verdict]
     if _cut_short(text, refs):
         return None
     concluded = _conclusion(text, [ref for ref in standing if not _inside(ref.start, echoed)])
@@ -779,7 +809,8 @@ def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[s
        the last wins;
     4. an answer the response opens with, before explaining it ("B. A tench (A) would be greener",
        "Sea lion. Not G: no mane"), unless it then corrects itself ("wait", "actually") or goes
-       through the options one by one ("A: no. B: yes.");
+       through the options one by one ("A: no. B: yes."); then the one option of a repeated option
+       list marked as the answer on its line ("B) goldfish - correct", the others "incorrect");
     5. nothing, when the response reads as cut off by the token limit: 100 characters or more that
        refer to two or more options and end mid-sentence (or on a dangling "or"), not on an answer;
     6. the one option the last sentence referring to options concludes with ("Tench are green,
