@@ -2,9 +2,10 @@
 
 A command is a line (continuations joined) inside a ```bash, ```sh, ```shell or ```console fence; each part of it
 joined by `&&`, `;` or `|` that starts with `mill` (after `VAR=value` prefixes) or runs `-m mill.cli` is one
-example. Examples run for real are the bundled demo's evaluations, `mill ls`, `mill collect`, a plain
-`mill report` and `mill rescore` (with and without `--dry-run`). The flags of every command must also appear in
-docs/cli.md, so a new flag cannot go undocumented.
+example. Examples run for real are the bundled demo's evaluations, `mill ls`, `mill collect`, `mill compare`
+(the worked example compares two demo runs), a plain `mill report` and `mill rescore` (with and without
+`--dry-run`). The flags of every command must also appear in docs/cli.md, so a new flag cannot go
+undocumented.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def test_the_docs_show_the_commands_that_matter() -> None:
     assert "eval clip[path=ViT-B-32,pretrained=laion2b_s34b_b79k] imagenet" in commands
     assert "eval Qwen/Qwen3-VL-2B-Instruct[dtype=bfloat16] imagenet --seed 42" in commands
     assert "collect --format markdown --reported" in commands
-    assert {args[0] for _, args in EXAMPLES} == {"eval", "collect", "ls", "report", "rescore", "verify"}
+    assert {args[0] for _, args in EXAMPLES} == {"eval", "collect", "compare", "ls", "report", "rescore", "verify"}
 
 
 @pytest.mark.parametrize(("where", "args"), EXAMPLES, ids=[where for where, _ in EXAMPLES])
@@ -141,7 +142,7 @@ def _workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _runnable(args: list[str]) -> bool:
-    if args[0] in ("ls", "collect") or args == ["report"] or args in (["rescore"], ["rescore", "--dry-run"]):
+    if args[0] in ("ls", "collect", "compare") or args == ["report"] or args in (["rescore"], ["rescore", "--dry-run"]):
         return True
     return args[0] == "eval" and all(OFFLINE_MODEL in model for model in split_top_level(args[1]))
 

@@ -133,7 +133,7 @@ def test_every_example_in_the_library_docs_runs(tmp_path: Path, monkeypatch: pyt
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "library.md").read_text(encoding="utf-8")
     examples = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
-    assert len(examples) == 3
+    assert len(examples) == 4
     monkeypatch.chdir(tmp_path)
     for example in examples:
         exec(compile(example, "docs/library.md", "exec"), {"__name__": "__docs__"})

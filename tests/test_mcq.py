@@ -147,12 +147,16 @@ def test_seed_changes_the_options(
 
 # ---- mill rescore: a parser change re-grades the stored run, no model loaded ----
 
-#: Responses written over the stored run's first samples: (response, the letter an older parser read, the
-#: letter the current parser reads) among ten options A-J.
+#: The parser version that graded the stored run: the one before this Mill's.
+PREVIOUS_PARSER = PARSER_VERSION - 1
+#: Responses written over the stored run's first samples: (response, the letter the previous parser read, the
+#: letter the current parser reads) among ten options A-J: a hedge, degenerate output, a committed leading
+#: answer whose explanation rules out other letters, an ordinal, and one the two parsers read alike.
 AGED = [
-    ("c", None, "C"),
-    ("A) x\nB) y\nC) z", "C", None),
-    ("<think>maybe A</think>\nD", "A", "D"),
+    ("B or C", "C", None),
+    ("A B C D E F G H I J", "J", None),
+    ("D. A is wrong, and so is C.", "C", "D"),
+    ("Option 3", None, "C"),
     ("Answer: B", "B", "B"),
 ]
 N_CHANGED = sum(old != new for _, old, new in AGED)
@@ -168,8 +172,8 @@ print("loaded:", loaded)
 
 @pytest.fixture
 def aged_run(mcq_run: Any, tmp_path: Path) -> Path:
-    """A copy of the MCQ baseline's results as parser version 1 left them: a few responses whose parse the
-    current parser changes (the rest parse alike), parsed as the older rules did, ``scorer_version`` 1."""
+    """A copy of the MCQ baseline's results as the previous parser version left them: a few responses whose
+    parse the current parser changes (the rest parse alike), parsed as the older rules did."""
     out = tmp_path / "results"
     shutil.copytree(mcq_run.output_dir, out)
     parquet = out / mcq_run.per_sample_path().relative_to(mcq_run.output_dir)
@@ -183,8 +187,8 @@ def aged_run(mcq_run: Any, tmp_path: Path) -> Path:
     frame.write_parquet(parquet)
     manifest_path = parquet.with_suffix(".json")
     manifest = json.loads(manifest_path.read_text())
-    manifest_path.write_text(json.dumps(manifest | {"scorer_version": 1}))
-    aggregate = pl.read_csv(out / "aggregate.csv").with_columns(scorer_version=pl.lit(1))
+    manifest_path.write_text(json.dumps(manifest | {"scorer_version": PREVIOUS_PARSER}))
+    aggregate = pl.read_csv(out / "aggregate.csv").with_columns(scorer_version=pl.lit(PREVIOUS_PARSER))
     aggregate.write_csv(out / "aggregate.csv")
     # As an older Mill wrote it: before checksums were recorded too.
     (out / "aggregate.csv.sha256").unlink()
@@ -212,7 +216,7 @@ def test_rescore_regrades_a_stored_run_without_loading_a_model(mcq_run: Any, age
         "imagenet_mcq",
         str(len(aged)),
         str(N_CHANGED),
-        f"1 → {PARSER_VERSION}",
+        f"{PREVIOUS_PARSER} → {PARSER_VERSION}",
         "rescored",
     ]
     assert f"1 of 1 runs rescored, {N_CHANGED} answers changed" in done.stdout
@@ -220,7 +224,7 @@ def test_rescore_regrades_a_stored_run_without_loading_a_model(mcq_run: Any, age
     assert frame["parsed_letter"].to_list()[: len(AGED)] == [letter for _, _, letter in AGED]
     assert frame["parsed_letter"].to_list()[len(AGED) :] == aged["parsed_letter"].to_list()[len(AGED) :]
     assert frame["correct"].to_list() == (frame["prediction"] == frame["gold_letter"]).fill_null(False).to_list()
-    assert pl.read_parquet(aged_run.with_name(f"{aged_run.stem}.scorer1.parquet")).equals(aged)
+    assert pl.read_parquet(aged_run.with_name(f"{aged_run.stem}.scorer{PREVIOUS_PARSER}.parquet")).equals(aged)
     after = read_aggregate(out)
     assert after.height == before.height and after.select(UPSERT_KEY).is_duplicated().sum() == 0
     assert set(after["scorer_version"]) == {PARSER_VERSION}

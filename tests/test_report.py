@@ -198,6 +198,8 @@ def test_mcq_report_with_a_baseline_comparison_in_a_browser(
     assert "Accuracy by the gold option's position" in text
     assert "unparsed rate" in text
     assert f"against the baseline {DEMO_IDENTITY}" in text
+    # Against the baseline: the paired accuracy difference over the shared samples, not a difference of means.
+    assert "accuracy Δ (paired 95% CI)" in text and "McNemar p" in text and "mean Δ" not in text
 
 
 def test_report_says_when_shards_are_not_local(mill_in_process: Any, results: Path, tmp_path: Path) -> None:

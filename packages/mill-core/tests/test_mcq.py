@@ -226,9 +226,9 @@ def test_question_fn_validates(classnames: list[str], n_options: int, template: 
         ("It is a sea lion on a rock.", "C"),
         ("Either a lion or a cobra.", None),
         ("It could be a lion, or maybe a sea lion.", None),
-        # Words that merely contain an option name do not name it.
+        # Words that merely contain an option name do not name it; its plural does (issue 25).
         ("an oxygen tank", None),
-        ("goldfishes everywhere", None),
+        ("goldfishes everywhere", "H"),
         # Refusals.
         ("I cannot determine the category from this image.", None),
         ("I'm not sure.", None),
@@ -306,12 +306,14 @@ def test_score_rejects_unknown_policy() -> None:
 # One corpus per class of response; each holds negative cases that must stay unparsed.
 
 
-def _parses(corpus: list[tuple[str, str | None]]) -> list[tuple[str, str | None, str | None]]:
-    """``(response, expected, parsed)`` for every case of ``corpus`` that parses otherwise."""
+def _parses(
+    corpus: list[tuple[str, str | None]], names: tuple[str, ...] = OPTIONS
+) -> list[tuple[str, str | None, str | None]]:
+    """``(response, expected, parsed)`` for every case of ``corpus`` that parses otherwise among ``names``."""
     return [
         (response, expected, parsed)
         for response, expected in corpus
-        if (parsed := parse_answer(response, OPTIONS, LETTERS)) != expected
+        if (parsed := parse_answer(response, names, LETTERS)) != expected
     ]
 
 
@@ -332,10 +334,14 @@ ECHOED_LISTS: list[tuple[str, str | None]] = [
     ("C) sea lion", "C"),
     ("C) sea lion\nC) sea lion", "C"),
     ("It's not A: too small. C: sea lion fits.", "C"),
+    ("A) golden retriever - incorrect\nB) lion - incorrect\nC) sea lion - correct\nD) tabby cat - incorrect", "C"),
+    ("A) golden retriever ✗\nB) lion ✗\nC) sea lion ✓", "C"),
+    ("A) golden retriever - correct\nC) sea lion - correct", None),
 ]
 
 
 def test_echoed_option_lists_choose_none() -> None:
+    """Also the one option of an echoed list marked as the answer on its line."""
     assert _parses(ECHOED_LISTS) == []
 
 
@@ -493,4 +499,429 @@ def test_markdown_emphasis_around_markers_and_letters() -> None:
 
 
 def test_parser_version_is_exported() -> None:
-    assert PARSER_VERSION == 2
+    assert PARSER_VERSION == 3
+
+
+# --- The classes of issue 25, on ten ImageNet-style options ---------------------------------------------
+# Names as ImageNet writes them: synonyms after commas, one name inside another ("lion" / "sea lion").
+
+IMAGENET_OPTIONS = (
+    "tench, Tinca tinca",
+    "goldfish, Carassius auratus",
+    "great white shark, white shark, man-eater",
+    "tiger shark, Galeocerdo cuvieri",
+    "gas mask, respirator, gas helmet",
+    "sea lion",
+    "lion, king of beasts, Panthera leo",
+    "butterfly",
+    "sunglasses, dark glasses, shades",
+    "red wolf, maned wolf",
+)
+
+
+PLAIN_FORMATS: list[tuple[str, str | None]] = [
+    ("B", "B"),
+    ("(B)", "B"),
+    ("B.", "B"),
+    ("b", "B"),
+    ("**B**", "B"),
+    ("Answer: B", "B"),
+    ("Answer: (B)", "B"),
+    ("The answer is B.", "B"),
+    ("The answer is B. goldfish", "B"),
+    ("The answer is B) goldfish", "B"),
+    ("B) goldfish", "B"),
+    ("B. goldfish", "B"),
+    ("B - goldfish", "B"),
+    ("**B) goldfish**", "B"),
+    ("Answer: B (goldfish)", "B"),
+    ("goldfish", "B"),
+    ("Goldfish.", "B"),
+    ("A goldfish.", "B"),
+    ("The image shows a goldfish.", "B"),
+    ("This is a goldfish swimming in a bowl.", "B"),
+    ("The correct option is E.", "E"),
+    ("Final answer: J", "J"),
+    ("I'd go with C.", "C"),
+    ("The best match is option G.", "G"),
+    ("It's a great white shark.", "C"),
+    ("Based on the dark lenses, the answer is I.", "I"),
+    ("The animal in the picture is a sea lion, so the answer is F.", "F"),
+    ("F", "F"),
+    ("Option D", "D"),
+    ("My answer: H", "H"),
+]
+
+
+def test_plain_formats_keep_working() -> None:
+    assert _parses(PLAIN_FORMATS, IMAGENET_OPTIONS) == []
+
+
+HEDGES: list[tuple[str, str | None]] = [
+    ("B or C", None),
+    ("B/C", None),
+    ("It's either B or C.", None),
+    ("The answer is B or C.", None),
+    ("I'm torn between D and E.", None),
+    ("Between D and E, hard to say.", None),
+    ("It could be either a tench (A) or a goldfish (B).", None),
+    ("Either a tench or a goldfish.", None),
+    ("Probably C, or maybe D.", None),
+    ("C or D; the fin shape is ambiguous.", None),
+    ("The answer is (C) or (D).", None),
+    ("I think it's either option A or option B.", None),
+    ("Both C and D are plausible here.", None),
+    ("It's a great white shark or a tiger shark, I can't tell which.", None),
+    ("C vs D - too blurry to decide.", None),
+    ("Hmm, B? Or maybe A.", None),
+    ("A,B", None),
+    ("Answer: A and B", None),
+    ("B, or A", None),
+    ("The image most likely shows a great white shark (C), although it could also be a tiger shark (D).", None),
+    ("My best guess is D, though C is also possible.", None),
+    ("D (most likely), C possible.", None),
+    ("The most likely answer is D, given the stripes. However, it could also be C if they are shadows.", None),
+    ("Answer: A/B", None),
+    # A hedge that is then resolved commits.
+    ("Between B and F, I would pick F.", "F"),
+    ("C or D? Looking at the stripes, D.", "D"),
+    ("Either A or B at first glance, but the orange colour says B. Answer: B", "B"),
+    ("Not C or D; it's E.", "E"),
+    ("Both C and D are sharks, but this one is a tiger shark.", "D"),
+    ("It's between C and D, but I'll go with D.", "D"),
+]
+
+
+def test_hedges_between_options_choose_none() -> None:
+    assert _parses(HEDGES, IMAGENET_OPTIONS) == []
+
+
+LEADING_ANSWERS: list[tuple[str, str | None]] = [
+    ("B. The fish is orange and small; a tench (A) would be olive-green.", "B"),
+    ("B\n\nThe fish is bright orange. Option A, the tench, is greener, and C is a shark.", "B"),
+    ("(F) The animal has flippers and no mane, unlike G.", "F"),
+    ("F) sea lion. A lion (G) would have a mane and live on land.", "F"),
+    ("**E** - the person wears a gas mask; I (sunglasses) only covers the eyes.", "E"),
+    ("C: great white shark. The tiger shark (D) has stripes this one lacks.", "C"),
+    ("D - tiger shark. Its stripes rule out C.", "D"),
+    ("G.\nThe mane is clearly visible. F would be a sea lion, which has no mane.", "G"),
+    ("Sea lion. It is not a lion (G): there is no mane.", "F"),
+    ("Goldfish. Option A is a tench, which is a different colour.", "B"),
+    ("I\n\nExplanation: dark lenses on a face. E (gas mask) covers the whole face.", "I"),
+    ("J. The red wolf fits; H (butterfly) is an insect.", "J"),
+    ("H) butterfly - the wings are clear. Answer choices A-G are animals without wings.", "H"),
+    ("A.\n\nReasoning: olive colour and barbels; B is orange and C is a shark.", "A"),
+    ("[C] The conical snout and grey back; D has vertical bars.", "C"),
+    # A response that corrects its first answer is read to its end.
+    ("B. Wait, actually the colour is olive, so A.", "A"),
+    ("A: no, too green. B: yes, orange.", "B"),
+    ("A is wrong; the answer is D", "D"),
+]
+
+
+def test_a_committed_leading_answer_outweighs_its_explanation() -> None:
+    assert _parses(LEADING_ANSWERS, IMAGENET_OPTIONS) == []
+
+
+CONCLUDED_REASONING: list[tuple[str, str | None]] = [
+    (
+        "The image shows an orange fish in a glass bowl. Tench are olive-green freshwater fish, while goldfish are "
+        "typically orange and kept in bowls. Therefore, the image most likely shows a goldfish.",
+        "B",
+    ),
+    ("The image shows a goldfish. Tench are greener and sharks are much larger.", "B"),
+    ("The image depicts a sea lion. Lions live on land.", "F"),
+    (
+        "Let's consider each option. A tench is a fish. A lion is a big cat. The animal in the image has flippers, "
+        "so it is a sea lion.",
+        "F",
+    ),
+    (
+        "Great white sharks have a grey back; tiger sharks have stripes. The shark here has stripes. "
+        "So it's a tiger shark.",
+        "D",
+    ),
+    ("In conclusion, the object is a gas mask, not sunglasses.", "E"),
+    ("Overall, the best match is the butterfly.", "H"),
+    ("The animal could be a red wolf or a lion. Given the mane, it's a lion.", "G"),
+    ("A lion and a sea lion are very different animals. This one lives in the sea, so it's a sea lion.", "F"),
+    ("Sunglasses and gas masks both cover the face. This one covers only the eyes, so sunglasses.", "I"),
+    ("Options B and C are fish. The animal has flippers, so it's a sea lion.", "F"),
+    # Reasoning that concludes nothing chooses nothing.
+    ("Great white sharks have a grey back; tiger sharks have stripes. The shark in the picture has no stripes.", None),
+    ("Sunglasses and gas masks both cover the face.", None),
+    ("Tench are olive-green and goldfish are orange. The fish here is hard to see.", None),
+]
+
+
+def test_reasoning_is_read_to_its_conclusion() -> None:
+    assert _parses(CONCLUDED_REASONING, IMAGENET_OPTIONS) == []
+
+
+CUT_SHORT: list[tuple[str, str | None]] = [
+    (
+        "Let me look at each option. The fish is orange, which suggests a goldfish, but the body shape "
+        "could also match a tench, and the fins are",
+        None,
+    ),
+    (
+        "First, the animal is in water. Sea lions (F) live in water, lions (G) do not. However, the mane "
+        "visible on the head suggests that it might be",
+        None,
+    ),
+    (
+        "The options are:\nA) tench\nB) goldfish\nC) great white shark\nD) tiger shark\nE) gas",
+        None,
+    ),
+    ("Options: A) tench, B) goldfish, C) great white shark, D) tiger shark, E) gas mask, F) sea", None),
+    (
+        "To answer, consider the colours. A tench is olive. A goldfish is orange. The image shows an "
+        "animal that is mostly grey, which points towards C or D, and",
+        None,
+    ),
+    (
+        "Step 1: identify the object. It covers the face. Step 2: compare with E (gas mask) and I "
+        "(sunglasses). The object covers the mouth as well, so",
+        None,
+    ),
+    ("<think>The image shows a grey shark. Is it C or D? The stripes", None),
+    ("It might be a butterfly or", None),
+    (
+        "Looking closely at the picture, the stripes along the body resemble those of the tiger shark "
+        "rather than the great white shark, which has a uniform grey back and a white belly, and the",
+        None,
+    ),
+    # Cut short after a clear commitment: the commitment stands.
+    (
+        "The answer is D. The stripes along the flank are characteristic of a tiger shark, unlike the "
+        "great white shark (C), whose back is",
+        "D",
+    ),
+    (
+        "D. The stripes along the flank are characteristic of a tiger shark, unlike the great white "
+        "shark (C), whose back is",
+        "D",
+    ),
+    (
+        "The photograph shows a large grey shark swimming near the surface of the ocean with its mouth "
+        "slightly open and a white belly: a great white shark",
+        "C",
+    ),
+]
+
+
+def test_output_cut_off_mid_reasoning_chooses_none() -> None:
+    assert _parses(CUT_SHORT, IMAGENET_OPTIONS) == []
+
+
+DEGENERATE: list[tuple[str, str | None]] = [
+    ("A B C D E F G H I J", None),
+    ("A, B, C, D, E, F, G, H, I, J", None),
+    ("ABCDEFGHIJ", None),
+    ("A\nB\nC\nD\nE\nF\nG\nH\nI\nJ", None),
+    ("(A)(B)(C)(D)(E)", None),
+    ("A. B. C. D. E. F. G.", None),
+    ("Answer: A B C D E F G H I J", None),
+    ("The answer is A B C D E F G H I J", None),
+    ("A A A A A A B B B C C C D D D", None),
+    ("ABCDABCDABCDABCD", None),
+    ("J I H G F E D C B A", None),
+    # Two letters are a hedge, one repeated is one answer.
+    ("B B B", "B"),
+]
+
+
+def test_degenerate_output_chooses_none() -> None:
+    assert _parses(DEGENERATE, IMAGENET_OPTIONS) == []
+
+
+NAME_FORMS: list[tuple[str, str | None]] = [
+    ("goldfishes", "B"),
+    ("Two goldfishes in a bowl.", "B"),
+    ("a pair of sunglasses", "I"),
+    ("He is wearing dark glasses.", "I"),
+    ("shades", "I"),
+    ("gas mask", "E"),
+    ("A man wearing a respirator.", "E"),
+    ("Gas masks hanging on a wall.", "E"),
+    ("a man-eater", "C"),
+    ("The picture shows a white shark.", "C"),
+    ("Tiger sharks.", "D"),
+    ("Sea lions basking on a rock.", "F"),
+    ("Lions resting in the grass.", "G"),
+    ("A lion's mane.", "G"),
+    ("Panthera leo", "G"),
+    ("The king of beasts.", "G"),
+    ("butterflies on a flower", "H"),
+    ("Red wolves in the snow.", "J"),
+    ("a maned wolf", "J"),
+    ("Tinca tinca", "A"),
+    ("Great-white shark", "C"),
+    # A shorter name inside a longer one is not named by the longer one.
+    ("sea lion", "F"),
+    ("A sea lion, not a lion.", "F"),
+    ("white", None),
+    ("a shark", None),
+    ("a wolf", None),
+    ("fishing", None),
+    ("glasses of water", None),
+]
+
+
+def test_other_grammatical_forms_and_first_synonyms_name_their_option() -> None:
+    assert _parses(NAME_FORMS, IMAGENET_OPTIONS) == []
+
+
+ORDINALS: list[tuple[str, str | None]] = [
+    ("Option 3", "C"),
+    ("option 10", "J"),
+    ("The answer is option 4.", "D"),
+    ("Answer: 2", "B"),
+    ("the third one", "C"),
+    ("The first option.", "A"),
+    ("I choose the fifth option.", "E"),
+    ("The second choice is correct.", "B"),
+    ("It's the 6th one.", "F"),
+    ("The last option.", "J"),
+    ("#7", "G"),
+    ("Option 11", None),
+    ("At first glance it looks like a fish, but it's the seventh option.", "G"),
+    ("Option 3 or option 4.", None),
+    ("It has 2 fins and 3 stripes.", None),
+]
+
+
+def test_ordinals_name_their_option() -> None:
+    assert _parses(ORDINALS, IMAGENET_OPTIONS) == []
+
+
+NEGATIONS: list[tuple[str, str | None]] = [
+    ("It isn't a tench or a goldfish; it's a great white shark.", "C"),
+    ("Not a tench. A goldfish.", "B"),
+    ("This is not a lion, it's a sea lion.", "F"),
+    ("Neither A nor B: the answer is C.", "C"),
+    ("Not A, not B, but C.", "C"),
+    ("It's C (great white shark), not D.", "C"),
+    ("The animal is not a tiger shark; it is a great white shark.", "C"),
+    ("It is definitely not option E. It's I.", "I"),
+    ("Rather than a red wolf, this is a lion.", "G"),
+    ("I'd rule out A and B. The answer must be D.", "D"),
+    ("C is wrong. D is correct.", "D"),
+    ("A is incorrect, B is incorrect, the answer is C", "C"),
+    ("It's not a butterfly.", None),
+    ("Not A.", None),
+    ("Not a goldfish or a tench.", None),
+    ("I'm not sure, but I think it is B.", "B"),
+    ("I can't tell whether it's a goldfish.", None),
+    ("Not sure if this is a tench.", None),
+    ("I don't think it's a lion; it's a sea lion.", "F"),
+    # Options the answer is compared with, and first impressions taken back.
+    ("The image shows a goldfish. A tench would be greener.", "B"),
+    ("The fish is more orange than a tench, so it is a goldfish.", "B"),
+    ("The image shows a goldfish; compared to a tench it is much brighter.", "B"),
+    ("It looks similar to a tench, but it's a goldfish.", "B"),
+    ("At first I thought it was a tench, but it's a goldfish.", "B"),
+    ("The animal is larger than a sea lion, has a mane, and is a lion.", "G"),
+]
+
+
+def test_negated_options_are_ruled_out() -> None:
+    assert _parses(NEGATIONS, IMAGENET_OPTIONS) == []
+
+
+LETTER_AGAINST_TEXT: list[tuple[str, str | None]] = [
+    ("The answer is B. tench", None),
+    ("B) tench", None),
+    ("Answer: C (tiger shark)", None),
+    ("tench (B)", None),
+    ("The answer is sea lion (G).", None),
+    ("**E** sunglasses", None),
+    ("F. lion", None),
+    ("Answer: G - sea lion", None),
+    ("J) butterfly", None),
+    # A letter with its own option's text, and a letter followed by a sentence, are fine.
+    ("G) lion", "G"),
+    ("The answer is G (lion).", "G"),
+    ("Answer: B. Tench fins are darker than these.", "B"),
+]
+
+
+def test_a_letter_given_with_another_options_text_chooses_none() -> None:
+    assert _parses(LETTER_AGAINST_TEXT, IMAGENET_OPTIONS) == []
+
+
+# A second set of ten ImageNet options: cats whose names share words, a duplicate-prone "crane", a tiger beside
+# a tiger shark.
+CAT_OPTIONS = (
+    "tabby, tabby cat",
+    "tiger cat",
+    "Egyptian cat",
+    "hen",
+    "cock",
+    "crane",
+    "tiger, Panthera tigris",
+    "Persian cat",
+    "lynx, catamount",
+    "tiger shark, Galeocerdo cuvieri",
+)
+CATS: list[tuple[str, str | None]] = [
+    ("It is a cat.", None),
+    ("tabby", "A"),
+    ("The image shows a tabby cat.", "A"),
+    ("This is a hen, not a cock.", "D"),
+    ("A rooster.", None),
+    ("The cat has stripes like a tiger, so it's a tiger cat.", "B"),
+    ("The image shows a cat. It is likely a tabby cat, but could be a tiger cat.", None),
+    ("A tiger.", "G"),
+    ("Tigers in the jungle.", "G"),
+    ("A tiger shark.", "J"),
+    ("The answer is G: tiger", "G"),
+    ("G) tiger, Panthera tigris", "G"),
+    ("Panthera tigris", "G"),
+    ("A lynx.", "I"),
+    ("catamount", "I"),
+    ("The image shows a Persian cat with long fur.", "H"),
+    ("H) Persian cat", "H"),
+    ("Persian cat (H)", "H"),
+    ("Persian cat (A)", None),
+    ("The best answer is (C) Egyptian cat.", "C"),
+    ("I believe the answer is C) Egyptian cat, because of the slender body and large ears.", "C"),
+    ("The cat in the image is an Egyptian cat (C). It's not a Persian (H) because its fur is short.", "C"),
+    (
+        "Looking at the image, I see a cat with striped fur. The options include tabby cat (A) and tiger cat "
+        "(B). The stripes are more like those of a tabby, so the answer is A.",
+        "A",
+    ),
+    (
+        "Looking at the image, I see a cat with striped fur. The options include tabby cat (A) and tiger cat "
+        "(B). The stripes are",
+        None,
+    ),
+    ("E", "E"),
+    ("The bird is a cock (E).", "E"),
+    ("a crane", "F"),
+    ("Hens.", "D"),
+]
+
+
+def test_options_whose_names_share_words() -> None:
+    assert _parses(CATS, CAT_OPTIONS) == []
+
+
+def test_issue_25_corpora_are_broad() -> None:
+    corpora = [
+        PLAIN_FORMATS,
+        HEDGES,
+        LEADING_ANSWERS,
+        CONCLUDED_REASONING,
+        CUT_SHORT,
+        DEGENERATE,
+        NAME_FORMS,
+        ORDINALS,
+        NEGATIONS,
+        LETTER_AGAINST_TEXT,
+        CATS,
+    ]
+    responses = [response for corpus in corpora for response, _ in corpus]
+    assert len(responses) >= 150
+    assert len(set(responses)) == len(responses)

@@ -1,5 +1,5 @@
-"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill ls``, ``mill report``, ``mill rescore``,
-``mill verify``.
+"""The ``mill`` command: ``mill eval``, ``mill collect``, ``mill compare``, ``mill ls``, ``mill report``,
+``mill rescore``, ``mill verify``.
 
 Flags accept ``--output_dir`` and ``--output-dir`` alike; ``--output_dir``, ``--cache_dir`` and ``--limit``
 may also come before the subcommand (:mod:`mill.cli.shared_options`). User mistakes (:class:`MillError`) are
@@ -27,6 +27,7 @@ from mill.cli import distributed
 from mill.cli.console import content_table, progress_console, table_console
 from mill.cli.display import PlainProgress, RichProgress
 from mill.cli.shared_options import forward_to_subcommand
+from mill.core.comparison import DEFAULT_RESAMPLES, ComparisonTable, compare_runs, comparison_tables, stored_runs
 from mill.core.engine import PlannedRun, RunInterrupted, default_cache_dir, default_output_dir
 from mill.core.errors import MillError, MillWarning, ResultsError
 from mill.core.evaluation import evaluate
@@ -55,6 +56,7 @@ from mill.core.tables import (
 from mill.data import open_spec_data
 
 F = TypeVar("F", bound=Callable[..., Any])
+Table = MetricTable | ReportedTable | SuiteTable | ComparisonTable
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -290,7 +292,7 @@ def collect_command(
         include_all=include_all,
     )
     shown = suites_to_show(rows, suites, named, metric=metric)
-    tables: Sequence[MetricTable | ReportedTable | SuiteTable]
+    tables: Sequence[Table]
     if reported:
         wanted = set(members)
         specs = [
@@ -311,21 +313,22 @@ def collect_command(
         click.echo(f"\n{legend()}")
 
 
-def _render_rich(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _render_rich(tables: Sequence[Table]) -> None:
     console = table_console()
     for metric_table in tables:
-        table = content_table(metric_table.title, metric_table.frame.columns)
+        table = content_table(escape(metric_table.title), metric_table.frame.columns)
         for row in metric_table.frame.iter_rows():
-            table.add_row(*("—" if cell is None else str(cell) for cell in row))
+            # Escaped: a name with settings in brackets is text, not rich markup.
+            table.add_row(*("—" if cell is None else escape(str(cell)) for cell in row))
         console.print(table)
 
 
-def _render_csv(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _render_csv(tables: Sequence[Table]) -> None:
     frames = [t.frame.with_columns(pl.lit(v).alias(k) for k, v in t.key_columns.items()) for t in tables]
     click.echo(pl.concat(frames, how="diagonal").fill_null("").write_csv(), nl=False)
 
 
-def _render_markdown(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _render_markdown(tables: Sequence[Table]) -> None:
     for metric_table in tables:
         columns = metric_table.frame.columns
         click.echo(f"### {metric_table.title}\n")
@@ -336,8 +339,80 @@ def _render_markdown(tables: Sequence[MetricTable | ReportedTable | SuiteTable])
         click.echo("")
 
 
-def _render_json(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _render_json(tables: Sequence[Table]) -> None:
     click.echo(json.dumps({t.title: t.frame.to_dicts() for t in tables}, indent=2))
+
+
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@_output_dir_option()
+@_flag("benchmarks", default=None, help="Comma list of benchmarks or variants whose runs the model names pick.")
+@_flag("format", "output_format", type=click.Choice(["table", "csv", "markdown", "json"]), default="table")
+@_flag("all", "include_all", is_flag=True, default=False, help="Let a model name pick a --limit run.")
+@_flag("seed", type=int, default=0, help="Seed of the paired bootstrap.")
+@_flag(
+    "resamples",
+    type=click.IntRange(min=100),
+    default=DEFAULT_RESAMPLES,
+    help="Paired bootstrap resamples behind each 95% interval.",
+)
+def compare_command(
+    runs: Sequence[str],
+    output_dir: Path | None,
+    benchmarks: str | None,
+    output_format: str,
+    include_all: bool,
+    seed: int,
+    resamples: int,
+) -> None:
+    """Compare stored runs of one benchmark over the samples they share: each run after the first against the
+    first. RUNS are models as `mill collect` names them (narrowed with --benchmarks) or run ids.
+
+    For each metric, the difference (run − baseline) with a paired bootstrap 95% interval; McNemar's exact test
+    of accuracy; the 10 classes whose accuracy differs most."""
+    out = output_dir or default_output_dir()
+    names = [name for run in runs for name in split_top_level(run)]
+    compared = stored_runs(out, names, benchmarks=split_top_level(benchmarks or ""), include_all=include_all)
+    tables = comparison_tables(compare_runs(compared, seed=seed, n_resamples=resamples))
+    if output_format == "json":
+        # Keyed by what each table holds, so that a script finds the rows without knowing the titles.
+        document: dict[str, list[dict[str, Any]]] = {}
+        for table in tables:
+            keys = {name: value for name, value in table.key_columns.items() if name != "table"}
+            rows = table.frame.with_columns(pl.lit(value).alias(name) for name, value in keys.items()).to_dicts()
+            document.setdefault(table.key_columns["table"], []).extend(rows)
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    if output_format == "csv":
+        # Numbers stay numbers, and a cell a table lacks stays empty.
+        frames = [t.frame.with_columns(pl.lit(v).alias(k) for k, v in t.key_columns.items()) for t in tables]
+        click.echo(pl.concat(frames, how="diagonal").write_csv(), nl=False)
+        return
+    render = {"table": _render_rich, "markdown": _render_markdown}
+    render[output_format]([_readable(t) for t in tables])
+    if output_format in ("table", "markdown"):
+        click.echo(
+            f"\ndifference = run − baseline over the shared samples; interval: {resamples} paired bootstrap "
+            f"resamples (seed {seed}); p_value: McNemar's exact test on the samples only one run got right"
+        )
+
+
+def _readable(table: ComparisonTable) -> ComparisonTable:
+    """``table`` with its numbers as a person reads them: four places, differences signed, p-values to four
+    significant digits."""
+
+    def shown(column: str, dtype: pl.DataType) -> pl.Expr:
+        if not dtype.is_float():
+            return pl.col(column).cast(pl.String)
+        if column == "p_value":
+            return pl.col(column).map_elements("{:.4g}".format, return_dtype=pl.String)
+        if column in ("difference", "ci_low", "ci_high"):
+            # Rounded first so that a difference below the shown precision reads +0.0000, not -0.0000.
+            return pl.col(column).round(4).map_elements(lambda value: f"{value + 0.0:+.4f}", return_dtype=pl.String)
+        return pl.col(column).map_elements("{:.4f}".format, return_dtype=pl.String)
+
+    frame = table.frame.select(shown(column, dtype) for column, dtype in table.frame.schema.items())
+    return ComparisonTable(table.title, frame, table.key_columns)
 
 
 @cli.command("ls")

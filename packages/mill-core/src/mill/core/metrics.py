@@ -60,7 +60,7 @@ def _topk_hits(golds: npt.ArrayLike, topk_lists: npt.ArrayLike, k: int) -> npt.N
     return hits
 
 
-def _class_ids(golds: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.intp], int]:
+def class_ids(golds: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.intp], int]:
     """Golds as dense ids ``0..C-1`` over the classes present, and ``C``."""
     classes, ids = np.unique(golds, return_inverse=True)
     return ids.astype(np.intp).reshape(-1), len(classes)
@@ -98,14 +98,15 @@ def mean_per_class_recall(golds: npt.ArrayLike, preds: npt.ArrayLike) -> float:
     gold_array = _as_1d(golds, "golds")
     pred_array = _as_1d(preds, "preds")
     _same_length(gold_array, pred_array, "mean_per_class_recall")
-    ids, n_classes = _class_ids(gold_array)
+    ids, n_classes = class_ids(gold_array)
     counts = np.bincount(ids, minlength=n_classes)
     hits = np.bincount(ids, weights=(gold_array == pred_array).astype(np.float64), minlength=n_classes)
     return float((hits / counts).mean())
 
 
-def _resample_chunks(n: int, seed: int, n_resamples: int) -> Iterator[IndexArray]:
-    """Bootstrap index rows, ``n_resamples`` in all, in chunks of shape ``(rows, n)``.
+def resample_chunks(n: int, seed: int, n_resamples: int) -> Iterator[IndexArray]:
+    """Bootstrap index rows, ``n_resamples`` in all, in chunks of shape ``(rows, n)``; a paired comparison
+    draws them once for two runs' samples.
 
     The chunk size depends only on ``n``, so every caller with the same ``(n, seed, n_resamples)``
     gets the same resamples.
@@ -120,6 +121,23 @@ def _resample_chunks(n: int, seed: int, n_resamples: int) -> Iterator[IndexArray
         yield rng.integers(0, n, size=(min(rows, n_resamples - start), n), dtype=np.intp)
 
 
+def resampled_class_recall(
+    ids: IndexArray, n_classes: int, hit: npt.NDArray[np.floating], chunk: IndexArray
+) -> npt.NDArray[np.float64]:
+    """Mean per-class recall of each resample in ``chunk`` (rows of sample indices): ``ids`` are the samples'
+    dense class ids ``0..n_classes-1`` and ``hit`` 1.0 where a sample was answered correctly. A class absent
+    from a resample is left out of that resample's mean."""
+    rows = len(chunk)
+    # One bincount for the whole chunk: row r's class c lands in bin r * n_classes + c.
+    bins = (ids[chunk] + (np.arange(rows, dtype=np.intp) * n_classes)[:, None]).ravel()
+    counts = np.bincount(bins, minlength=rows * n_classes).reshape(rows, n_classes)
+    hits = np.bincount(bins, weights=hit[chunk].ravel(), minlength=rows * n_classes).reshape(rows, n_classes)
+    present = counts > 0
+    per_class = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
+    recall: npt.NDArray[np.float64] = per_class.sum(axis=1) / present.sum(axis=1)
+    return recall
+
+
 def bootstrap_stderr(statistic: Statistic, n: int, seed: int, n_resamples: int = N_RESAMPLES) -> float:
     """Bootstrap standard error of ``statistic`` over ``n`` samples.
 
@@ -131,12 +149,12 @@ def bootstrap_stderr(statistic: Statistic, n: int, seed: int, n_resamples: int =
     Raises:
         ValueError: if ``n`` < 1 or ``n_resamples`` < 2.
     """
-    values = [statistic(row) for chunk in _resample_chunks(n, seed, n_resamples) for row in chunk]
+    values = [statistic(row) for chunk in resample_chunks(n, seed, n_resamples) for row in chunk]
     return float(np.std(values, ddof=1))
 
 
 def _bootstrap_mean_stderr(values: npt.NDArray[np.floating], seed: int, n_resamples: int) -> float:
-    means = np.concatenate([values[chunk].mean(axis=1) for chunk in _resample_chunks(len(values), seed, n_resamples)])
+    means = np.concatenate([values[chunk].mean(axis=1) for chunk in resample_chunks(len(values), seed, n_resamples)])
     return float(np.std(means, ddof=1))
 
 
@@ -190,18 +208,11 @@ def mean_per_class_recall_with_stderr(
     gold_array = _as_1d(golds, "golds")
     pred_array = _as_1d(preds, "preds")
     _same_length(gold_array, pred_array, "mean_per_class_recall")
-    ids, n_classes = _class_ids(gold_array)
+    ids, n_classes = class_ids(gold_array)
     hit = (gold_array == pred_array).astype(np.float64)
 
-    recalls = []
-    for chunk in _resample_chunks(len(ids), seed, n_resamples):
-        rows = len(chunk)
-        # One bincount for the whole chunk: row r's class c lands in bin r * n_classes + c.
-        bins = (ids[chunk] + (np.arange(rows, dtype=np.intp) * n_classes)[:, None]).ravel()
-        counts = np.bincount(bins, minlength=rows * n_classes).reshape(rows, n_classes)
-        hits = np.bincount(bins, weights=hit[chunk].ravel(), minlength=rows * n_classes).reshape(rows, n_classes)
-        present = counts > 0
-        per_class = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
-        recalls.append(per_class.sum(axis=1) / present.sum(axis=1))
+    recalls = [
+        resampled_class_recall(ids, n_classes, hit, chunk) for chunk in resample_chunks(len(ids), seed, n_resamples)
+    ]
     stderr = float(np.std(np.concatenate(recalls), ddof=1))
     return MetricValue(mean_per_class_recall(gold_array, pred_array), stderr)

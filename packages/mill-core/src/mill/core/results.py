@@ -11,6 +11,7 @@ aggregate (truncated, half copied, edited by hand) is never read as results nor 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -359,3 +360,22 @@ def write_per_sample(path: Path, frame: pl.DataFrame) -> str:
         return write_parquet_atomic(path, frame)
     except OSError as exc:
         raise ResultsWriteError(path, exc) from None
+
+
+def read_stored_run(output_dir: Path, row: Mapping[str, Any]) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The per-sample frame and manifest of the stored run an ``aggregate.csv`` row names (its ``output_file``).
+
+    Raises:
+        ResultsError: either file is missing or unreadable, naming the run and what to do.
+    """
+    parquet = output_dir / row["output_file"]
+    manifest_path = parquet.with_suffix(".json")
+    try:
+        frame = pl.read_parquet(parquet)
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise ResultsError(
+            f"{parquet} or its manifest {manifest_path.name} cannot be read ({exc}); re-run the evaluation of "
+            f"{row['model']} on {row['task']}, or remove its rows from aggregate.csv"
+        ) from None
+    return frame, manifest

@@ -20,6 +20,7 @@ import polars as pl
 from mill.cli.report import charts
 from mill.cli.report.runs import ReportRun, gather_runs
 from mill.core import analysis
+from mill.core.comparison import ComparedRun, ComparisonError, compare
 from mill.core.errors import MillError
 from mill.data.lookup import local_shard, read_images
 
@@ -314,18 +315,27 @@ def _mcq(run: ReportRun) -> str:
 def _comparison(group: Sequence[ReportRun], baseline: str | None) -> str:
     models = list(dict.fromkeys(run.model for run in group))
     reference = baseline if baseline in models else models[0]
-    per_class: dict[str, pl.DataFrame] = {}
+    first: dict[str, ReportRun] = {}
     for run in group:  # a model with several variants here: its first one
-        per_class.setdefault(run.model, analysis.per_class_accuracy(run.frame, run.classnames))
+        first.setdefault(run.model, run)
+    per_class = {model: analysis.per_class_accuracy(run.frame, run.classnames) for model, run in first.items()}
     compared = analysis.against_baseline(per_class, reference)
     others = [model for model in models if model != reference]
-    summary = compared.group_by("model", maintain_order=True).agg(
-        pl.len().alias("classes"),
-        (pl.col("delta") > 0).sum().alias("better"),
-        (pl.col("delta") < 0).sum().alias("worse"),
-        pl.col("delta").mean().alias("mean Δ"),
-        pl.col("label").first().alias("largest loss"),
-        pl.col("delta").first().alias("its Δ"),
+    paired = pl.DataFrame(
+        [(model, *_paired_accuracy(first[reference], first[model])) for model in others],
+        schema=["model", "shared", "accuracy Δ (paired 95% CI)", "McNemar p"],
+        orient="row",
+    )
+    summary = (
+        compared.group_by("model", maintain_order=True)
+        .agg(
+            pl.len().alias("classes"),
+            (pl.col("delta") > 0).sum().alias("better"),
+            (pl.col("delta") < 0).sum().alias("worse"),
+            pl.col("label").first().alias("largest loss"),
+            pl.col("delta").first().alias("its Δ"),
+        )
+        .join(paired, on="model", how="left")
     )
     chart = charts.against_baseline(compared, reference, others)
     return "\n".join(
@@ -337,13 +347,52 @@ def _comparison(group: Sequence[ReportRun], baseline: str | None) -> str:
             _figure("Per-class accuracy against the baseline", chart, group),
             _figure(
                 "Against the baseline, per model",
-                _table(summary, ["model", "classes", "better", "worse", "mean Δ", "largest loss", "its Δ"]),
+                _table(summary.select(list(_AGAINST_BASELINE)), list(_AGAINST_BASELINE.values())),
                 group,
                 kind="listing",
             ),
             "</div>",
         ]
     )
+
+
+#: The columns of the table of models against the baseline, and their headers.
+_AGAINST_BASELINE = {
+    "model": "model",
+    "shared": "shared samples",
+    "accuracy Δ (paired 95% CI)": "accuracy Δ (paired 95% CI)",
+    "McNemar p": "McNemar p",
+    "classes": "classes",
+    "better": "better",
+    "worse": "worse",
+    "largest loss": "largest loss",
+    "its Δ": "its Δ",
+}
+
+
+def _paired_accuracy(baseline: ReportRun, run: ReportRun) -> tuple[str, str, str]:
+    """The accuracy difference of ``run`` against ``baseline`` over the samples both scored, as cells: the shared
+    sample count, the difference with its paired bootstrap 95% interval, McNemar's exact p-value; or why the two
+    cannot be compared."""
+
+    def compared(report: ReportRun) -> ComparedRun:
+        return ComparedRun(
+            name=report.model,
+            benchmark=report.benchmark,
+            variant=report.task,
+            spec_hash=report.manifest.get("spec_hash"),
+            samples=report.frame,
+            run_id=report.run_id,
+        )
+
+    try:
+        comparison = compare(compared(baseline), compared(run))
+    except ComparisonError as exc:
+        return "—", f"not comparable: {exc}", "—"
+    accuracy = comparison.metric("accuracy")
+    low, value, high = (round(accuracy[name], 4) + 0.0 for name in ("ci_low", "difference", "ci_high"))
+    interval = f"{value:+.4f} [{low:+.4f}, {high:+.4f}]"
+    return str(comparison.n_shared), interval, f"{comparison.mcnemar.p_value:.3g}"
 
 
 def _anchor(text: str) -> str:

@@ -3,7 +3,6 @@ and manifests (docs/outputs.md), one :class:`ReportRun` per model × task."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,10 @@ from typing import Any
 import polars as pl
 from attrs import frozen
 
+from mill.core.comparison import class_labels
 from mill.core.errors import ResultsError, SpecError
 from mill.core.registry import SpecRegistry
-from mill.core.results import read_aggregate
+from mill.core.results import read_aggregate, read_stored_run
 from mill.core.spec import load_spec
 
 
@@ -73,16 +73,7 @@ def gather_runs(output_dir: Path, *, models: Sequence[str] = (), benchmarks: Seq
 
 
 def _read_run(output_dir: Path, row: dict[str, Any]) -> ReportRun:
-    parquet = output_dir / row["output_file"]
-    manifest_path = parquet.with_suffix(".json")
-    try:
-        frame = pl.read_parquet(parquet)
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise ResultsError(
-            f"{parquet} or its manifest {manifest_path.name} cannot be read ({exc}); re-run the evaluation of "
-            f"{row['model']} on {row['task']}, or remove its rows from aggregate.csv"
-        ) from None
+    frame, manifest = read_stored_run(output_dir, row)
     task = str(manifest.get("variant", row["task"]))
     return ReportRun(
         model=row["model"],
@@ -92,7 +83,7 @@ def _read_run(output_dir: Path, row: dict[str, Any]) -> ReportRun:
         frame=frame,
         manifest=manifest,
         classnames=_classnames(manifest, row["benchmark"], frame),
-        parquet=parquet,
+        parquet=output_dir / row["output_file"],
     )
 
 
@@ -108,11 +99,4 @@ def _classnames(manifest: dict[str, Any], benchmark: str, frame: pl.DataFrame) -
             return specs[benchmark].classnames
     except SpecError:
         pass
-    if "gold_label" in frame.columns:
-        pairs = frame.select("gold", "gold_label").unique()
-    else:
-        pairs = frame.select(
-            pl.col("option_indices").explode().alias("gold"), pl.col("options").explode().alias("gold_label")
-        ).unique()
-    names = dict(pairs.iter_rows())
-    return tuple(str(names.get(i, i)) for i in range(int(max(names, default=-1)) + 1))
+    return class_labels(frame)

@@ -1,12 +1,17 @@
-"""One finished run's facts, as the aggregate rows carry them, for tests of the results store and tables."""
+"""One finished run's facts, as the aggregate rows carry them, for tests of the results store and tables; a
+whole stored run built from a per-sample frame."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import polars as pl
 from attrs import evolve
 
-from mill.core.results import RunFacts
+from mill.core.metrics import MetricValue
+from mill.core.results import RunFacts, model_slug, run_rows, upsert_aggregate
 
 #: A full 50,000-sample ImageNet zero-shot run with default settings.
 FACTS = RunFacts(
@@ -29,3 +34,36 @@ FACTS = RunFacts(
 def run_facts(**changes: Any) -> RunFacts:
     """:data:`FACTS` with the fields in ``changes`` replaced."""
     return evolve(FACTS, **changes)
+
+
+def store_run(
+    output_dir: Path,
+    samples: pl.DataFrame,
+    *,
+    model: str,
+    run_id: str,
+    benchmark: str = "imagenet",
+    variant: str = "imagenet",
+    spec_hash: str = "spec-v1",
+    limit: int | None = None,
+) -> Path:
+    """Store ``samples`` (a per-sample frame with ``key``, ``gold`` and ``correct``) as a finished zero-shot run
+    of ``model`` in ``output_dir``: its parquet file, a manifest and its aggregate row (accuracy). Returns the
+    per-sample file."""
+    output_file = f"outputs/{model_slug(model)}/{variant}_0shot_{run_id}.parquet"
+    parquet = output_dir / output_file
+    parquet.parent.mkdir(parents=True, exist_ok=True)
+    samples.write_parquet(parquet)
+    manifest = {"run_id": run_id, "model": model, "benchmark": benchmark, "variant": variant, "spec_hash": spec_hash}
+    parquet.with_suffix(".json").write_text(json.dumps(manifest), encoding="utf-8")
+    accuracy = MetricValue(float(samples["correct"].mean() or 0.0), 0.0)  # type: ignore[arg-type]
+    facts = run_facts(
+        model=model,
+        benchmark=benchmark,
+        n_samples=samples.height,
+        limit=limit,
+        run_id=run_id,
+        output_file=output_file,
+    )
+    upsert_aggregate(output_dir, run_rows(facts, variant, {"acc": accuracy}, ("acc", "acc")))
+    return parquet
