@@ -24,9 +24,16 @@ import polars as pl
 from attrs import field, frozen
 
 from mill.core.atomic import write_json_atomic
-from mill.core.backend import Backend, BackendPlugin, Capabilities, ResumableBackend, RunContext
+from mill.core.backend import (
+    Backend,
+    BackendPlugin,
+    Capabilities,
+    JournallingBackend,
+    ResumableBackend,
+    RunContext,
+)
 from mill.core.checksum import with_manifest_digest
-from mill.core.chunks import RUNS_DIR, ChunkStore, MemoryChunkStore, committed_samples
+from mill.core.chunks import RUNS_DIR, ChunkStore, MemoryChunkStore, committed_samples, journal_path
 from mill.core.convert import CONVERTER
 from mill.core.errors import (
     BackendArgumentError,
@@ -333,6 +340,8 @@ def execute(
             context.progress.finish()
         if isinstance(backend, ResumableBackend) and (previous := store.recorded_run_info()):
             backend.resume(previous)
+        if isinstance(backend, JournallingBackend):
+            backend.keep_journal(None if store.path is None else journal_path(store.path, world.rank))
         if todo:
             _commit_answers(run, backend, task, data.subset(todo), store, options.chunk_size, n_total=len(data))
         # Every rank hands its part to rank 0, which scores the union: the same rows, sorted by key,
