@@ -289,3 +289,19 @@ def test_retry_after_reads_seconds_milliseconds_and_dates() -> None:
     assert retry_after_seconds({"retry-after": "Thu, 01 Jan 2026 00:00:30 GMT"}, now) == 30.0
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"model": "m", "timeout": "0"}, "timeout='0' must be a number of seconds > 0"),
+        ({"model": "m", "price_input": "-1"}, "price_input='-1' must be a price per million tokens >= 0"),
+        ({"model": "m", "concurrency": "0"}, "concurrency='0' must be an integer >= 1"),
+        ({"base_url": "http://127.0.0.1:1/v1"}, "missing argument 'model'; pass model=<the name the endpoint serves>"),
+        ({"model": "m", "api_key": "sk-x"}, "unknown argument(s) 'api_key'"),
+    ],
+)
+def test_arguments_are_checked_before_anything_is_sent(args: dict[str, str], message: str) -> None:
+    with pytest.raises(BackendArgumentError) as raised:
+        openai_plugin.capabilities(args)
+    assert str(raised.value).startswith("openai backend: ") and message in str(raised.value)

@@ -93,6 +93,8 @@ class OpenAIArgs:
     again up to ``max_retries`` times. ``temperature`` and ``seed`` go with every request. ``tokenizer`` (a
     local directory or hub id; unset: the weights the server reports) renders letter-likelihood prompts.
     ``price_input``/``price_output`` (per million tokens) turn token counts into a cost in the manifest.
+    ``token_ids`` asks a vLLM server to report each prompt's token ids (vLLM's ``return_token_ids``), kept with
+    the answers in the run's journal; letter-likelihood requests always ask for them.
     """
 
     model: str
@@ -107,6 +109,7 @@ class OpenAIArgs:
     tokenizer: str | None = None
     price_input: Price | None = None
     price_output: Price | None = None
+    token_ids: bool = False
     num_workers: NonNegativeInt | None = None
 
 

@@ -183,7 +183,7 @@ class ServedBackend(GenerativeBackend):
             self._body(build_openai_request(image, prompt), max_new_tokens)
             for image, prompt in zip(images, prompts, strict=True)
         ]
-        answers = self._ask_all(bodies, None)
+        answers = self._ask_all(bodies, {"return_token_ids": True} if self._args.token_ids else None)
         return [_content(answer, self._endpoint.url) for answer in answers]
 
     @property
