@@ -23,7 +23,9 @@ def _model(fake: FakeOpenAI, **args: Any) -> str:
     return f"openai[model={MODEL},base_url={fake.url}{extra}]"
 
 
-def test_mill_eval_scores_a_served_model(mill_eval: Any, fake_openai: FakeOpenAI) -> None:
+def test_mill_eval_scores_a_served_model_and_collect_shows_its_usage(
+    mill_eval: Any, mill_in_process: Any, fake_openai: FakeOpenAI
+) -> None:
     run = mill_eval(
         _model(fake_openai, concurrency=4, price_input=2, price_output=8), "imagenet", "--limit", str(LIMIT)
     )
@@ -42,6 +44,19 @@ def test_mill_eval_scores_a_served_model(mill_eval: Any, fake_openai: FakeOpenAI
     rows = run.aggregate()
     assert set(rows["model"]) == {MODEL}
     assert "imagenet_mcq_acc" in set(rows["metric"])
+    collected = mill_in_process("collect", "--output_dir", str(run.output_dir), "--all", "--format", "json")
+    assert collected.code == 0, collected.err
+    (usage_table,) = [table for title, table in json.loads(collected.out).items() if title.startswith("usage")]
+    assert usage_table == [
+        {
+            "model": MODEL,
+            "task": "imagenet_mcq",
+            "requests": str(LIMIT),
+            "input_tokens": str(usage["input_tokens"]),
+            "output_tokens": str(LIMIT),
+            "cost_usd": f"{usage['cost_usd']:.4f}",
+        }
+    ]
 
 
 def test_a_run_cut_short_resumes_without_asking_answered_questions_again(

@@ -47,10 +47,12 @@ from mill.core.suite import (
 from mill.core.tables import (
     MetricTable,
     ReportedTable,
+    UsageTable,
     legend,
     metric_tables,
     reported_tables,
     select_rows,
+    usage_table,
 )
 from mill.data import open_spec_data
 
@@ -290,7 +292,7 @@ def collect_command(
         include_all=include_all,
     )
     shown = suites_to_show(rows, suites, named, metric=metric)
-    tables: Sequence[MetricTable | ReportedTable | SuiteTable]
+    tables: Sequence[MetricTable | ReportedTable | SuiteTable | UsageTable]
     if reported:
         wanted = set(members)
         specs = [
@@ -301,7 +303,8 @@ def collect_command(
             *suite_reported_tables(rows, shown, registry.specs, models=split_top_level(models or "")),
         ]
     else:
-        tables = [*metric_tables(rows), *suite_tables(rows, shown, registry.specs)]
+        usage = usage_table(rows, lambda output_file: _recorded_usage(out, output_file))
+        tables = [*metric_tables(rows), *suite_tables(rows, shown, registry.specs), *([usage] if usage else [])]
     if not tables:
         click.echo(f"no results in {out / 'aggregate.csv'} match; run `mill eval` first (or pass --all)", err=True)
         sys.exit(1)
@@ -311,7 +314,20 @@ def collect_command(
         click.echo(f"\n{legend()}")
 
 
-def _render_rich(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _recorded_usage(output_dir: Path, output_file: str) -> dict[str, Any] | None:
+    """The token usage (and cost) a run's manifest records, for a served model's run; None for any other run
+    or a manifest that cannot be read (``mill verify`` is where an unreadable manifest is reported)."""
+    if not output_file:
+        return None
+    try:
+        manifest = json.loads((output_dir / output_file).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    usage = manifest.get("run_info", {}).get("usage") if isinstance(manifest, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def _render_rich(tables: Sequence[MetricTable | ReportedTable | SuiteTable | UsageTable]) -> None:
     console = table_console()
     for metric_table in tables:
         table = content_table(metric_table.title, metric_table.frame.columns)
@@ -320,12 +336,12 @@ def _render_rich(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> 
         console.print(table)
 
 
-def _render_csv(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _render_csv(tables: Sequence[MetricTable | ReportedTable | SuiteTable | UsageTable]) -> None:
     frames = [t.frame.with_columns(pl.lit(v).alias(k) for k, v in t.key_columns.items()) for t in tables]
     click.echo(pl.concat(frames, how="diagonal").fill_null("").write_csv(), nl=False)
 
 
-def _render_markdown(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _render_markdown(tables: Sequence[MetricTable | ReportedTable | SuiteTable | UsageTable]) -> None:
     for metric_table in tables:
         columns = metric_table.frame.columns
         click.echo(f"### {metric_table.title}\n")
@@ -336,7 +352,7 @@ def _render_markdown(tables: Sequence[MetricTable | ReportedTable | SuiteTable])
         click.echo("")
 
 
-def _render_json(tables: Sequence[MetricTable | ReportedTable | SuiteTable]) -> None:
+def _render_json(tables: Sequence[MetricTable | ReportedTable | SuiteTable | UsageTable]) -> None:
     click.echo(json.dumps({t.title: t.frame.to_dicts() for t in tables}, indent=2))
 
 
