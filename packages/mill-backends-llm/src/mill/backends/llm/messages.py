@@ -46,7 +46,8 @@ def build_openai_request(image: Image, prompt: str) -> Conversation:
 def png_data_url(image: Image) -> str:
     """``image`` as a ``data:image/png;base64,...`` URL (lossless, deterministic for the same pixels)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    # Level 1: photos hardly compress further at 6, which takes twice as long (0.12 s for a 500x375 photo).
+    image.save(buffer, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -13,9 +13,10 @@ letters); both are checked before any image is sent, and a hosted API (no ``base
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
@@ -179,11 +180,11 @@ class ServedBackend(GenerativeBackend):
 
     def generate(self, images: Sequence[Any], prompts: list[str], max_new_tokens: int) -> list[str]:
         """Answers to ``prompts``, each about the image at the same position, at the run's temperature."""
-        bodies = [
-            self._body(build_openai_request(image, prompt), max_new_tokens)
+        requests = [
+            functools.partial(self._body, image, prompt, max_new_tokens)
             for image, prompt in zip(images, prompts, strict=True)
         ]
-        answers = self._ask_all(bodies, {"return_token_ids": True} if self._args.token_ids else None)
+        answers = self._ask_all(requests, {"return_token_ids": True} if self._args.token_ids else None)
         return [_content(answer, self._endpoint.url) for answer in answers]
 
     @property
@@ -212,11 +213,11 @@ class ServedBackend(GenerativeBackend):
         ):
             ids = list(item.tokens.flat)
             extra = _logprob_fields(ids, extra_template)
-            bodies = [
-                self._body(build_openai_request(image, prompt), 1, logprobs=True)
+            requests = [
+                functools.partial(self._body, image, prompt, 1, logprobs=True)
                 for image, prompt in zip(item.batch.images, item.prompts, strict=True)
             ]
-            answers = self._ask_all(bodies, extra)
+            answers = self._ask_all(requests, extra)
             rows = [_token_logprobs(answer, ids, self._endpoint.url) for answer in answers]
             yield item.result(np.asarray(rows, dtype=np.float64).reshape(len(rows), len(ids)))
 
@@ -268,10 +269,12 @@ class ServedBackend(GenerativeBackend):
             ) from None
         return processor
 
-    def _body(self, messages: list[dict[str, Any]], max_tokens: int, *, logprobs: bool = False) -> dict[str, Any]:
+    def _body(self, image: Any, prompt: str, max_tokens: int, *, logprobs: bool = False) -> dict[str, Any]:
+        """The request asking ``prompt`` about ``image`` (encoded here, in a worker thread: PNG encoding takes
+        longer than sending a request to a local server)."""
         body: dict[str, Any] = {
             "model": self._args.model,
-            "messages": messages,
+            "messages": build_openai_request(image, prompt),
             "max_completion_tokens": max_tokens,
             "temperature": self._args.temperature,
         }
@@ -281,10 +284,13 @@ class ServedBackend(GenerativeBackend):
             body["logprobs"] = True
         return body
 
-    def _ask_all(self, bodies: list[dict[str, Any]], extra: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-        """The answer to each request body, from the journal or the endpoint, ``concurrency`` at a time."""
+    def _ask_all(
+        self, requests: Sequence[Callable[[], dict[str, Any]]], extra: Mapping[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """The answer to each request (a function building its body), from the journal or the endpoint,
+        ``concurrency`` at a time."""
         executor = ThreadPoolExecutor(max_workers=self._args.concurrency, thread_name_prefix="mill-openai")
-        futures: list[Future[dict[str, Any]]] = [executor.submit(self._ask, body, extra) for body in bodies]
+        futures: list[Future[dict[str, Any]]] = [executor.submit(self._ask, build, extra) for build in requests]
         try:
             answers = [future.result() for future in futures]
         except Exception:
@@ -299,7 +305,8 @@ class ServedBackend(GenerativeBackend):
         executor.shutdown()
         return answers
 
-    def _ask(self, body: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _ask(self, build: Callable[[], dict[str, Any]], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        body = build()
         digest = request_digest({**body, **(extra or {})})
         kept = self._journal.get(digest)
         if kept is not None:

@@ -40,6 +40,9 @@ class FakeOpenAI:
     key: str = KEY
     retry_after: str = "3"
     hang_seconds: float = 1.5
+    #: Seconds every answer takes (a stand-in for a model's time; 0 in tests, set by benchmarks).
+    latency: float = 0.0
+    max_requests: int = MAX_REQUESTS
     logprobs: bool = True
     fail_after: int | None = None
     faults: list[str] = field(factory=list)
@@ -52,7 +55,7 @@ class FakeOpenAI:
     def next_fault(self) -> str | None:
         with self.lock:
             self.chat_requests += 1
-            if self.chat_requests > MAX_REQUESTS:
+            if self.chat_requests > self.max_requests:
                 return "500"
             if self.fail_after is not None and sum(self.answered.values()) >= self.fail_after:
                 return "503"
@@ -147,6 +150,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif fault == "malformed":
             self._send(200, b'{"choices": [ {"message": ')
         else:
+            time.sleep(self.fake.latency)
             self._send(200, self.fake.answer(body, self.fake.record(body)))
 
 
