@@ -27,12 +27,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mcq import _context, _rate, _run, imagenet_mcq_task
-from sample_shards import DEFAULT_SAMPLE_DIR, DEFAULT_WORK_DIR, photo_shards
+from mcq import _context, _rate, _run, imagenet_mcq_task, photo_dataset, tiny_vlm
+from sample_shards import DEFAULT_SAMPLE_DIR, DEFAULT_WORK_DIR
 
 from mill.core.plugins import load_plugin
-from mill.core.sample import ReadOptions
-from mill.data import open_dataset, synthetic_dataset_spec
 from mill.testing.fake_openai import FakeOpenAI, start_fake_openai
 
 SERVED_NAME = "bench-vlm"
@@ -41,18 +39,9 @@ SERVED_NAME = "bench-vlm"
 def main() -> None:
     args = _parse()
     scratch = Path(tempfile.mkdtemp(prefix="mill-bench-openai-"))
-    root = photo_shards(Path(args.sample_dir), Path(args.work_dir), args.n_images)
-    data = open_dataset(
-        synthetic_dataset_spec(root, n_samples=args.n_images),
-        n_classes=1000,
-        options=ReadOptions(allow_incomplete=True, cache_dir=scratch / "cache"),
-    )
+    data = photo_dataset(args, scratch)
     task = imagenet_mcq_task()
-    path = args.path
-    if path is None:
-        from mill.backends.llm.tiny import write_tiny_vlm
-
-        path = str(write_tiny_vlm(scratch / "vlm"))
+    path = args.path or tiny_vlm(scratch)
     print(f"machine: {os.cpu_count()} CPU cores; {len(data)} images, max_new_tokens {task.max_new_tokens}")
 
     server: Any = None
