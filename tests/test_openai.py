@@ -108,3 +108,12 @@ def test_the_api_key_is_in_nothing_mill_writes_logs_or_prints(
     written = [p for root in (ok.output_dir, refused.output_dir, cache_dir) for p in root.rglob("*") if p.is_file()]
     assert any(p.name == "journal.jsonl" for p in written)
     assert [p for p in written if KEY.encode() in p.read_bytes()] == []
+
+
+def test_a_hosted_model_is_refused_letter_likelihood_before_anything_is_sent(mill_eval: Any) -> None:
+    """Planned, not loaded: no key is needed to learn that a hosted API cannot score letters."""
+    run = mill_eval("openai[model=gpt-4o,api_key_env=MILL_NO_SUCH_KEY]", "imagenet_mcq_likelihood")
+    assert run.outcome.code == 2
+    err = run.outcome.err
+    assert "serves generative_mcq" in err and "imagenet_mcq_likelihood needs likelihood_mcq" in err
+    assert "it can be evaluated on imagenet_mcq instead" in err

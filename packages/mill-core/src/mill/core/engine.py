@@ -173,10 +173,14 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
             return name
     needs = "; ".join(f"{name} needs {v.kind}" for name, v in spec.variants.items() if name in candidates)
     served = ", ".join(sorted(capabilities.kinds)) or "nothing"
+    inputs = ", ".join(sorted(capabilities.modalities))
+    problem = f"model {model_text!r} serves {served} (inputs: {inputs}), but {needs}"
+    # A variant of the same benchmark that the model can serve (a hosted model asked for letter likelihood).
+    instead = [name for name, v in spec.variants.items() if capabilities.serves(v.kind)]
+    alternative = f"; it can be evaluated on {' or '.join(instead)} instead" if instead else ""
     raise CapabilityError(
-        f"model {model_text!r} serves {served} (inputs: {', '.join(sorted(capabilities.modalities))}), "
-        f"but {needs}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
-        "(hf or vllm) for multiple-choice variants (generative_mcq, likelihood_mcq)."
+        f"{problem}{alternative}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
+        "(hf, vllm, or openai for a served one) for multiple-choice variants (generative_mcq, likelihood_mcq)."
     )
 
 

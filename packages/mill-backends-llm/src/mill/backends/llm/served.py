@@ -147,7 +147,9 @@ class ServedBackend(GenerativeBackend):
                 "deterministic": not hosted and args.temperature == 0.0,
             },
             revision=_reported_name(entry, weights),
-            library_versions={"openai": version("openai")},
+            # The client carries requests and changes no answer: its version is in run_info, not the identity,
+            # so upgrading it does not orphan a run's journal.
+            library_versions={},
             device_type="hosted" if hosted else "served",
             default_settings=args.temperature == 0.0 and args.seed is None,
         )
@@ -167,6 +169,7 @@ class ServedBackend(GenerativeBackend):
         with self._lock:
             return {
                 **super().run_info(),
+                "openai_client": version("openai"),
                 "concurrency": self._args.concurrency,
                 "timeout_s": self._args.timeout,
                 "max_retries": self._args.max_retries,
