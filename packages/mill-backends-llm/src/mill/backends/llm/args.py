@@ -88,7 +88,8 @@ class OpenAIArgs:
     ``model`` is the name the endpoint serves; ``base_url`` the endpoint (unset: OpenAI's own API, a hosted
     model). ``api_key_env`` names the environment variable holding the key; the key itself is never an
     argument, so it cannot reach a manifest, a log line or an error. ``concurrency`` requests are in flight at
-    once, taken ``batch_size`` samples at a time from the loader (unset: 4 x concurrency). A request that times
+    once, taken ``batch_size`` samples at a time from the loader (unset: the run's ``--batch_size``, else
+    4 x concurrency). A request that times
     out (``timeout`` seconds), is throttled (429), fails on the server (5xx) or loses its connection is sent
     again up to ``max_retries`` times. ``temperature`` and ``seed`` go with every request. ``tokenizer`` (a
     local directory or hub id; unset: the weights the server reports) renders letter-likelihood prompts.

@@ -94,9 +94,8 @@ class ServedBackend(GenerativeBackend):
         num_workers: int,
         context: RunContext,
     ) -> None:
-        super().__init__(
-            info, batch_size=args.batch_size or 4 * args.concurrency, num_workers=num_workers, context=context
-        )
+        batch_size = run_setting(args.batch_size, context.batch_size, 4 * args.concurrency)
+        super().__init__(info, batch_size=batch_size, num_workers=num_workers, context=context)
         self._endpoint = endpoint
         self._args = args
         self._weights = weights
