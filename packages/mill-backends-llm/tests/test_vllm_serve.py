@@ -101,6 +101,8 @@ def server(tiny_vlm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         # The chat template sees typed content items, as the in-process backend's chat call asks for.
         "--chat-template-content-format",
         "openai",
+        # The generation config stays "auto", as the in-process engine's: its stop token (<|im_end|>) comes from
+        # there. The tiny model's config sets no sampling field the server would fill in (repetition_penalty...).
         "--limit-mm-per-prompt",
         json.dumps({"image": 1}),
     ]
