@@ -305,3 +305,18 @@ def test_arguments_are_checked_before_anything_is_sent(args: dict[str, str], mes
     with pytest.raises(BackendArgumentError) as raised:
         openai_plugin.capabilities(args)
     assert str(raised.value).startswith("openai backend: ") and message in str(raised.value)
+
+
+def test_a_hosted_model_is_recorded_as_not_deterministic_and_never_scores_letters(
+    served: Served, likelihood_task: LikelihoodMcqTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mill.backends.llm import served as served_module
+
+    monkeypatch.setattr(served_module, "HOSTED_URL", served.fake.url)  # no base_url: "the hosted API"
+    backend = openai_plugin.load({"model": MODEL}, RunContext(cache_dir=served.cache_dir))
+    info = backend.info
+    assert info.resolved_args["deterministic"] is False and info.device_type == "hosted"
+    assert info.settings == {"temperature": "0.0"} and info.default_settings
+    with pytest.raises(BackendArgumentError, match=r"a hosted API returns no log-probabilities.*generative_mcq"):
+        list(backend.run_likelihood_mcq(likelihood_task, served.data))
+    assert served.fake.chat_requests == 0
