@@ -58,7 +58,7 @@ def served(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Served:
     waits: list[float] = []
-    monkeypatch.setattr(endpoint, "wait", waits.append)
+    monkeypatch.setattr(endpoint, "wait", lambda seconds, _stop: waits.append(seconds))
     return Served(fake_openai, waits, make_task(), dataset, tmp_path)
 
 
@@ -320,3 +320,13 @@ def test_a_hosted_model_is_recorded_as_not_deterministic_and_never_scores_letter
     with pytest.raises(BackendArgumentError, match=r"a hosted API returns no log-probabilities.*generative_mcq"):
         list(backend.run_likelihood_mcq(likelihood_task, served.data))
     assert served.fake.chat_requests == 0
+
+
+def test_after_ctrl_c_no_request_is_retried(served: Served) -> None:
+    """A stopped endpoint (Ctrl-C) sends a throttled request no more: the process can end."""
+    backend = served.load(concurrency=1)
+    backend._endpoint.stop()
+    served.fake.faults = ["429"]
+    with pytest.raises(EndpointError, match="was not retried: the run stopped"):
+        backend._endpoint.chat({"model": MODEL, "messages": [{"role": "user", "content": "?"}]})
+    assert served.fake.chat_requests == 1

@@ -16,7 +16,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,9 +74,10 @@ def retry_after_seconds(headers: Mapping[str, str], now: dt.datetime | None = No
     return (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds()
 
 
-def wait(seconds: float) -> None:
-    """How :class:`Endpoint` waits before a retry (a function of this module, so tests count the waits)."""
-    time.sleep(seconds)
+def wait(seconds: float, stop: threading.Event) -> None:
+    """How :class:`Endpoint` waits before a retry, cut short by ``stop`` (a function of this module, so tests
+    count the waits)."""
+    stop.wait(seconds)
 
 
 def mask(text: str, secret: str) -> str:
@@ -104,8 +104,17 @@ class Endpoint:
         self._secret = secret
         self._key_hint = key_hint
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.retries = 0
         self.url = str(client.base_url).rstrip("/")
+
+    def stop(self) -> None:
+        """Send no more retries (Ctrl-C): a request waiting to be retried gives up, one in flight finishes."""
+        self._stop.set()
+
+    def restart(self) -> None:
+        """Retry again after :meth:`stop` (a backend used for another run in the same process)."""
+        self._stop.clear()
 
     def list_models(self) -> list[dict[str, Any]] | None:
         """The models the endpoint lists (``GET /models``), or None when it has no such route (404).
@@ -176,7 +185,10 @@ class Endpoint:
         with self._lock:
             self.retries += 1
         log.info("%s %s%s: %s; retry %d in %.1fs", method, self.url, route, cause, attempt, seconds)
-        wait(seconds)
+        wait(seconds, self._stop)
+        if self._stop.is_set():
+            stopped = f"openai backend: {method} {self.url}{route} ({cause}) was not retried: the run stopped"
+            raise EndpointError(stopped)
 
     def _parse(self, method: str, route: str, text: str) -> dict[str, Any]:
         try:

@@ -291,6 +291,7 @@ class ServedBackend(GenerativeBackend):
     ) -> list[dict[str, Any]]:
         """The answer to each request (a function building its body), from the journal or the endpoint,
         ``concurrency`` at a time."""
+        self._endpoint.restart()
         executor = ThreadPoolExecutor(max_workers=self._args.concurrency, thread_name_prefix="mill-openai")
         futures: list[Future[dict[str, Any]]] = [executor.submit(self._ask, build, extra) for build in requests]
         try:
@@ -301,7 +302,9 @@ class ServedBackend(GenerativeBackend):
             executor.shutdown(wait=True, cancel_futures=True)
             raise
         except KeyboardInterrupt:
-            # Ctrl-C does not wait: what is in flight is journalled if it is answered before the process ends.
+            # Ctrl-C does not wait: requests waiting to be retried give up, and what is in flight is journalled
+            # if it is answered before the process ends.
+            self._endpoint.stop()
             executor.shutdown(wait=False, cancel_futures=True)
             raise
         executor.shutdown()
