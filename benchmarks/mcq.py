@@ -43,17 +43,8 @@ SPEC = Path(__file__).resolve().parents[1] / "specs" / "imagenet.toml"
 def main() -> None:
     args = _parse()
     scratch = Path(tempfile.mkdtemp(prefix="mill-bench-mcq-"))
-    path = args.path
-    if path is None:
-        from mill.backends.llm.tiny import write_tiny_vlm
-
-        path = str(write_tiny_vlm(scratch / "vlm"))
-    root = photo_shards(Path(args.sample_dir), Path(args.work_dir), args.n_images)
-    data = open_dataset(
-        synthetic_dataset_spec(root, n_samples=args.n_images),
-        n_classes=1000,
-        options=ReadOptions(allow_incomplete=True, cache_dir=scratch / "cache"),
-    )
+    path = args.path or tiny_vlm(scratch)
+    data = photo_dataset(args, scratch)
     task = imagenet_mcq_task()
     print(
         f"machine: {os.cpu_count()} CPU cores, device {args.device}; model {args.path or 'tiny random VLM'}; "
@@ -106,6 +97,23 @@ def main() -> None:
     print(f"\nvllm: {_rate(len(data), fast)} -> {batched / fast:.2f}x hf batched")
     fast_letters, _ = _run_letters(engine, letters, data)
     print(f"vllm letter likelihood: {_rate(len(data), fast_letters)} -> {fast / fast_letters:.2f}x vllm generation")
+
+
+def tiny_vlm(scratch: Path) -> str:
+    """The tiny random-weight VLM, written under ``scratch``."""
+    from mill.backends.llm.tiny import write_tiny_vlm
+
+    return str(write_tiny_vlm(scratch / "vlm"))
+
+
+def photo_dataset(args: argparse.Namespace, scratch: Path) -> ShardDataset:
+    """``args.n_images`` real photos (``args.sample_dir``) as ImageNet-layout shards, opened as a data set."""
+    root = photo_shards(Path(args.sample_dir), Path(args.work_dir), args.n_images)
+    return open_dataset(
+        synthetic_dataset_spec(root, n_samples=args.n_images),
+        n_classes=1000,
+        options=ReadOptions(allow_incomplete=True, cache_dir=scratch / "cache"),
+    )
 
 
 def imagenet_mcq_task() -> McqTask:

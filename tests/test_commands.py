@@ -126,7 +126,8 @@ def test_model_serving_no_variant_is_rejected_before_loading(
     err = run.outcome.err
     assert "serves zero_shot" in err
     assert "imagenet_mcq needs generative_mcq" in err
-    assert "vision-language model (hf or vllm)" in err
+    assert "it can be evaluated on imagenet instead" in err
+    assert "vision-language model (hf, vllm, or openai for a served one)" in err
     assert not (run.output_dir / "aggregate.csv").exists()
 
 

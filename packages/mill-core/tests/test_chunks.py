@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from mill.core.backend import ModelInfo
-from mill.core.chunks import RUNS_DIR, ChunkStore
+from mill.core.chunks import RUNS_DIR, ChunkStore, journal_path
 from mill.core.errors import ResultsError
 from mill.core.kinds import generative_mcq, zero_shot
 from mill.core.kinds.generative_mcq import McqBatchResult
@@ -96,6 +96,18 @@ def test_overwrite_forgets_committed_chunks_and_the_run_id(tmp_path: Path) -> No
     with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA, overwrite=True) as store:
         assert store.done_keys(skipped=True) == set()
         assert store.run_id != run_id
+
+
+def test_a_resumed_run_keeps_its_journals_and_an_overwrite_forgets_them(tmp_path: Path) -> None:
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA) as store:
+        journals = [journal_path(store.path), journal_path(store.path, worker=1)]
+        assert [p.name for p in journals] == ["journal.jsonl", "journal-r1.jsonl"]
+        for journal in journals:
+            journal.write_text('{"request": "x", "answer": {}}\n')
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA):
+        assert all(journal.exists() for journal in journals)
+    with ChunkStore.open(tmp_path, _identity(), schema=RAW_ZERO_SHOT_SCHEMA, overwrite=True):
+        assert not any(journal.exists() for journal in journals)
 
 
 def test_half_written_chunk_is_ignored_and_removed(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from mill.core.metrics import MetricValue
 from mill.core.registry import builtin_spec_dir
 from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
 from mill.core.spec import ReportedBaseline, Spec, load_spec
-from mill.core.tables import MISSING, REPORTED_COLUMNS, metric_tables, reported_tables, select_rows
+from mill.core.tables import MISSING, REPORTED_COLUMNS, metric_tables, reported_tables, select_rows, usage_table
 
 
 def _store(tmp_path: Path, facts: RunFacts, zero_shot: dict[str, MetricValue]) -> None:
@@ -131,3 +131,22 @@ def test_reported_delta_below_the_shown_precision_is_unsigned_zero(tmp_path: Pat
     spec = evolve(_imagenet_spec(), reported=(ReportedBaseline(model=facts.model, value=0.9167, source="s"),))
     tables = reported_tables(select_rows(read_aggregate(tmp_path)), [spec])
     assert tables[0].frame.row(0) == (facts.model, "0.9167", "0.9167", "s", "+0.0000")
+
+
+def test_usage_table_lists_each_served_run_once_under_its_variant(tmp_path: Path, facts: RunFacts) -> None:
+    mcq = {"imagenet_mcq_acc": MetricValue(0.5, 0.01), "unparsed_rate": MetricValue(0.0, 0.0)}
+    served = evolve(facts, model="gpt-4o", task_type="generative_mcq", output_file="outputs/gpt-4o/a.parquet")
+    local = evolve(served, model="qwen", output_file="outputs/qwen/b.parquet")
+    for run in (served, local, evolve(facts, output_file="outputs/clip/c.parquet")):
+        upsert_aggregate(tmp_path, run_rows(run, "imagenet_mcq", mcq, ("imagenet_mcq_acc", "acc")))
+    recorded = {
+        "outputs/gpt-4o/a.parquet": {"requests": 3, "input_tokens": 900, "output_tokens": 6, "cost_usd": 0.00231},
+        "outputs/qwen/b.parquet": {"requests": 3, "input_tokens": 800, "output_tokens": 5},
+    }
+    table = usage_table(read_aggregate(tmp_path), recorded.get)
+    assert table is not None
+    assert table.frame.rows() == [
+        ("gpt-4o", "imagenet_mcq", "3", "900", "6", "0.0023"),
+        ("qwen", "imagenet_mcq", "3", "800", "5", MISSING),
+    ]
+    assert usage_table(read_aggregate(tmp_path), lambda _: None) is None

@@ -48,15 +48,17 @@ from mill.core.suite import (
 from mill.core.tables import (
     MetricTable,
     ReportedTable,
+    UsageTable,
     legend,
     metric_tables,
     reported_tables,
     select_rows,
+    usage_table,
 )
 from mill.data import open_spec_data
 
 F = TypeVar("F", bound=Callable[..., Any])
-Table = MetricTable | ReportedTable | SuiteTable | ComparisonTable
+Table = MetricTable | ReportedTable | SuiteTable | ComparisonTable | UsageTable
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -303,7 +305,8 @@ def collect_command(
             *suite_reported_tables(rows, shown, registry.specs, models=split_top_level(models or "")),
         ]
     else:
-        tables = [*metric_tables(rows), *suite_tables(rows, shown, registry.specs)]
+        usage = usage_table(rows, lambda output_file: _recorded_usage(out, output_file))
+        tables = [*metric_tables(rows), *suite_tables(rows, shown, registry.specs), *([usage] if usage else [])]
     if not tables:
         click.echo(f"no results in {out / 'aggregate.csv'} match; run `mill eval` first (or pass --all)", err=True)
         sys.exit(1)
@@ -311,6 +314,19 @@ def collect_command(
     render[output_format](tables)
     if output_format in ("table", "markdown"):
         click.echo(f"\n{legend()}")
+
+
+def _recorded_usage(output_dir: Path, output_file: str) -> dict[str, Any] | None:
+    """The token usage (and cost) a run's manifest records, for a served model's run; None for any other run
+    or a manifest that cannot be read (``mill verify`` is where an unreadable manifest is reported)."""
+    if not output_file:
+        return None
+    try:
+        manifest = json.loads((output_dir / output_file).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    usage = manifest.get("run_info", {}).get("usage") if isinstance(manifest, dict) else None
+    return usage if isinstance(usage, dict) else None
 
 
 def _render_rich(tables: Sequence[Table]) -> None:

@@ -88,6 +88,18 @@ class ResumableBackend(Backend, Protocol):
 
 
 @runtime_checkable
+class JournallingBackend(Backend, Protocol):
+    """A backend whose answers cost money or time per request (a served or hosted model). Chunks commit every
+    ``chunk_size`` samples; between commits such a backend keeps each answered request in an append-only
+    journal as it arrives, so a run cut mid-chunk never pays for an answer twice. Before any sample is
+    computed the engine calls :meth:`keep_journal` with the journal file of the run's directory
+    (:func:`mill.core.chunks.journal_path`), or None when the run keeps nothing on disk; the backend reads what
+    the file holds (answers of an interrupted process of this run) and appends to it."""
+
+    def keep_journal(self, path: Path | None) -> None: ...
+
+
+@runtime_checkable
 class BackendPlugin(Protocol):
     """What a ``mill.backends`` entry point resolves to. Its module must import no ML framework.
 
@@ -112,6 +124,7 @@ __all__ = [
     "BackendArgs",
     "BackendPlugin",
     "Capabilities",
+    "JournallingBackend",
     "ModelInfo",
     "ResumableBackend",
     "RunContext",

@@ -9,6 +9,8 @@ A run's directory is keyed by its :class:`~mill.core.run_identity.RunIdentity` d
     {output_dir}/.mill/runs/{digest}/lock                held while a process works on the run (lock-r1 ...)
     {output_dir}/.mill/runs/{digest}/damaged/            chunks found damaged, set aside (never deleted)
     {output_dir}/.mill/runs/{digest}/run_info.json       the backend's run_info at the last commit (run_info-r1 ...)
+    {output_dir}/.mill/runs/{digest}/journal.jsonl       answered requests of a served model, as they arrive
+                                                          (journal-r1.jsonl ...; :class:`JournallingBackend`)
 
 Chunks hold what the backend answered (zero-shot: top-k classes; MCQ: prompt and response), not
 scores: the run is scored once over the union of its chunks, so metrics never depend on where a
@@ -47,6 +49,7 @@ RUN_FILE = "run.json"
 DAMAGED_DIR = "damaged"
 _CHUNK = re.compile(r"chunk-(?:r(\d+)-)?(\d+)\.parquet")
 _RUN_INFO = re.compile(r"run_info(?:-r\d+)?\.json")
+_JOURNAL = re.compile(r"journal(?:-r\d+)?\.jsonl")
 
 
 class ChunkStore:
@@ -178,6 +181,12 @@ class ChunkStore:
         return one_per_key(pl.read_parquet(files))
 
 
+def journal_path(run_dir: Path, worker: int = 0) -> Path:
+    """The request journal of rank ``worker`` in the run directory ``run_dir`` (see
+    :class:`~mill.core.backend.JournallingBackend`); removed with the run's chunks when the run starts afresh."""
+    return run_dir / ("journal.jsonl" if worker == 0 else f"journal-r{worker}.jsonl")
+
+
 def conform(frame: pl.DataFrame, schema: Mapping[str, Any]) -> pl.DataFrame:
     """``frame`` with exactly ``schema``'s columns, in order and type (missing ones null: a skipped sample has
     no answer columns)."""
@@ -227,7 +236,12 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
         for leftover in path.iterdir():
             name = leftover.name.removesuffix(SIDECAR_SUFFIX)
             stem = leftover.with_name(name)
-            if _chunk_place(stem) is not None or leftover.name == RUN_FILE or _RUN_INFO.fullmatch(leftover.name):
+            if (
+                _chunk_place(stem) is not None
+                or leftover.name == RUN_FILE
+                or _RUN_INFO.fullmatch(leftover.name)
+                or _JOURNAL.fullmatch(leftover.name)
+            ):
                 leftover.unlink()
         record = {
             "identity": identity.as_dict(),

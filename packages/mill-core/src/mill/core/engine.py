@@ -24,9 +24,16 @@ import polars as pl
 from attrs import field, frozen
 
 from mill.core.atomic import write_json_atomic
-from mill.core.backend import Backend, BackendPlugin, Capabilities, ResumableBackend, RunContext
+from mill.core.backend import (
+    Backend,
+    BackendPlugin,
+    Capabilities,
+    JournallingBackend,
+    ResumableBackend,
+    RunContext,
+)
 from mill.core.checksum import with_manifest_digest
-from mill.core.chunks import RUNS_DIR, ChunkStore, MemoryChunkStore, committed_samples
+from mill.core.chunks import RUNS_DIR, ChunkStore, MemoryChunkStore, committed_samples, journal_path
 from mill.core.convert import CONVERTER
 from mill.core.errors import (
     BackendArgumentError,
@@ -166,10 +173,14 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
             return name
     needs = "; ".join(f"{name} needs {v.kind}" for name, v in spec.variants.items() if name in candidates)
     served = ", ".join(sorted(capabilities.kinds)) or "nothing"
+    inputs = ", ".join(sorted(capabilities.modalities))
+    problem = f"model {model_text!r} serves {served} (inputs: {inputs}), but {needs}"
+    # A variant of the same benchmark that the model can serve (a hosted model asked for letter likelihood).
+    instead = [name for name, v in spec.variants.items() if capabilities.serves(v.kind)]
+    alternative = f"; it can be evaluated on {' or '.join(instead)} instead" if instead else ""
     raise CapabilityError(
-        f"model {model_text!r} serves {served} (inputs: {', '.join(sorted(capabilities.modalities))}), "
-        f"but {needs}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
-        "(hf or vllm) for multiple-choice variants (generative_mcq, likelihood_mcq)."
+        f"{problem}{alternative}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
+        "(hf, vllm, or openai for a served one) for multiple-choice variants (generative_mcq, likelihood_mcq)."
     )
 
 
@@ -333,6 +344,8 @@ def execute(
             context.progress.finish()
         if isinstance(backend, ResumableBackend) and (previous := store.recorded_run_info()):
             backend.resume(previous)
+        if isinstance(backend, JournallingBackend):
+            backend.keep_journal(None if store.path is None else journal_path(store.path, world.rank))
         if todo:
             _commit_answers(run, backend, task, data.subset(todo), store, options.chunk_size, n_total=len(data))
         # Every rank hands its part to rank 0, which scores the union: the same rows, sorted by key,

@@ -3,7 +3,8 @@ comparison tables of Mill's numbers beside the published ones a spec lists (``[[
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 from attrs import frozen
@@ -54,6 +55,56 @@ class ReportedTable:
     @property
     def key_columns(self) -> dict[str, str]:
         return {"benchmark": self.benchmark, "task": self.task, "metric": self.metric}
+
+
+@frozen
+class UsageTable:
+    """What the runs of served models (the ``openai`` backend) cost: one row per run, with its model and task
+    and the ``requests``, ``input_tokens``, ``output_tokens`` and ``cost_usd`` its manifest records
+    (``run_info.usage``); every cell a string, :data:`MISSING` where a run recorded no cost."""
+
+    frame: pl.DataFrame
+
+    @property
+    def title(self) -> str:
+        return "usage of served models (requests, tokens, cost in USD)"
+
+    @property
+    def key_columns(self) -> dict[str, str]:
+        return {"metric": "usage"}
+
+
+def usage_table(rows: pl.DataFrame, usage_of: Callable[[str], Mapping[str, Any] | None]) -> UsageTable | None:
+    """The :class:`UsageTable` of the runs behind ``rows`` whose usage ``usage_of(output_file)`` finds (a
+    manifest's ``run_info.usage``); None when no run has one. A run appears once, under its variant's task."""
+    if rows.is_empty():
+        return None
+    runs = (
+        rows.with_columns(rollup=pl.col("task") == pl.col("benchmark"))
+        .sort("rollup", "finished_at")
+        .unique("output_file", keep="first", maintain_order=True)
+        .sort("model", "task", "finished_at")
+    )
+    records = []
+    for model, task, output_file in runs.select("model", "task", "output_file").iter_rows():
+        usage = usage_of(output_file)
+        if usage is None:
+            continue
+        cost = usage.get("cost_usd")
+        records.append(
+            {
+                "model": model,
+                "task": task,
+                "requests": str(usage.get("requests", MISSING)),
+                "input_tokens": str(usage.get("input_tokens", MISSING)),
+                "output_tokens": str(usage.get("output_tokens", MISSING)),
+                "cost_usd": MISSING if cost is None else f"{cost:.4f}",
+            }
+        )
+    return UsageTable(pl.DataFrame(records, schema=dict.fromkeys(USAGE_COLUMNS, pl.String))) if records else None
+
+
+USAGE_COLUMNS = ("model", "task", "requests", "input_tokens", "output_tokens", "cost_usd")
 
 
 def select_rows(

@@ -75,7 +75,46 @@ class VllmArgs:
     num_workers: NonNegativeInt | None = None
 
 
-ArgsT = TypeVar("ArgsT", HfArgs, VllmArgs)
+#: Seconds, > 0.
+Seconds = Annotated[float, "seconds"]
+#: US dollars per million tokens, >= 0.
+Price = Annotated[float, "a price per million tokens"]
+
+
+@frozen
+class OpenAIArgs:
+    """Arguments of the OpenAI-compatible endpoint backend (``openai``).
+
+    ``model`` is the name the endpoint serves; ``base_url`` the endpoint (unset: OpenAI's own API, a hosted
+    model). ``api_key_env`` names the environment variable holding the key; the key itself is never an
+    argument, so it cannot reach a manifest, a log line or an error. ``concurrency`` requests are in flight at
+    once, taken ``batch_size`` samples at a time from the loader (unset: the run's ``--batch_size``, else
+    4 x concurrency). A request that times
+    out (``timeout`` seconds), is throttled (429), fails on the server (5xx) or loses its connection is sent
+    again up to ``max_retries`` times. ``temperature`` and ``seed`` go with every request. ``tokenizer`` (a
+    local directory or hub id; unset: the weights the server reports) renders letter-likelihood prompts.
+    ``price_input``/``price_output`` (per million tokens) turn token counts into a cost in the manifest.
+    ``token_ids`` asks a vLLM server to report each prompt's token ids (vLLM's ``return_token_ids``), kept with
+    the answers in the run's journal; letter-likelihood requests always ask for them.
+    """
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: PositiveInt = 8
+    batch_size: PositiveInt | None = None
+    timeout: Seconds = 120.0
+    max_retries: NonNegativeInt = 8
+    temperature: float = 0.0
+    seed: int | None = None
+    tokenizer: str | None = None
+    price_input: Price | None = None
+    price_output: Price | None = None
+    token_ids: bool = False
+    num_workers: NonNegativeInt | None = None
+
+
+ArgsT = TypeVar("ArgsT", HfArgs, VllmArgs, OpenAIArgs)
 T = TypeVar("T")
 
 _COUNTS_EXPECTED = 'a mapping of modality to count such as {"image": 1}, or image=1;video=0'
@@ -85,6 +124,20 @@ def _to_fraction(value: Any, _: Any) -> float:
     number = CONVERTER.structure(value, float)
     if not 0.0 < number <= 1.0:
         raise UnexpectedValue("a number in (0, 1]", value)
+    return number
+
+
+def _to_seconds(value: Any, _: Any) -> float:
+    number = CONVERTER.structure(value, float)
+    if not number > 0.0:
+        raise UnexpectedValue("a number of seconds > 0", value)
+    return number
+
+
+def _to_price(value: Any, _: Any) -> float:
+    number = CONVERTER.structure(value, float)
+    if not number >= 0.0:
+        raise UnexpectedValue("a price per million tokens >= 0", value)
     return number
 
 
@@ -108,7 +161,13 @@ def _to_counts(value: Any, _: Any) -> dict[str, int]:
 CONVERTER = make_argument_converter()
 CONVERTER.register_structure_hook_func(lambda t: t == MemoryFraction, _to_fraction)
 CONVERTER.register_structure_hook_func(lambda t: t == Mapping[str, NonNegativeInt], _to_counts)
+CONVERTER.register_structure_hook_func(lambda t: t == Seconds, _to_seconds)
+CONVERTER.register_structure_hook_func(lambda t: t == Price, _to_price)
 _PATH_HINT = "pass path=<local directory or Hugging Face Hub id>, e.g. {backend}[path=Qwen/Qwen2-VL-2B-Instruct]"
+_MODEL_HINT = (
+    "pass model=<the name the endpoint serves>, e.g. {backend}[model=gpt-4o] or "
+    "{backend}[model=Qwen/Qwen3-VL-2B-Instruct,base_url=http://127.0.0.1:8000/v1]"
+)
 
 
 def parse_args(cls: type[ArgsT], raw: BackendArgs, backend: str) -> ArgsT:
@@ -117,12 +176,11 @@ def parse_args(cls: type[ArgsT], raw: BackendArgs, backend: str) -> ArgsT:
     Raises :class:`BackendArgumentError` for an unknown key, a missing ``path``, or a value
     that is not of its field's type or is out of range.
     """
-    return structure_arguments(
-        raw, cls, backend, converter=CONVERTER, hints={"path": _PATH_HINT.format(backend=backend)}
-    )
+    hints = {"path": _PATH_HINT.format(backend=backend), "model": _MODEL_HINT.format(backend=backend)}
+    return structure_arguments(raw, cls, backend, converter=CONVERTER, hints=hints)
 
 
-def resolved(args: HfArgs | VllmArgs, **overrides: Any) -> dict[str, Any]:
+def resolved(args: HfArgs | VllmArgs | OpenAIArgs, **overrides: Any) -> dict[str, Any]:
     """Every argument after defaults (and run-level ``overrides``), for the manifest."""
     values = attrs.asdict(args)
     values.update(overrides)

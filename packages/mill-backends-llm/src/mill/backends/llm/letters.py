@@ -21,7 +21,7 @@ from mill.backends.llm.messages import build_conversation
 from mill.core.errors import BackendArgumentError
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqBatchResult, LikelihoodMcqTask
 from mill.core.progress import Progress
-from mill.core.sample import SampleSource
+from mill.core.sample import SampleBatch, SampleSource
 
 #: How a letter may be spelled as the first token of an answer: alone, or after a space.
 LETTER_FORMS = ("{}", " {}")
@@ -42,15 +42,28 @@ def render_letter_prompt(processor: Any, prompt: str) -> str:
     a reasoning block anyway gets it closed empty, as Qwen3's no-thinking mode writes it
     (``<think>\\n\\n</think>\\n\\n``), so that the next token is the answer rather than reasoning.
     """
-    # Only templates that read the flag get it: transformers warns about template arguments it cannot place.
-    template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
-    no_thinking = {"enable_thinking": False} if "enable_thinking" in str(template) else {}
     conversation = build_conversation(prompt)
-    text = str(processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False, **no_thinking))
-    opened = _OPEN_REASONING.search(text)
+    text = str(
+        processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False, **no_thinking_kwargs(processor)
+        )
+    )
+    opened = opened_reasoning(text)
     if opened is not None:
         text = f"{text[: opened.start()]}<{opened['tag']}>\n\n</{opened['tag']}>\n\n"
     return text
+
+
+def no_thinking_kwargs(processor: Any) -> dict[str, Any]:
+    """The chat-template arguments of a template's no-thinking mode (``enable_thinking=False``), if it has one."""
+    # Only templates that read the flag get it: transformers warns about template arguments it cannot place.
+    template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
+    return {"enable_thinking": False} if "enable_thinking" in str(template) else {}
+
+
+def opened_reasoning(text: str) -> re.Match[str] | None:
+    """Where a rendered prompt ends by opening a reasoning block (``<think>\\n``), if it does."""
+    return _OPEN_REASONING.search(text)
 
 
 @frozen
@@ -111,17 +124,43 @@ def letter_tokens(tokenizer: Any, text: str, letters: Sequence[str]) -> LetterTo
     return LetterTokens(tuple(letters), tuple(ids))
 
 
-def answer_by_letters(
+@frozen
+class LetterBatch:
+    """One batch of letter-likelihood requests: the samples, the question asked about each (``prompts``), its
+    rendered text (``texts``, ready for the answer's first token) and the tokens that spell the letters."""
+
+    batch: SampleBatch
+    prompts: list[str]
+    texts: list[str]
+    tokens: LetterTokens
+
+    def result(self, logprobs: FloatArray) -> LikelihoodMcqBatchResult:
+        """The batch's result from ``logprobs[samples, len(tokens.flat)]`` over the whole vocabulary."""
+        if logprobs.shape != (len(self.texts), len(self.tokens.flat)):
+            raise RuntimeError(
+                f"backend returned log-probabilities of shape {logprobs.shape} for {len(self.texts)} texts"
+            )
+        letter_logprobs, mass = self.tokens.combine(logprobs)
+        return LikelihoodMcqBatchResult(
+            keys=list(self.batch.keys),
+            shards=list(self.batch.shards),
+            golds=list(self.batch.labels),
+            prompts=self.prompts,
+            letter_logprobs=letter_logprobs.tolist(),
+            letter_mass=mass.tolist(),
+        )
+
+
+def letter_batches(
     task: LikelihoodMcqTask,
     data: SampleSource,
     processor: Any,
-    score: TokenScorer,
     *,
     batch_size: int,
     num_workers: int,
     progress: Progress,
-) -> Iterator[LikelihoodMcqBatchResult]:
-    """Score ``task``'s letters for every sample of ``data``, ``batch_size`` samples per call to ``score``.
+) -> Iterator[LetterBatch]:
+    """Every batch of ``data`` with ``task``'s questions rendered for letter likelihood.
 
     ``processor`` renders the prompts (:func:`render_letter_prompt`) and tokenizes the letters. The
     generation prompt ends every rendered text alike, so the letter tokens are found once, on the first.
@@ -133,15 +172,22 @@ def answer_by_letters(
         texts = [render_letter_prompt(processor, prompt) for prompt in prompts]
         if tokens is None:
             tokens = letter_tokens(processor.tokenizer, texts[0], task.letters)
-        logprobs = score(batch.images, texts, tokens.flat)
-        if logprobs.shape != (len(texts), len(tokens.flat)):
-            raise RuntimeError(f"backend returned log-probabilities of shape {logprobs.shape} for {len(texts)} texts")
-        letter_logprobs, mass = tokens.combine(logprobs)
-        yield LikelihoodMcqBatchResult(
-            keys=list(batch.keys),
-            shards=list(batch.shards),
-            golds=list(batch.labels),
-            prompts=prompts,
-            letter_logprobs=letter_logprobs.tolist(),
-            letter_mass=mass.tolist(),
-        )
+        yield LetterBatch(batch, prompts, texts, tokens)
+
+
+def answer_by_letters(
+    task: LikelihoodMcqTask,
+    data: SampleSource,
+    processor: Any,
+    score: TokenScorer,
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress,
+) -> Iterator[LikelihoodMcqBatchResult]:
+    """Score ``task``'s letters for every sample of ``data``, ``batch_size`` samples per call to ``score``
+    (see :func:`letter_batches`)."""
+    for item in letter_batches(
+        task, data, processor, batch_size=batch_size, num_workers=num_workers, progress=progress
+    ):
+        yield item.result(score(item.batch.images, item.texts, item.tokens.flat))

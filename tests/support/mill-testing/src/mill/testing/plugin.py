@@ -15,6 +15,7 @@ import pytest
 from mill.core.results import RunFacts
 from mill.testing.cli import Mill, run_in_process
 from mill.testing.facts import FACTS
+from mill.testing.fake_openai import FakeOpenAI, start_fake_openai
 from mill.testing.loopback import base_url, start_server
 
 
@@ -38,6 +39,18 @@ def serve() -> Iterator[Callable[..., str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible endpoint on 127.0.0.1 (:mod:`mill.testing.fake_openai`), its key exported as
+    ``OPENAI_API_KEY``; its ``url`` is the ``base_url`` to give the openai backend."""
+    fake = FakeOpenAI()
+    monkeypatch.setenv("OPENAI_API_KEY", fake.key)
+    server = start_fake_openai(fake)
+    yield fake
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
