@@ -141,10 +141,13 @@ class ZeroShotKind:
     rescorer: Rescorer | None = None
 
     def check_variant(self, variant: ZeroShotVariant, n_classes: int) -> Sequence[tuple[str, str]]:
-        del n_classes  # a top_k above the class count keeps every class (see build_task)
+        # A top_k above the class count keeps every class (see build_task).
+        problems = []
+        if n_classes == 0:
+            problems.append(("kind", "zero_shot classifies into the spec's classes, and this spec has none"))
         if variant.top_k < 1:
-            return [("top_k", f"expected a positive number of classes kept per sample, got {variant.top_k}")]
-        return []
+            problems.append(("top_k", f"expected a positive number of classes kept per sample, got {variant.top_k}"))
+        return problems
 
     def settings(self, variant: ZeroShotVariant) -> Mapping[str, str]:
         del variant
