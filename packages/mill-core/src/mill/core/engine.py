@@ -168,7 +168,7 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
     served = ", ".join(sorted(capabilities.kinds)) or "nothing"
     raise CapabilityError(
         f"model {model_text!r} serves {served} (inputs: {', '.join(sorted(capabilities.modalities))}), "
-        f"but {needs}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
+        f"but {needs}. Use a CLIP model (clip[...]) for zero_shot and retrieval variants and a vision-language model "
         "(hf or vllm) for multiple-choice variants (generative_mcq, likelihood_mcq)."
     )
 
