@@ -105,3 +105,14 @@ def test_pets_per_sample_and_mean_per_class_recall_equal_clip_benchmarks(
     assert values["mean_per_class_recall"] != pytest.approx(values["acc"])  # the two are told apart
     headline = rows.filter(pl.col("task") == "pets").get_column("metric").to_list()
     assert headline[0] == "mean_per_class_recall"
+
+
+def test_mill_ls_lists_the_datacomp_and_retrieval_specs(script: Callable[[str], Any], mill_in_process: Any) -> None:
+    done = mill_in_process("ls")
+    assert done.code == 0, done.err
+    rows = {line.split("│")[1].strip(): line for line in done.out.splitlines() if line.count("│") > 3}
+    for name in [task[2] for task in script("derive_datacomp_specs").TASKS]:
+        assert "zero_shot" in rows[name], name
+    for name in ("flickr30k", "mscoco"):
+        assert "retrieval" in rows[name] and "mean_recall@1" in rows[name], name
+    assert "mean_per_class_recall" in rows["pets"]
