@@ -186,18 +186,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DerivationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    texts = {name: "\n".join(lines) + "\n" for name, lines in files.items()}
+    return write_or_check(texts, check=args.check, script="scripts/derive_imagenet_family.py")
+
+
+def write_or_check(texts: dict[str, str], *, check: bool, script: str) -> int:
+    """Write each derived file's text under specs/ (by name), or with ``check`` report those that differ;
+    the exit status: 1 when some are out of date."""
     stale = []
-    for name, lines in files.items():
+    for name, text in texts.items():
         path = SPECS / name
-        text = "\n".join(lines) + "\n"
-        if args.check:
+        if check:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)
         else:
             path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(REPO)} ({len(lines)} lines)")
+            print(f"wrote {path.relative_to(REPO)} ({len(text.splitlines())} lines)")
     if stale:
-        print(f"out of date: {', '.join(stale)}; run scripts/derive_imagenet_family.py", file=sys.stderr)
+        print(f"out of date: {', '.join(stale)}; run {script}", file=sys.stderr)
         return 1
     return 0
 

@@ -124,7 +124,7 @@ def test_model_serving_no_variant_is_rejected_before_loading(
     run = mill_eval(clip_model, "imagenet_mcq", "--data_dir", str(tmp_path / "missing"))
     assert run.outcome.code == EXIT_USER_ERROR
     err = run.outcome.err
-    assert "serves zero_shot" in err
+    assert "serves retrieval, zero_shot" in err
     assert "imagenet_mcq needs generative_mcq" in err
     assert "it can be evaluated on imagenet instead" in err
     assert "vision-language model (hf, vllm, or openai for a served one)" in err

@@ -3,8 +3,6 @@ and ImageNet-A/R's class subsets against clip_benchmark's own dataset builder.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,17 +95,8 @@ def test_imagenet_o_end_to_end(
     assert set(rows.get_column("n_samples").to_list()) == {LIMIT}
 
 
-def _derive_module() -> object:
-    spec = importlib.util.spec_from_file_location("derive_imagenet_family", REPO / "scripts/derive_imagenet_family.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_subset_files_are_what_the_script_derives_from_clip_benchmark() -> None:
-    derive = _derive_module()
+def test_subset_files_are_what_the_script_derives_from_clip_benchmark(script: Callable[[str], Any]) -> None:
+    derive = script("derive_imagenet_family")
     datasets_dir = derive.clip_benchmark_datasets_dir()  # type: ignore[attr-defined]
     derive.check_names_and_templates(datasets_dir)  # type: ignore[attr-defined]
     for file, indices in derive.subset_indices(datasets_dir).items():  # type: ignore[attr-defined]
@@ -115,17 +104,13 @@ def test_subset_files_are_what_the_script_derives_from_clip_benchmark() -> None:
         assert len(indices) == 200
 
 
-def _check_export(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    spec = importlib.util.spec_from_file_location("check_export", REPO / "scripts/check_export.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    code = module.main(list(argv))
+def _check_export(script: Callable[[str], Any], *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = script("check_export").main(list(argv))
     return code, capsys.readouterr().out
 
 
 def test_check_export_confirms_a_matching_export_and_reports_mismatches(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    script: Callable[[str], Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     export = tmp_path / "export"
     write_synthetic_shards(export, n_classes=6, per_class=2, n_shards=2, layout="clip_benchmark")
@@ -138,12 +123,12 @@ def test_check_export_confirms_a_matching_export_and_reports_mismatches(
         f"[classes]\ncount = 6\nnames = {names!r}\n".replace("'", '"')
         + '[templates]\nlist = ["a {c}"]\n[variants.six]\nkind = "zero_shot"\nmetric = "acc"\n'
     )
-    code, out = _check_export(str(spec), str(export), capsys=capsys)
+    code, out = _check_export(script, str(spec), str(export), capsys=capsys)
     assert code == 0, out
     assert "six: OK" in out
 
     # The real ImageNet-A spec: 12 samples of 6 classes are not its 7,500 of 200, and the names differ.
-    code, out = _check_export("imagenet_a", str(export), capsys=capsys)
+    code, out = _check_export(script, "imagenet_a", str(export), capsys=capsys)
     assert code == 1
     assert "MISMATCH: 12 samples, the spec expects 7500" in out
     assert "MISMATCH: 194 classes have no sample" in out

@@ -33,8 +33,10 @@ def test_plugin_import_is_light() -> None:
 
 def test_capabilities_without_loading() -> None:
     capabilities = plugin.capabilities({"path": "ViT-B-32", "pretrained": "openai"})
-    assert capabilities == Capabilities(kinds=frozenset({"zero_shot"}), modalities=frozenset({"image", "text"}))
-    assert capabilities.serves("zero_shot")
+    assert capabilities == Capabilities(
+        kinds=frozenset({"zero_shot", "retrieval"}), modalities=frozenset({"image", "text"})
+    )
+    assert capabilities.serves("zero_shot") and capabilities.serves("retrieval")
     assert not capabilities.serves("generative_mcq")
 
 

@@ -86,8 +86,28 @@ def test_wrong_type_in_nested_table(spec_copy: Path) -> None:
 
 
 def test_missing_required_key(spec_copy: Path) -> None:
+    _edit(spec_copy, 'split = "test"\n', "")
+    with pytest.raises(SpecError, match=r"dataset\.split: required key is missing"):
+        load_spec(spec_copy)
+
+
+def test_a_dataset_names_its_target_member(spec_copy: Path) -> None:
     _edit(spec_copy, 'label_member = "cls"\n', "")
-    with pytest.raises(SpecError, match=r"dataset\.label_member: required key is missing"):
+    with pytest.raises(SpecError, match=r"dataset: name the member holding each sample's target: label_member"):
+        load_spec(spec_copy)
+
+
+def test_class_labels_need_classes_and_templates(spec_copy: Path) -> None:
+    text = spec_copy.read_text()
+    start, end = text.index("[templates]"), text.index("[variants.imagenet]")
+    spec_copy.write_text(text[:start] + text[end:])
+    with pytest.raises(SpecError, match=r"templates: a dataset with class labels \(dataset.label_member\) needs"):
+        load_spec(spec_copy)
+
+
+def test_captions_take_no_classes(spec_copy: Path) -> None:
+    _edit(spec_copy, 'label_member = "cls"\n', 'text_member = "txt"\n')
+    with pytest.raises(SpecError, match=r"classes: a dataset without class labels .* has no \[classes\]"):
         load_spec(spec_copy)
 
 

@@ -179,8 +179,9 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
     instead = [name for name, v in spec.variants.items() if capabilities.serves(v.kind)]
     alternative = f"; it can be evaluated on {' or '.join(instead)} instead" if instead else ""
     raise CapabilityError(
-        f"{problem}{alternative}. Use a CLIP model (clip[...]) for zero_shot variants and a vision-language model "
-        "(hf, vllm, or openai for a served one) for multiple-choice variants (generative_mcq, likelihood_mcq)."
+        f"{problem}{alternative}. Use a CLIP model (clip[...]) for zero_shot and retrieval variants and a "
+        "vision-language model (hf, vllm, or openai for a served one) for multiple-choice variants (generative_mcq, "
+        "likelihood_mcq)."
     )
 
 

@@ -216,3 +216,38 @@ def mean_per_class_recall_with_stderr(
     ]
     stderr = float(np.std(np.concatenate(recalls), ddof=1))
     return MetricValue(mean_per_class_recall(gold_array, pred_array), stderr)
+
+
+def pooled_rates_with_stderr(
+    parts: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]], seed: int, n_resamples: int = N_RESAMPLES
+) -> MetricValue:
+    """The mean over ``parts`` of each part's pooled rate ``sum(hits) / sum(counts)``, with its bootstrap
+    standard error.
+
+    Every part has one entry per sample: a sample holds ``counts[i]`` queries of which ``hits[i]`` were
+    answered correctly (an image's captions, say), so a rate over queries is pooled over samples, and a
+    resample draws whole samples (a sample's queries stay together) with the same indices for every part
+    as every other metric of the run. One part whose counts are all 1 is the plain mean of ``hits``.
+
+    Raises:
+        ValueError: no parts; a part's arrays are empty, not one-dimensional or of different lengths than
+            the others; a part holds no query at all.
+    """
+    if not parts:
+        raise ValueError("pooled_rates_with_stderr needs at least one part")
+    arrays = []
+    for hits, counts in parts:
+        hit_array = _as_1d(hits, "hits").astype(np.float64)
+        count_array = _as_1d(counts, "counts").astype(np.float64)
+        _same_length(hit_array, count_array, "pooled_rates_with_stderr")
+        if len(hit_array) != len(_as_1d(parts[0][0], "hits")):
+            raise ValueError("pooled_rates_with_stderr: every part needs one entry per sample")
+        if count_array.sum() <= 0:
+            raise ValueError("pooled_rates_with_stderr: a part holds no query")
+        arrays.append((hit_array, count_array))
+    value = float(np.mean([hit.sum() / count.sum() for hit, count in arrays]))
+    resampled = []
+    for chunk in resample_chunks(len(arrays[0][0]), seed, n_resamples):
+        rates = [hit[chunk].sum(axis=1) / count[chunk].sum(axis=1) for hit, count in arrays]
+        resampled.append(np.mean(rates, axis=0))
+    return MetricValue(value, float(np.std(np.concatenate(resampled), ddof=1)))

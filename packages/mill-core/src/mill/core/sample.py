@@ -23,12 +23,20 @@ class SampleBatch:
     ``images`` is whatever the transform returned, collated: a stacked tensor when the
     transform returns tensors (CLIP preprocessing), a list of RGB PIL images when no
     transform is given (generative backends hand PIL images to their processor).
+
+    ``labels`` are class indices, :data:`NO_LABEL` for a dataset without class labels; ``texts`` holds each
+    sample's captions for a dataset with them (``dataset.text_member``), None otherwise.
     """
 
     keys: Sequence[str]
     shards: Sequence[str]
     labels: Sequence[int]
     images: Any
+    texts: Sequence[Sequence[str]] | None = None
+
+
+#: The label of a sample in a dataset without class labels (one whose samples hold captions).
+NO_LABEL = -1
 
 
 class SampleSource(Protocol):

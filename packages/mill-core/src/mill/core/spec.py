@@ -26,14 +26,17 @@ from mill.core.tomlfile import read_toml
 class DatasetSpec:
     """Where the samples come from and what a sample looks like.
 
-    ``source`` is a URL (``hf://``, ``http(s)://``) or a local folder, relative to the spec file.
+    ``source`` is a URL (``hf://``, ``http(s)://``) or a local folder, relative to the spec file. A sample holds
+    an image and a class label (``label_member``, a classification benchmark) or its captions (``text_member``,
+    one per line, a retrieval benchmark).
     """
 
     source: str
     split: str
     image_member: str
-    label_member: str
     n_samples: int
+    label_member: str | None = None
+    text_member: str | None = None
 
 
 class SubsetLabels(str, enum.Enum):
@@ -96,9 +99,9 @@ class _SpecFile:
     seed: int
     headline_metric: str
     dataset: DatasetSpec
-    classes: ClassesSpec
-    templates: TemplatesSpec
     variants: dict[str, dict[str, Any]]
+    classes: ClassesSpec | None = None
+    templates: TemplatesSpec | None = None
     reported: tuple[ReportedBaseline, ...] = ()
 
 
@@ -106,8 +109,9 @@ class _SpecFile:
 class Spec:
     """A validated benchmark: what the rest of Mill consumes.
 
-    ``classnames`` have the overrides applied; ``content_hash`` covers the TOML file and every
-    file it references, so a changed class list or template file changes the run identity.
+    ``classnames`` have the overrides applied (empty, like ``templates``, for a benchmark without class
+    labels); ``content_hash`` covers the TOML file and every file it references, so a changed class list or
+    template file changes the run identity.
     """
 
     name: str
@@ -180,16 +184,37 @@ def _inline_or_file(
     return _read_lines(file, relative, f"{key}.file")
 
 
-def _classnames(spec: _SpecFile, file: Path) -> tuple[tuple[str, ...], bytes]:
-    names, raw = _inline_or_file(spec.classes.names, spec.classes.file, file, "classes", "names")
-    if len(names) != spec.classes.count:
-        raise SpecError(f"{file}: classes: declares count = {spec.classes.count} but lists {len(names)} names")
+def _check_targets(spec: _SpecFile, file: Path) -> None:
+    """A sample's target is a class label (with class names and templates) or captions (with neither)."""
+    dataset = spec.dataset
+    if dataset.label_member is None and dataset.text_member is None:
+        raise SpecError(
+            f"{file}: dataset: name the member holding each sample's target: label_member (a class index, "
+            "e.g. 'cls') or text_member (captions, one per line, e.g. 'txt')"
+        )
+    if dataset.label_member is not None:
+        for key, value in (("classes", spec.classes), ("templates", spec.templates)):
+            if value is None:
+                raise SpecError(f"{file}: {key}: a dataset with class labels (dataset.label_member) needs [{key}]")
+    else:
+        for key, value in (("classes", spec.classes), ("templates", spec.templates)):
+            if value is not None:
+                raise SpecError(
+                    f"{file}: {key}: a dataset without class labels (no dataset.label_member) has no [{key}]; "
+                    "remove the table, or name the label member"
+                )
+
+
+def _classnames(classes: ClassesSpec, file: Path) -> tuple[tuple[str, ...], bytes]:
+    names, raw = _inline_or_file(classes.names, classes.file, file, "classes", "names")
+    if len(names) != classes.count:
+        raise SpecError(f"{file}: classes: declares count = {classes.count} but lists {len(names)} names")
     resolved = list(names)
-    for index_text, name in spec.classes.overrides.items():
+    for index_text, name in classes.overrides.items():
         if not index_text.isdigit() or int(index_text) >= len(resolved):
             raise SpecError(f"{file}: classes.overrides.{index_text}: expected a class index in [0, {len(resolved)})")
         resolved[int(index_text)] = name
-    if not spec.classes.allow_duplicates:
+    if not classes.allow_duplicates:
         seen: dict[str, int] = {}
         for index, name in enumerate(resolved):
             if name in seen:
@@ -243,14 +268,21 @@ def load_spec(file: Path) -> Spec:
     variants_data = data.get("variants")
     parsed = _structure(data, _SpecFile, file, "")
     assert isinstance(variants_data, dict)
-    classnames, classes_raw = _classnames(parsed, file)
+    _check_targets(parsed, file)
+    classnames: tuple[str, ...] = ()
+    templates: tuple[str, ...] = ()
+    classes_raw = templates_raw = subset_raw = b""
     parent_indices: tuple[int, ...] | None = None
     label_map: dict[int, int] | None = None
-    subset_raw = b""
-    if parsed.classes.subset is not None:
-        classnames, parent_indices, label_map, subset_raw = _subset(parsed.classes.subset, classnames, file)
+    if parsed.classes is not None:
+        classnames, classes_raw = _classnames(parsed.classes, file)
+        if parsed.classes.subset is not None:
+            classnames, parent_indices, label_map, subset_raw = _subset(parsed.classes.subset, classnames, file)
     variants = {name: _variant(name, value, file, len(classnames)) for name, value in variants_data.items()}
-    templates, templates_raw = _inline_or_file(parsed.templates.list, parsed.templates.file, file, "templates", "list")
+    if parsed.templates is not None:
+        templates, templates_raw = _inline_or_file(
+            parsed.templates.list, parsed.templates.file, file, "templates", "list"
+        )
     for index, template in enumerate(templates):
         if "{c}" not in template:
             raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")

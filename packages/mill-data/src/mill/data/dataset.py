@@ -17,9 +17,9 @@ from attrs import field, frozen
 from PIL import Image
 
 from mill.core.errors import DataError
-from mill.core.sample import OnBadSample, ReadOptions, SampleBatch
+from mill.core.sample import NO_LABEL, OnBadSample, ReadOptions, SampleBatch
 from mill.core.spec import DatasetSpec, Spec
-from mill.data.index import IMAGE_EXTENSIONS, Member, ShardIndex, index_shard
+from mill.data.index import IMAGE_EXTENSIONS, IndexedSample, Member, ShardIndex, index_shard
 from mill.data.source import ShardInfo, choose_source, resolve_shards
 
 #: How many shard names an error message lists before eliding the rest.
@@ -28,13 +28,15 @@ _NAMES_SHOWN = 8
 
 @frozen
 class SampleRef:
-    """Where one selected sample's image lies, and its label."""
+    """Where one selected sample's image (and captions, for a dataset with them) lies, and its label
+    (:data:`~mill.core.sample.NO_LABEL` for a dataset without class labels)."""
 
     key: str
     shard: str
     path: str
     image: Member
     label: int
+    text: Member | None = None
 
 
 @frozen
@@ -103,7 +105,7 @@ class ShardDataset:
         # listing benchmarks or collecting results never pays for it.
         from mill.data.loader import load_batches
 
-        for keys, shards, labels, images, skipped in load_batches(
+        for keys, shards, labels, images, texts, skipped in load_batches(
             self.samples,
             batch_size=batch_size,
             num_workers=num_workers,
@@ -113,7 +115,7 @@ class ShardDataset:
         ):
             self.skipped.extend(skipped)
             if keys:
-                yield SampleBatch(keys=keys, shards=shards, labels=labels, images=images)
+                yield SampleBatch(keys=keys, shards=shards, labels=labels, images=images, texts=texts)
 
 
 def open_spec_data(spec: Spec, data_dir: str | None, options: ReadOptions) -> ShardDataset:
@@ -158,6 +160,7 @@ def open_dataset(
     source = dataset.source if source is None else source
     limit, on_bad_sample, cache_dir = options.limit, options.on_bad_sample, options.cache_dir
     image_member, label_member, expected_count = dataset.image_member, dataset.label_member, dataset.n_samples
+    text_member = dataset.text_member
     if limit is not None and limit <= 0:
         raise DataError(f"--limit must be a positive number of samples, got {limit}")
     if on_bad_sample not in ("fail", "skip"):
@@ -168,7 +171,12 @@ def open_dataset(
     for shard in shards:
         index = index_shard(shard, label_member=label_member, cache_dir=cache_dir)
         for ref in select_samples(
-            index, image_member=image_member, label_member=label_member, n_classes=n_classes, label_map=label_map
+            index,
+            image_member=image_member,
+            label_member=label_member,
+            n_classes=n_classes,
+            label_map=label_map,
+            text_member=text_member,
         ):
             first = shard_of_key.setdefault(ref.key, ref.shard)
             if first != ref.shard:
@@ -212,18 +220,22 @@ def select_samples(
     index: ShardIndex,
     *,
     image_member: str,
-    label_member: str,
+    label_member: str | None,
     n_classes: int,
     label_map: Mapping[int, int] | None = None,
+    text_member: str | None = None,
 ) -> list[SampleRef]:
     """Each indexed sample's image member and parsed label (pure); with ``label_map``, the stored label is
-    a parent class index and the sample's label is its mapped class index.
+    a parent class index and the sample's label is its mapped class index. Without ``label_member`` every
+    label is :data:`~mill.core.sample.NO_LABEL`; with ``text_member``, each sample's captions member is kept
+    (read with the image, in the batches).
 
     The image is the member named ``image_member``, failing that the first member whose extension is one of
     ``IMAGE_EXTENSIONS`` (exports differ: ``0.webp``, ``webp``, ``jpg``).
 
     Raises:
-        DataError: a sample has no image or label member, or its label is not an integer in ``[0, n_classes)``.
+        DataError: a sample has no image, label or text member, or its label is not an integer in
+            ``[0, n_classes)``.
     """
     shard = index.shard
     refs = []
@@ -235,29 +247,47 @@ def select_samples(
                 f"{where} has no image member: expected {image_member!r} or an extension among "
                 f"{', '.join(IMAGE_EXTENSIONS)}, found {sorted(sample.members)}; check image_member in the spec"
             )
-        if sample.label_text is None:
-            raise DataError(
-                f"{where} has no {label_member!r} label member (found {sorted(sample.members)}); "
-                "check label_member in the spec"
-            )
-        try:
-            label = int(sample.label_text)
-        except ValueError:
-            raise DataError(f"{where}: label {sample.label_text!r} is not an integer class index") from None
-        if label_map is not None:
-            if label not in label_map:
+        text = None
+        if text_member is not None:
+            text = sample.members.get(text_member)
+            if text is None:
                 raise DataError(
-                    f"{where}: label {label} is not one of the spec's classes.subset parent indices; the shards hold "
-                    'a class outside the subset (wrong dataset, or labels = "parent" where they are subset indices)'
+                    f"{where} has no {text_member!r} captions member (found {sorted(sample.members)}); "
+                    "check text_member in the spec"
                 )
-            label = label_map[label]
-        if not 0 <= label < n_classes:
-            raise DataError(
-                f"{where}: label {label} is outside [0, {n_classes}); the shards do not match the spec's "
-                "classes (wrong dataset or wrong class list)"
-            )
-        refs.append(SampleRef(key=sample.key, shard=shard.name, path=str(shard.path), image=image, label=label))
+        label = NO_LABEL if label_member is None else _label(sample, label_member, n_classes, label_map, where)
+        refs.append(
+            SampleRef(key=sample.key, shard=shard.name, path=str(shard.path), image=image, label=label, text=text)
+        )
     return refs
+
+
+def _label(
+    sample: IndexedSample, label_member: str, n_classes: int, label_map: Mapping[int, int] | None, where: str
+) -> int:
+    """``sample``'s class index, read from its label member (and mapped through ``label_map``)."""
+    if sample.label_text is None:
+        raise DataError(
+            f"{where} has no {label_member!r} label member (found {sorted(sample.members)}); "
+            "check label_member in the spec"
+        )
+    try:
+        label = int(sample.label_text)
+    except ValueError:
+        raise DataError(f"{where}: label {sample.label_text!r} is not an integer class index") from None
+    if label_map is not None:
+        if label not in label_map:
+            raise DataError(
+                f"{where}: label {label} is not one of the spec's classes.subset parent indices; the shards hold "
+                'a class outside the subset (wrong dataset, or labels = "parent" where they are subset indices)'
+            )
+        label = label_map[label]
+    if not 0 <= label < n_classes:
+        raise DataError(
+            f"{where}: label {label} is outside [0, {n_classes}); the shards do not match the spec's "
+            "classes (wrong dataset or wrong class list)"
+        )
+    return label
 
 
 def _by_extension(members: dict[str, Member]) -> Member | None:

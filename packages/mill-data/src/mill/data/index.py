@@ -67,7 +67,7 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     return None if key is None or ext is None else (key, ext)
 
 
-def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) -> ShardIndex:
+def index_shard(shard: ShardInfo, *, label_member: str | None, cache_dir: Path | None) -> ShardIndex:
     """The index of ``shard``, from the cache when the file is unchanged since it was indexed (no cache
     is read or written when ``cache_dir`` is None).
 
@@ -103,7 +103,7 @@ def index_cache_key(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(f"{path.resolve()}\0{size}\0{mtime_ns}".encode()).hexdigest()[:32]
 
 
-def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple[IndexedSample, ...] | None:
+def _read_cache(cache_file: Path, label_member: str | None, *, file_size: int) -> tuple[IndexedSample, ...] | None:
     """The cached samples, or None when there is no usable cache (missing, of another layout, or damaged:
     unreadable, failing its checksum, or pointing outside the shard, which is rebuilt with a warning)."""
     try:
@@ -141,7 +141,7 @@ def _entries_sha256(entries: Any) -> str:
     return hashlib.sha256(json.dumps(entries, separators=(",", ":")).encode()).hexdigest()
 
 
-def _scan(shard: ShardInfo, *, label_member: str, file_size: int) -> tuple[IndexedSample, ...]:
+def _scan(shard: ShardInfo, *, label_member: str | None, file_size: int) -> tuple[IndexedSample, ...]:
     redownload = f"re-download it (delete {shard.path} and run again) or remove it from the data directory"
     members: dict[str, dict[str, Member]] = {}  # insertion order is the shard's sample order
     labels: dict[str, str] = {}

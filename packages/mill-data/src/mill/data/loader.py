@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mill.core.errors import DataError
 from mill.core.sample import OnBadSample
 from mill.data.dataset import SampleRef, SkippedSample, decode_image
+from mill.data.index import Member
 
-Collated = tuple[list[str], list[str], list[int], Any, list[SkippedSample]]
+Collated = tuple[list[str], list[str], list[int], Any, list[tuple[str, ...]] | None, list[SkippedSample]]
 
 
 def load_batches(
@@ -31,7 +32,8 @@ def load_batches(
     on_bad_sample: OnBadSample,
     pin_memory: bool,
 ) -> Iterator[Collated]:
-    """(keys, shards, labels, images, skipped) per batch of ``samples``, decoded and transformed in the workers.
+    """(keys, shards, labels, images, texts, skipped) per batch of ``samples``, decoded and transformed in the
+    workers; ``texts`` holds each sample's captions (its text member's lines), None for samples without one.
 
     Raises:
         DataError: an image cannot be decoded, unless ``on_bad_sample="skip"``.
@@ -57,6 +59,7 @@ class _Item:
     shard: str
     label: int
     image: Any
+    texts: tuple[str, ...] | None
 
 
 @frozen
@@ -91,14 +94,12 @@ class _SampleStream(IterableDataset[Any]):
                 handle = files.get(ref.path)
                 if handle is None:
                     handle = files[ref.path] = open(ref.path, "rb")  # noqa: SIM115 (closed below)
-                handle.seek(ref.image.offset)
-                data = handle.read(ref.image.size)
                 try:
-                    if len(data) != ref.image.size:
-                        raise OSError(f"read {len(data)} of {ref.image.size} bytes; the shard has shrunk")
-                    image = decode_image(data)
+                    image = decode_image(_read(handle, ref.image))
+                    texts = None if ref.text is None else _captions(_read(handle, ref.text))
                 except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-                    reason = f"shard {ref.shard}, sample {ref.key!r}: cannot decode the image ({error})"
+                    what = "captions" if isinstance(error, _CaptionError) else "image"
+                    reason = f"shard {ref.shard}, sample {ref.key!r}: cannot decode the {what} ({error})"
                     if self.on_bad_sample == "skip":
                         yield SkippedSample(key=ref.key, shard=ref.shard, reason=reason)
                         continue
@@ -106,15 +107,37 @@ class _SampleStream(IterableDataset[Any]):
                     return
                 if self.transform is not None:
                     image = self.transform(image)
-                yield _Item(key=ref.key, shard=ref.shard, label=ref.label, image=image)
+                yield _Item(key=ref.key, shard=ref.shard, label=ref.label, image=image, texts=texts)
         finally:
             for handle in files.values():
                 handle.close()
 
 
-def _collate(
-    items: list[_Item | SkippedSample | _Failure],
-) -> tuple[list[str], list[str], list[int], Any, list[SkippedSample]] | _Failure:
+class _CaptionError(ValueError):
+    """A sample's text member holds no caption, or is not UTF-8."""
+
+
+def _read(handle: BinaryIO, member: Member) -> bytes:
+    handle.seek(member.offset)
+    data = handle.read(member.size)
+    if len(data) != member.size:
+        raise OSError(f"read {len(data)} of {member.size} bytes; the shard has shrunk")
+    return data
+
+
+def _captions(data: bytes) -> tuple[str, ...]:
+    """A text member's captions: its lines as ``str.splitlines`` splits them, as clip_benchmark's webdataset
+    loader reads a retrieval export's ``txt``."""
+    try:
+        captions = tuple(data.decode("utf-8").splitlines())
+    except UnicodeDecodeError as error:
+        raise _CaptionError(f"the text member is not UTF-8: {error}") from None
+    if not captions:
+        raise _CaptionError("the text member holds no caption")
+    return captions
+
+
+def _collate(items: list[_Item | SkippedSample | _Failure]) -> Collated | _Failure:
     for item in items:
         if isinstance(item, _Failure):
             return item
@@ -123,4 +146,6 @@ def _collate(
     images: Any = [i.image for i in good]
     if images and all(isinstance(im, torch.Tensor) for im in images):
         images = torch.stack(images)
-    return [i.key for i in good], [i.shard for i in good], [i.label for i in good], images, skipped
+    texts = [i.texts for i in good]
+    captions = None if any(t is None for t in texts) else [t for t in texts if t is not None]
+    return [i.key for i in good], [i.shard for i in good], [i.label for i in good], images, captions, skipped

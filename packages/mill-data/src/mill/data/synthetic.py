@@ -10,7 +10,7 @@ readers must convert them to RGB, and find the image member by extension when it
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -87,6 +87,56 @@ def write_image_shards(
     WebP (with ``mixed_modes``, some as greyscale or palette PNGs). Byte-for-byte deterministic for the same
     samples. Returns the shard paths in order.
     """
+    targets = ((image, {"cls": str(label).encode("ascii")}) for label, image in samples)
+    return _write_shards(
+        out_dir, targets, n_samples=n_samples, n_shards=n_shards, split=split, layout=layout, mixed_modes=mixed_modes
+    )
+
+
+def write_caption_shards(
+    out_dir: Path,
+    samples: Iterable[tuple[Image.Image, Sequence[str]]],
+    *,
+    n_samples: int,
+    n_shards: int,
+    split: str = "test",
+) -> list[Path]:
+    """Write ``n_samples`` (image, captions) pairs, in the order given, in the layout of clip_benchmark's retrieval
+    exports (``clip_benchmark.webdataset_builder.convert_retrieval_dataset``): ``{split}/{i}.tar`` with members
+    ``<key>.webp`` and ``<key>.txt`` (the captions, one per line, a newline inside a caption written as ``\\n``),
+    ``{split}/nshards.txt``, and ``dataset_type.txt`` holding ``retrieval`` beside the split folder.
+
+    Keys are ``s0000000``, ``s0000001``, ...; images are lossless WebP. Byte-for-byte deterministic for the same
+    samples. Returns the shard paths in order.
+    """
+    targets = (
+        (image, {"txt": "\n".join(c.replace("\n", r"\n") for c in captions).encode("utf-8")})
+        for image, captions in samples
+    )
+    paths = _write_shards(
+        out_dir,
+        targets,
+        n_samples=n_samples,
+        n_shards=n_shards,
+        split=split,
+        layout="clip_benchmark",
+        mixed_modes=False,
+    )
+    (out_dir / "dataset_type.txt").write_text("retrieval\n")
+    return paths
+
+
+def _write_shards(
+    out_dir: Path,
+    samples: Iterable[tuple[Image.Image, dict[str, bytes]]],
+    *,
+    n_samples: int,
+    n_shards: int,
+    split: str,
+    layout: Layout,
+    mixed_modes: bool,
+) -> list[Path]:
+    """Write (image, target members) pairs as webdataset shards: the image first, then its targets."""
     if n_shards <= 0 or n_shards > n_samples:
         raise ValueError(f"cannot spread {n_samples} samples over {n_shards} shards")
     # Imported here: importing webdataset imports torch, and importing this module should stay light.
@@ -104,13 +154,14 @@ def write_image_shards(
         # and machines.
         with open(path, "wb") as out, TarWriter(out, user="", group="", mode=0o644, mtime=0, encoder=False) as tar:
             for index in range(bounds[shard_i], bounds[shard_i + 1]):
-                label, image = next(iterator)
+                image, targets = next(iterator)
                 key = f"s{index:07d}"
                 ext, data = _encode(image, index if mixed_modes else -1)
                 # One write per member: TarWriter sorts a sample's members by name, and the exports store
                 # the image before the label (``webp`` would sort after ``cls``).
                 tar.write({"__key__": key, f"{image_prefix}{ext}": data})
-                tar.write({"__key__": key, "cls": str(label).encode("ascii")})
+                for member, target in targets.items():
+                    tar.write({"__key__": key, member: target})
         paths.append(path)
     if layout == "clip_benchmark":
         (folder / "nshards.txt").write_text(f"{n_shards}\n")

@@ -1,4 +1,5 @@
-"""The loaded clip backend: zero-shot classification exactly as clip_benchmark's ``run_classification``.
+"""The loaded clip backend: zero-shot classification exactly as clip_benchmark's ``run_classification``, and the
+embeddings of zero-shot retrieval as its ``zeroshot_retrieval.evaluate`` computes them.
 
 Image batches that run out of device memory are computed again at half the size
 (:mod:`mill.core.batch_size`); image features or class embeddings that are not finite stop the run
@@ -8,7 +9,7 @@ Image batches that run out of device memory are computed again at half the size
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import open_clip
@@ -16,20 +17,27 @@ import torch
 import torch.nn.functional as F
 
 from mill.backends.clip.args import ClipArgs
-from mill.backends.clip.classifier import ClassifierStore, build_classifier, check_finite, classifier_cache_key
+from mill.backends.clip.classifier import (
+    ClassifierStore,
+    build_classifier,
+    check_finite,
+    classifier_cache_key,
+    encode_text,
+)
 from mill.backends.clip.memory import InMemoryClip
 from mill.backends.clip.model import Architecture, LoadedModel, library_versions, load_model
 from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.batch_size import AdaptiveBatchSize
-from mill.core.errors import NonFiniteError
+from mill.core.errors import DataError, NonFiniteError
 from mill.core.held_model import first_device, parameters_digest, preserved
+from mill.core.kinds.retrieval import RetrievalBatchResult, RetrievalTask
 from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
 from mill.core.sample import SampleBatch, SampleSource
 
 
 class ClipBackend:
-    """An open_clip model serving zero-shot tasks. Build with :meth:`load`."""
+    """An open_clip model serving zero-shot classification and retrieval tasks. Build with :meth:`load`."""
 
     def __init__(
         self, loaded: LoadedModel, args: ClipArgs, context: RunContext, *, cache_classifier: bool = True
@@ -158,12 +166,7 @@ class ClipBackend:
         # back (which waits for the device), so the accelerator is not idle while the host collects.
         pending: tuple[SampleBatch, tuple[torch.Tensor, torch.Tensor]] | None = None
         try:
-            for batch in data.batches(
-                batch_size=self._batch.size,
-                num_workers=self.args.num_workers or 0,
-                transform=self.preprocess,
-                pin_memory=self.device.type == "cuda",
-            ):
+            for batch in self._batches(data):
                 parts = self._batch.map(
                     len(batch.keys),
                     lambda start, stop: self._topk(batch.images[start:stop], classifier, k),  # noqa: B023
@@ -178,6 +181,15 @@ class ClipBackend:
         finally:
             progress.finish()
 
+    def _batches(self, data: SampleSource) -> Iterator[SampleBatch]:
+        """``data``'s samples preprocessed for the image tower, at the current image batch size."""
+        return data.batches(
+            batch_size=self._batch.size,
+            num_workers=self.args.num_workers or 0,
+            transform=self.preprocess,
+            pin_memory=self.device.type == "cuda",
+        )
+
     def _topk(self, images: torch.Tensor, classifier: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The top-``k`` classes of ``images`` and whether each image's features are finite (both on the device,
         so checking costs no synchronisation until the batch's classes are copied back anyway)."""
@@ -187,19 +199,74 @@ class ClipBackend:
 
     def _result(self, batch: SampleBatch, answer: tuple[torch.Tensor, torch.Tensor]) -> ZeroShotBatchResult:
         topk, finite = answer
-        bad = [(key, shard) for key, shard, ok in zip(batch.keys, batch.shards, finite.tolist(), strict=True) if not ok]
-        if bad:
-            shown = ", ".join(f"{key!r} (shard {shard})" for key, shard in bad[:10])
-            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-            raise NonFiniteError(
-                f"non-finite (NaN or inf) image features for {len(bad)} of {len(batch.keys)} samples in a batch: "
-                f"{shown}{more}; the image tower overflows at precision={self.args.precision.name}: run with "
-                "precision=fp32 (or amp_bf16), or check these images"
-            )
+        self._check_finite(batch, finite, "image")
         self.context.progress.advance(len(batch.keys))
         return ZeroShotBatchResult(
             keys=list(batch.keys), shards=list(batch.shards), golds=list(batch.labels), topk=topk.cpu().tolist()
         )
+
+    def _check_finite(self, batch: SampleBatch, finite: torch.Tensor, tower: str) -> None:
+        """Raise NonFiniteError naming the samples of ``batch`` whose ``tower`` features are not ``finite``."""
+        bad = [(key, shard) for key, shard, ok in zip(batch.keys, batch.shards, finite.tolist(), strict=True) if not ok]
+        if bad:
+            shown = ", ".join(f"{key!r} (shard {shard})" for key, shard in bad[:10])
+            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            what = "images" if tower == "image" else "captions"
+            raise NonFiniteError(
+                f"non-finite (NaN or inf) {tower} features for {len(bad)} of {len(batch.keys)} samples in a batch: "
+                f"{shown}{more}; the {tower} tower overflows at precision={self.args.precision.name}: run with "
+                f"precision=fp32 (or amp_bf16), or check these {what}"
+            )
+
+    def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised float32 embeddings ``[n_texts, embed_dim]`` of ``texts``, ``text_batch_size`` at a time."""
+        embeddings = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.args.text_batch_size):
+                tokens = self.loaded.tokenizer(list(texts[start : start + self.args.text_batch_size])).to(self.device)
+                with self._autocast():
+                    encoded = encode_text(self.model, tokens)
+                embeddings.append(F.normalize(encoded.float(), dim=-1))
+        return torch.cat(embeddings)
+
+    def run_retrieval(self, task: RetrievalTask, data: SampleSource) -> Iterator[RetrievalBatchResult]:
+        """The normalised embedding of every image in ``data`` and of each of its captions, one result per batch,
+        as clip_benchmark's ``zeroshot_retrieval.evaluate`` computes them (the kind ranks them).
+
+        Raises:
+            DataError: ``data`` holds no captions (its spec names no ``dataset.text_member``).
+            NonFiniteError: an image's or a caption's features are not finite.
+        """
+        progress = self.context.progress
+        progress.start("evaluating", total=len(data))
+        try:
+            for batch in self._batches(data):
+                if batch.texts is None:
+                    raise DataError(
+                        f"benchmark {task.benchmark!r}: its samples hold no captions; a retrieval spec names the "
+                        "member holding them in dataset.text_member"
+                    )
+                parts = self._batch.map(
+                    len(batch.keys),
+                    lambda start, stop: self.image_features(batch.images[start:stop]),  # noqa: B023
+                    where=lambda: f"shard {batch.shards[0]}, sample {batch.keys[0]!r}",  # noqa: B023
+                )
+                images = F.normalize(torch.cat(parts).float(), dim=-1)
+                self._check_finite(batch, torch.isfinite(images).all(dim=-1), "image")
+                texts = self.text_embeddings([caption for captions in batch.texts for caption in captions])
+                counts = [len(captions) for captions in batch.texts]
+                per_sample = torch.split(texts, counts)
+                self._check_finite(batch, torch.stack([torch.isfinite(t).all() for t in per_sample]), "text")
+                progress.advance(len(batch.keys))
+                yield RetrievalBatchResult(
+                    keys=list(batch.keys),
+                    shards=list(batch.shards),
+                    captions=[list(captions) for captions in batch.texts],
+                    image_embeddings=images.cpu().numpy(),
+                    text_embeddings=[t.cpu().numpy() for t in per_sample],
+                )
+        finally:
+            progress.finish()
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         dtype = self.args.precision.autocast_dtype
@@ -246,6 +313,11 @@ class InMemoryClipBackend(ClipBackend):
         with preserved(self.model):
             self.model.to(self.device).eval()
             yield from super().run_zero_shot(task, data)
+
+    def run_retrieval(self, task: RetrievalTask, data: SampleSource) -> Iterator[RetrievalBatchResult]:
+        with preserved(self.model):
+            self.model.to(self.device).eval()
+            yield from super().run_retrieval(task, data)
 
 
 def _release_device_memory() -> None:

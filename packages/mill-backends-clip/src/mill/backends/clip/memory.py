@@ -16,10 +16,10 @@ from typing import Any
 
 from attrs import frozen
 
+from mill.backends.clip.plugin import CAPABILITIES
 from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS, PrecisionName
 from mill.core.backend import Backend, Capabilities, RunContext
 from mill.core.errors import BackendArgumentError
-from mill.core.kinds import zero_shot
 
 DISTRIBUTION = "mill-backends-clip"
 
@@ -38,7 +38,7 @@ class InMemoryClip:
 
     def capabilities(self, args: Mapping[str, Any]) -> Capabilities:
         del args
-        return Capabilities(kinds=frozenset({zero_shot.NAME}), modalities=frozenset({"image", "text"}))
+        return CAPABILITIES
 
     def load(self, args: Mapping[str, Any], context: RunContext) -> Backend:
         del args
