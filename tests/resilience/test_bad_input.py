@@ -61,6 +61,15 @@ SPEC_CASES = {
         ("count = 20", 'count = 20\noverrides = { 1 = "class 0" }'),
         ["tinybench.toml", "duplicate class name 'class 0'", "allow_duplicates"],
     ),
+    # A variant name becomes a file name: a path in it would write outside --output_dir.
+    "variant_name_is_a_path": (
+        ("[variants.tinybench_mcq]", '[variants."../../../x/pwned"]'),
+        ["tinybench.toml", 'variants."../../../x/pwned"', "not a valid name"],
+    ),
+    "absolute_variant_name": (
+        ("[variants.tinybench]", '[variants."/tmp/x/pwned"]'),
+        ["tinybench.toml", 'variants."/tmp/x/pwned"', "not a valid name"],
+    ),
 }
 
 

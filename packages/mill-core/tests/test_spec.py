@@ -160,3 +160,21 @@ prompt = "Which?\\n{options}"
     loaded = load_spec(spec)
     assert loaded.templates == ("a photo of a {c}.",)
     assert loaded.classnames == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("[variants.imagenet_mcq]", '[variants."../../../x/pwned"]', 'variants."../../../x/pwned"'),
+        ("[variants.imagenet_mcq]", '[variants."/tmp/pwned"]', 'variants."/tmp/pwned"'),
+        ("[variants.imagenet_mcq]", '[variants."a b"]', 'variants."a b"'),
+        ('name = "imagenet"', 'name = ".."', "name"),
+        ('name = "imagenet"', 'name = "sub/dir"', "name"),
+    ],
+)
+def test_names_that_are_no_file_names_are_refused(spec_copy: Path, old: str, new: str, key: str) -> None:
+    # A benchmark or variant name becomes part of the results' file names: a path would write outside them.
+    _edit(spec_copy, old, new)
+    with pytest.raises(SpecError) as error:
+        load_spec(spec_copy)
+    assert str(error.value).startswith(f"{spec_copy}: {key}: ") and "is not a valid name" in str(error.value)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,6 +131,24 @@ class Spec:
 
 _T = TypeVar("_T")
 
+#: What a name from a spec (benchmark, variant) may be: it becomes part of file names under the output
+#: directory, so no path separator, no leading dot (``..``), nothing a shell or file system treats specially.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_name(name: object, file: Path, key: str) -> str:
+    """``name`` if it is a valid name (:data:`NAME_PATTERN`).
+
+    Raises:
+        SpecError: naming the file and ``key`` that hold it.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SpecError(
+            f"{file}: {key}: {name!r} is not a valid name; use letters, digits, '_', '.', '+' or '-' "
+            "(at most 100, the first a letter or digit): it becomes part of file names under the output directory"
+        )
+    return name
+
 
 def _structure(data: Any, cls: type[_T], file: Path, path: str) -> _T:
     try:
@@ -144,6 +164,7 @@ def _structure(data: Any, cls: type[_T], file: Path, path: str) -> _T:
 def _variant(name: str, data: dict[str, Any], file: Path, n_classes: int) -> Variant:
     """A ``[variants.name]`` table structured by its kind's schema and checked by its kind."""
     path = f"variants.{name}"
+    check_name(name, file, f"variants.{json.dumps(name)}")  # quoted as TOML would, for any character
     if not isinstance(data, dict):
         raise SpecError(f"{file}: {path}: expected a table, got {data!r}")
     try:
@@ -243,6 +264,7 @@ def load_spec(file: Path) -> Spec:
     variants_data = data.get("variants")
     parsed = _structure(data, _SpecFile, file, "")
     assert isinstance(variants_data, dict)
+    check_name(parsed.name, file, "name")
     classnames, classes_raw = _classnames(parsed, file)
     parent_indices: tuple[int, ...] | None = None
     label_map: dict[int, int] | None = None
