@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tarfile
 from collections.abc import Callable
@@ -219,3 +220,49 @@ def test_output_dir_that_cannot_be_created_fails_before_the_model_loads(
     assert outcome.code == EXIT_USER_ERROR, outcome.err
     assert f"cannot create the output directory {blocker / 'results'}" in outcome.err
     assert "--output_dir" in outcome.err
+
+
+# --- numeric settings -----------------------------------------------------------------------------------
+
+TOO_BIG = str(2**63)
+SETTING_CASES = {
+    "seed_2_63": (("--seed", TOO_BIG), {}, ["--seed", TOO_BIG, "[0, 2^63)"]),
+    "negative_seed": (("--seed", "-1"), {}, ["--seed", "-1", "[0, 2^63)"]),
+    "huge_batch_flag": (("--batch_size", "10" * 12), {}, ["--batch_size", "10" * 12]),
+    "float_batch_size": ((), {"batch_size": "1e23"}, ["batch_size=1e+23", "integer"]),
+    "huge_batch_size": ((), {"batch_size": "1" + "0" * 23}, ["batch_size=1" + "0" * 23, "integer"]),
+    "huge_workers": ((), {"num_workers": "1" + "0" * 23}, ["num_workers=1" + "0" * 23, "integer"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SETTING_CASES))
+def test_numbers_out_of_range_fail_before_the_model_loads(
+    case: str,
+    small_batch_clip: str,
+    eval_argv: Any,
+    fails: Callable[..., str],
+    results: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A seed >= 2^63 ran inference, then crashed writing aggregate.csv (and every later rebuild).
+    def no_load(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded although a setting is out of range")
+
+    monkeypatch.setattr(ClipPlugin, "load", no_load)
+    flags, model_args, expected = SETTING_CASES[case]
+    model = small_batch_clip
+    for key, value in model_args.items():
+        model = re.sub(rf"{key}=[^,\]]*", f"{key}={value}", model)
+    err = fails(*eval_argv(results, *flags, model=model))
+    for fragment in expected:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("seed", ["-1", TOO_BIG])
+def test_spec_seed_out_of_range_is_named(
+    seed: str, tmp_path: Path, tiny_spec: Path, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    bad = tmp_path / "tinybench.toml"
+    bad.write_text(tiny_spec.read_text().replace("seed = 42", f"seed = {seed}"))
+    err = fails(*eval_argv(results, spec=bad))
+    assert f"{bad}: seed: " in err and "[0, 2^63)" in err, err

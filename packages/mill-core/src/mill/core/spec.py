@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from attrs import evolve, field, frozen
 
+from mill.core.arguments import SEEDS
 from mill.core.convert import structure
 from mill.core.errors import SpecError
 from mill.core.task_kind import UnknownKindError, Variant, get_kind
@@ -265,6 +266,9 @@ def load_spec(file: Path) -> Spec:
     parsed = _structure(data, _SpecFile, file, "")
     assert isinstance(variants_data, dict)
     check_name(parsed.name, file, "name")
+    seed_problem = SEEDS.problem(parsed.seed)
+    if seed_problem:
+        raise SpecError(f"{file}: seed: {seed_problem}")
     classnames, classes_raw = _classnames(parsed, file)
     parent_indices: tuple[int, ...] | None = None
     label_map: dict[int, int] | None = None
