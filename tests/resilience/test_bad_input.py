@@ -67,6 +67,7 @@ SPEC_CASES = {
         ("[variants.tinybench_mcq]", '[variants."../../../x/pwned"]'),
         ["tinybench.toml", 'variants."../../../x/pwned"', "not a valid name"],
     ),
+    "no_templates": (('list = ["a photo of a {c}.", "{c}"]', "list = []"), ["tinybench.toml", "templates.list"]),
     "absolute_variant_name": (
         ("[variants.tinybench]", '[variants."/tmp/x/pwned"]'),
         ["tinybench.toml", 'variants."/tmp/x/pwned"', "not a valid name"],

@@ -42,6 +42,25 @@ def test_damaged_chunks_are_named_set_aside_and_recomputed(tmp_path: Path, eval_
     assert json.loads((out / PARQUET.with_suffix(".json")).read_text())["n_reused"] == 60 - 3 * 8
 
 
+def test_a_damaged_run_record_is_set_aside_and_the_run_goes_on(tmp_path: Path, eval_argv: Any, run_mill: Any) -> None:
+    out = tmp_path / "out"
+    assert run_mill(*eval_argv(out)).code == 0
+    reference = pl.read_parquet(out / PARQUET)
+    (run_dir,) = (out / RUNS_DIR).iterdir()
+    record = run_dir / "run.json"
+    damaged = record.read_bytes()[:20]  # a partial copy: it used to end the command with a JSON traceback
+    record.write_bytes(damaged)
+
+    again = run_mill(*eval_argv(out))
+    assert again.code == 0, again.err
+    (warning,) = [line for line in again.err.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {record} is damaged") and "new run id" in warning
+    assert (run_dir / "damaged" / "run.json").read_bytes() == damaged
+    assert json.loads(record.read_text())["identity"]
+    assert_frame_equal(pl.read_parquet(out / PARQUET), reference)
+    assert json.loads((out / PARQUET.with_suffix(".json")).read_text())["n_reused"] == 60
+
+
 def test_a_damaged_aggregate_is_kept_and_mill_verify_rebuilds_it(tmp_path: Path, eval_argv: Any, run_mill: Any) -> None:
     out = tmp_path / "out"
     assert run_mill(*eval_argv(out)).code == 0

@@ -360,6 +360,23 @@ def test_a_resumed_run_gets_back_what_its_backend_reported_at_the_last_commit(tm
     assert third.resumed_from is None and third.started_at == 3
 
 
+def test_a_full_disk_while_recording_run_info_ends_the_run_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mill.core.chunks as chunks
+
+    real = chunks.write_json_atomic
+
+    def full(target: Path, data: Mapping[str, Any]) -> None:
+        if target.name == "run_info.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        real(target, data)
+
+    monkeypatch.setattr(chunks, "write_json_atomic", full)
+    with pytest.raises(ResultsError, match=r"cannot write \S+/run_info\.json \(No space left on device\); \d+ of 10"):
+        _run(tmp_path, ShrinkingBackend())
+
+
 # --- A second kind through the same engine: letter likelihood, next to a generative variant ---------------
 
 PROMPT = "Which one?\n{options}\nAnswer with the letter."

@@ -178,3 +178,18 @@ def test_names_that_are_no_file_names_are_refused(spec_copy: Path, old: str, new
     with pytest.raises(SpecError) as error:
         load_spec(spec_copy)
     assert str(error.value).startswith(f"{spec_copy}: {key}: ") and "is not a valid name" in str(error.value)
+
+
+def test_class_file_that_is_not_utf8_is_named(spec_copy: Path) -> None:
+    classes = spec_copy.parent / "imagenet_classnames.txt"
+    classes.write_bytes(classes.read_bytes().replace(b"tench", b"t\xe9nch", 1))  # Latin-1, as an old editor saves
+    with pytest.raises(SpecError, match=r"imagenet\.toml: classes\.file: .*imagenet_classnames\.txt is not UTF-8"):
+        load_spec(spec_copy)
+
+
+@pytest.mark.parametrize("empty", ["list = []", 'file = "empty.txt"'])
+def test_a_spec_without_templates_is_refused(spec_copy: Path, empty: str) -> None:
+    (spec_copy.parent / "empty.txt").write_text("\n\n")
+    _edit(spec_copy, 'file = "imagenet_templates.txt"', empty)
+    with pytest.raises(SpecError, match=r"imagenet\.toml: templates\.(list|file: empty\.txt): no template"):
+        load_spec(spec_copy)

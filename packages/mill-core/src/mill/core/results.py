@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from attrs import asdict, frozen
-from filelock import FileLock
 
 from mill.core.atomic import atomic_path, remove_stale_temporaries, write_parquet_atomic
 from mill.core.checksum import damage_of, sha256_bytes, sha256_file, sidecar_path, write_sidecar
 from mill.core.errors import DamagedResultsError, ResultsError, ResultsWriteError
-from mill.core.lock import file_lock
+from mill.core.lock import results_lock
 from mill.core.metrics import MetricValue
 
 AGGREGATE_FILE = "aggregate.csv"
@@ -121,6 +122,14 @@ def ensure_output_dir(path: Path) -> Path:
             f"cannot create the output directory {path} ({exc.strerror}); "
             "choose another with --output_dir or MILL_OUTPUT_DIR"
         ) from None
+    try:  # an existing directory may still refuse writes (read-only, someone else's): say so before any work
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ResultsError(
+            f"cannot write in the output directory {path} ({exc.strerror}); "
+            "fix its permissions, or choose another with --output_dir or MILL_OUTPUT_DIR"
+        ) from None
     return path
 
 
@@ -138,8 +147,8 @@ def read_aggregate(output_dir: Path) -> pl.DataFrame:
             return _read_checked(output_dir)
 
 
-def _aggregate_lock(output_dir: Path) -> FileLock:
-    return file_lock(output_dir / f"{AGGREGATE_FILE}.lock")
+def _aggregate_lock(output_dir: Path) -> AbstractContextManager[None]:
+    return results_lock(output_dir / f"{AGGREGATE_FILE}.lock")
 
 
 def _read_checked(output_dir: Path) -> pl.DataFrame:

@@ -187,7 +187,11 @@ def _read_lines(file: Path, relative: str, key: str) -> tuple[tuple[str, ...], b
         raise SpecError(
             f"{file}: {key}: cannot read {target} ({exc.strerror}); the path is relative to the spec file"
         ) from None
-    lines = tuple(line.strip() for line in raw.decode("utf-8").splitlines() if line.strip())
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{file}: {key}: {target} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
     return lines, raw
 
 
@@ -277,6 +281,9 @@ def load_spec(file: Path) -> Spec:
         classnames, parent_indices, label_map, subset_raw = _subset(parsed.classes.subset, classnames, file)
     variants = {name: _variant(name, value, file, len(classnames)) for name, value in variants_data.items()}
     templates, templates_raw = _inline_or_file(parsed.templates.list, parsed.templates.file, file, "templates", "list")
+    if not templates:
+        where = "templates.list" if parsed.templates.list is not None else f"templates.file: {parsed.templates.file}"
+        raise SpecError(f"{file}: {where}: no template; give at least one, with a {{c}} placeholder")
     for index, template in enumerate(templates):
         if "{c}" not in template:
             raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")
