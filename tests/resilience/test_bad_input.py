@@ -267,3 +267,44 @@ def test_spec_seed_out_of_range_is_named(
     bad.write_text(tiny_spec.read_text().replace("seed = 42", f"seed = {seed}"))
     err = fails(*eval_argv(results, spec=bad))
     assert f"{bad}: seed: " in err and "[0, 2^63)" in err, err
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:99", "tpu"])
+def test_a_device_this_machine_lacks_is_named(
+    device: str, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    # No machine Mill runs on has both an mps and a cuda device, nor 100 GPUs.
+    err = fails(*eval_argv(results, "--device", device))
+    assert (f"device={device!r}" in err and "--device" in err) or "is not a torch device" in err, err
+
+
+@pytest.mark.parametrize("content", ["text", "list", "tensor"])
+def test_a_checkpoint_that_holds_no_state_dict_is_named(
+    content: str, tmp_path: Path, tiny_clip: Any, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    import torch
+
+    checkpoint = tmp_path / "weights.pt"
+    if content == "text":
+        checkpoint.write_text("root:x:0:0:root:/root:/bin/bash\n")  # pretrained=/etc/passwd, in effect
+    else:
+        torch.save([1, 2, 3] if content == "list" else torch.zeros(3), checkpoint)
+    model = f"clip[path={tiny_clip.config_path},pretrained={checkpoint},dtype=float32,batch_size=4,num_workers=0]"
+    err = fails(*eval_argv(results, model=model))
+    assert str(checkpoint) in err and "pretrained" in err, err
+
+
+def test_an_hf_folder_without_model_type_is_named(
+    tmp_path: Path, vlm_dir: Path, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "no-model-type"
+    shutil.copytree(vlm_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    argv = eval_argv(results, model=f"hf[path={folder},dtype=float32,batch_size=4,num_workers=0]")
+    argv[argv.index("tinybench")] = "tinybench_mcq"
+    err = fails(*argv)
+    assert str(folder) in err and "model_type" in err, err

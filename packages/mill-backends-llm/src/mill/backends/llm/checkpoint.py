@@ -135,6 +135,11 @@ class Checkpoint:
                 f"model {self.path!r} is not an image-text-to-text model that transformers can load "
                 f"for generation ({text.splitlines()[0]})"
             )
+        if isinstance(error, ValueError) and "model_type" in text:
+            return ModelNotFoundError(
+                f"model {self.path!r}: its config.json names no model type transformers knows "
+                f'({text.splitlines()[0]}); a folder written by save_pretrained has a "model_type" key there'
+            )
         if isinstance(error, OSError):
             where = "the local directory" if self.locate() is not None else "the Hugging Face Hub or its cache"
             return ModelNotFoundError(

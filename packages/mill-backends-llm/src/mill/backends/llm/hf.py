@@ -20,6 +20,7 @@ from mill.backends.llm.letters import FloatArray
 from mill.backends.llm.messages import render_prompt
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.batch_size import AdaptiveBatchSize
+from mill.core.device import checked_device
 from mill.core.errors import BackendArgumentError
 
 DEFAULT_BATCH_SIZE = 8
@@ -57,6 +58,8 @@ class HfBackend(GenerativeBackend):
 
         checkpoint = Checkpoint(args.path, backend, args.revision, args.trust_remote_code)
         device = run_setting(args.device, context.device, "cuda" if torch.cuda.is_available() else "cpu")
+        if args.device_map is None:
+            checked_device(device, f"{backend} backend", torch)
         batch_size = run_setting(args.batch_size, context.batch_size, DEFAULT_BATCH_SIZE)
         num_workers = run_setting(args.num_workers, context.num_workers, 0)
         processor = _load_processor(checkpoint, args)
