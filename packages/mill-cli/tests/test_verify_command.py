@@ -55,3 +55,12 @@ def test_a_lock_file_that_is_a_symlink_is_never_followed(mill: Mill, tmp_path: P
     (line,) = [line for line in outcome.err.splitlines() if line.startswith("error:")]
     assert f"the lock file {tmp_path / 'aggregate.csv.lock'} is a symbolic link" in line
     assert precious.read_text() == "not a lock"
+
+
+def test_verify_of_a_directory_that_does_not_exist_is_an_error(mill: Mill, tmp_path: Path) -> None:
+    # It used to say "0 verified" and exit 0: a typo in --output_dir passed for a clean bill.
+    for argv in ([], ["--rebuild"]):
+        outcome = mill("verify", "--output_dir", str(tmp_path / "typo"), *argv)
+        assert outcome.code == EXIT_USER_ERROR
+        assert outcome.err.startswith(f"error: the output directory {tmp_path / 'typo'} does not exist")
+    assert not (tmp_path / "typo").exists()

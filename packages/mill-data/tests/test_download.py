@@ -321,7 +321,7 @@ def _hub_raising(monkeypatch: pytest.MonkeyPatch, root: Path, errors: list[BaseE
 
 
 URL = "https://huggingface.co/datasets/owner/name/resolve/main/test/0.tar"
-LOGIN = "run `huggingface-cli login` (or set HF_TOKEN)"
+LOGIN = "run `hf auth login` (or set HF_TOKEN)"
 
 
 @pytest.mark.parametrize(
@@ -353,7 +353,7 @@ def test_hub_errors_read_like_http_ones(
         resolve_shards("hf://datasets/owner/name", split="test", cache_dir=tmp_path, benchmark="bench")
     first, *hint = str(caught.value).splitlines()
     assert first == expected
-    assert "huggingface-cli download owner/name" in hint[-1]
+    assert "hf download owner/name" in hint[-1]
     assert calls == ["test/0.tar"]  # not retried
     # The hub's partial file stays for the next run to resume.
     assert list(tmp_path.rglob("*.incomplete"))

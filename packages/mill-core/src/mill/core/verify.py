@@ -22,7 +22,7 @@ import polars as pl
 from attrs import asdict, frozen
 
 from mill.core.checksum import MANIFEST_HASH_KEY, manifest_digest, sha256_file
-from mill.core.errors import DamagedResultsError
+from mill.core.errors import DamagedResultsError, ResultsError
 from mill.core.metrics import MetricValue
 from mill.core.results import (
     AGGREGATE_SCHEMA,
@@ -74,7 +74,9 @@ def verify(output_dir: Path) -> list[RowCheck]:
 
     Raises:
         DamagedResultsError: ``aggregate.csv`` itself is damaged (``--rebuild`` regenerates it).
+        ResultsError: ``output_dir`` does not exist (a typo must not pass for a clean bill).
     """
+    _check_exists(output_dir)
     aggregate = read_aggregate(output_dir)
     runs: dict[str, RunCheck] = {}
     checks = []
@@ -89,6 +91,14 @@ def verify(output_dir: Path) -> list[RowCheck]:
             status = Status.MISMATCHED if detail else Status.VERIFIED
         checks.append(RowCheck(row["model"], row["task"], row["metric"], output_file, status, detail))
     return checks
+
+
+def _check_exists(output_dir: Path) -> None:
+    if not output_dir.is_dir():
+        raise ResultsError(
+            f"the output directory {output_dir} does not exist; give the one `mill eval` wrote to with --output_dir "
+            "(or MILL_OUTPUT_DIR)"
+        )
 
 
 def check_run(output_dir: Path, output_file: str) -> RunCheck:
@@ -203,8 +213,10 @@ def rebuild(output_dir: Path) -> Rebuilt:
     The previous file is kept beside as ``aggregate.csv.{time}.bak``.
 
     Raises:
+        ResultsError: ``output_dir`` does not exist.
         ResultsWriteError: the new file could not be written.
     """
+    _check_exists(output_dir)
     runs: list[tuple[str, Sequence[AggregateRow]]] = []
     left_out: list[tuple[Path, str]] = []
     legacy: set[str] = set()

@@ -102,7 +102,7 @@ def refusal_message(url: str, status: int, *, hub_repo: str | None = None) -> st
         if hub_repo is not None:
             how = (
                 f"the dataset may be gated or private: accept its terms at https://huggingface.co/datasets/{hub_repo}"
-                " while logged in, then run `huggingface-cli login` (or set HF_TOKEN) on this machine"
+                " while logged in, then run `hf auth login` (or set HF_TOKEN) on this machine"
             )
         else:
             host = urllib.parse.urlsplit(url).hostname or "the host"
@@ -371,7 +371,7 @@ def _hub_failure(error: Exception, *, repo: str, url: str) -> Exception:
         # The hub answers "not found" for private datasets too, when no token is given.
         return DataError(
             f"cannot download {url}: dataset {repo} is not on the Hugging Face Hub (HTTP 404), or it is private:"
-            " check the name, or run `huggingface-cli login` (or set HF_TOKEN) with an account that can read it"
+            " check the name, or run `hf auth login` (or set HF_TOKEN) with an account that can read it"
         )
     if isinstance(error, hub.LocalEntryNotFoundError):
         return DataError(

@@ -133,8 +133,7 @@ def where_to_put_shards(source: str, split: str, benchmark: str | None) -> str:
     if source.startswith("hf://"):
         repo, _ = parse_hf_source(source)
         lines.append(
-            f"To download them: huggingface-cli download {repo} --repo-type dataset "
-            f"--include '{split}/*' --local-dir {local}"
+            f"To download them: hf download {repo} --repo-type dataset --include '{split}/*' --local-dir {local}"
         )
     return "\n".join(lines)
 
