@@ -18,7 +18,7 @@ from attrs import evolve, field, frozen
 from polars.testing import assert_frame_equal
 
 from mill.core.backend import Capabilities, ModelInfo, RunContext
-from mill.core.checksum import sidecar_path
+from mill.core.checksum import MANIFEST_HASH_KEY, manifest_digest, sidecar_path
 from mill.core.chunks import RUNS_DIR
 from mill.core.engine import PlannedRun, RunInterrupted, RunOptions, execute, load_backend, pick_variant
 from mill.core.errors import BackendArgumentError, DamagedResultsError, MillWarning, ResultsError
@@ -307,6 +307,20 @@ def test_a_damaged_aggregate_is_never_overwritten_and_rebuilds_from_the_manifest
     frame = read_aggregate(out)
     assert sorted(set(frame["seed"].to_list())) == [3, 7]
     assert [check.status for check in verify(out)] == [Status.VERIFIED] * 6
+
+
+def test_a_manifest_with_a_seed_no_aggregate_can_hold_is_left_out_of_a_rebuild(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rows = _run(tmp_path, FakeZeroShotBackend())
+    manifest_file = (out / rows[0].output_file).with_suffix(".json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest["seed"] = 2**63  # as an older Mill wrote it, before seeds were range-checked
+    manifest[MANIFEST_HASH_KEY] = manifest_digest(manifest)
+    manifest_file.write_text(json.dumps(manifest))
+    rebuilt = rebuild(out)
+    ((left_out, why),) = rebuilt.left_out
+    assert left_out == manifest_file and "expected an integer in [0, 2^63)" in why
+    assert rebuilt.n_rows == 0 and read_aggregate(out).is_empty()
 
 
 class ShrinkingBackend(FakeZeroShotBackend):

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 from attrs import asdict, frozen
 
-from mill.core.atomic import atomic_path, remove_stale_temporaries, write_parquet_atomic
+from mill.core.atomic import atomic_path, remove_stale_temporaries, write_bytes_atomic, write_parquet_atomic
 from mill.core.checksum import damage_of, sha256_bytes, sha256_file, sidecar_path, write_sidecar
 from mill.core.errors import DamagedResultsError, ResultsError, ResultsWriteError
 from mill.core.lock import results_lock
@@ -250,27 +250,48 @@ def _rewrite_aggregate(output_dir: Path, change: Callable[[pl.DataFrame], pl.Dat
         return _replace_aggregate(output_dir, change(_read_checked(output_dir)).select(list(AGGREGATE_SCHEMA)))
 
 
-def rebuild_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> tuple[Path, Path | None]:
-    """Replace ``aggregate.csv`` by ``rows`` (regenerated from the manifests), keeping the previous file,
-    damaged or not, as ``aggregate.csv.{UTC time}.bak``; returns the new file and the kept one (None if none).
+def rebuild_aggregate(
+    output_dir: Path, rows_from: Callable[[pl.DataFrame | None], Sequence[AggregateRow]]
+) -> tuple[Path, Path | None]:
+    """Replace ``aggregate.csv`` by ``rows_from(previous rows)`` (None when the file is damaged or absent),
+    keeping a copy of the previous file, damaged or not, as ``aggregate.csv.{UTC time}.bak``; returns the new
+    file and the copy (None if there was no file).
+
+    The lock is held from ``rows_from``'s first read to the last write, so an evaluation finishing meanwhile
+    adds its rows after the rebuild, never before it (where they would be dropped). The previous file is
+    copied, never moved: whatever signal arrives, ``aggregate.csv`` is the old file or the new one, and a
+    backup never takes another's name.
 
     Raises:
-        ResultsWriteError: a file could not be written or moved.
+        ResultsWriteError: a file could not be written.
     """
     path = output_dir / AGGREGATE_FILE
     ensure_output_dir(output_dir)
     with _aggregate_lock(output_dir):
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
-        kept = None
-        if path.exists():
-            kept = path.with_name(f"{AGGREGATE_FILE}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.bak")
-            try:
-                path.rename(kept)
-                sidecar_path(path).unlink(missing_ok=True)
-            except OSError as exc:
-                raise ResultsWriteError(kept, exc) from None
-        frame = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
+        try:
+            previous: pl.DataFrame | None = _read_checked(output_dir)
+        except DamagedResultsError:
+            previous = None
+        frame = pl.DataFrame([asdict(row) for row in rows_from(previous)], schema=AGGREGATE_SCHEMA)
+        kept = _keep_copy(path) if path.exists() else None
         return _replace_aggregate(output_dir, frame), kept
+
+
+def _keep_copy(path: Path) -> Path:
+    """Copy ``path`` (atomically) to ``{path}.{UTC time}.bak``, a name no other backup has; the caller holds
+    the lock, so no other Mill process picks the same name meanwhile."""
+    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    kept = path.with_name(f"{path.name}.{stamp}.bak")
+    n = 0
+    while kept.exists() or kept.is_symlink():
+        n += 1
+        kept = path.with_name(f"{path.name}.{stamp}.{n}.bak")
+    try:
+        write_bytes_atomic(kept, [path.read_bytes()])
+    except OSError as exc:
+        raise ResultsWriteError(kept, exc) from None
+    return kept
 
 
 def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
