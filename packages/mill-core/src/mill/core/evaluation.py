@@ -156,7 +156,14 @@ def evaluate(
         chunk_size=chunk_size_from_env(),
     )
     shown = progress or SilentProgress()
-    context = RunContext(cache_dir=cache, device=device, batch_size=batch_size, num_workers=num_workers, progress=shown)
+    context = RunContext(
+        cache_dir=cache,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=shown,
+        quiet=quiet,
+    )
     opener = open_data or installed_data_opener()
     results = []
     for run in planned:
