@@ -72,6 +72,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(plan.body) - 1}/{len(plan.body)}")
         self.end_headers()
+        if fault == "trickle":  # a byte at a time, never silent long enough for the timeout
+            for index in range(len(body)):
+                if self.server.release.is_set():
+                    break
+                try:
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    break
+                self.server.release.wait(0.02)
+            self.close_connection = True
+            return
         if fault in ("stall", "drop"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -191,6 +203,39 @@ def test_a_server_that_keeps_stalling_says_it_timed_out(server: Any, tmp_path: P
         "bytes ($MILL_HTTP_TIMEOUT sets how long to wait) (gave up after 2 attempts)"
     )
     assert _files(tmp_path) == []
+
+
+def test_a_server_trickling_under_the_minimum_rate_is_abandoned_like_a_stall(
+    server: Any, tmp_path: Path, sleeps: list[float]
+) -> None:
+    # A byte every 20 ms never trips the timeout (it covers only silence); 50 bytes/s is under 1000.
+    plan = server.plans["/0.tar"] = Plan(faults=["trickle"])
+    _fetch(server, "/0.tar", tmp_path / "0.tar", sleeps, min_rate=1000, rate_window_s=0.5)
+    assert (tmp_path / "0.tar").read_bytes() == BODY
+    assert len(plan.seen) == 2 and plan.seen[1]["range"] is not None  # resumed after what trickled in
+
+
+def test_a_server_that_keeps_trickling_is_named_with_the_rate(server: Any, tmp_path: Path, sleeps: list[float]) -> None:
+    server.plans["/0.tar"] = Plan(faults=["trickle"] * 3)
+    with pytest.raises(DataError) as caught:
+        _fetch(server, "/0.tar", tmp_path / "0.tar", sleeps, retries=1, min_rate=1000, rate_window_s=0.5)
+    message = str(caught.value)
+    assert re.fullmatch(
+        rf"cannot download {re.escape(server.url)}/0\.tar: the server sent \d+ bytes in the last 0\.5 s, under 1000 "
+        r"bytes/s \(\$MILL_HTTP_MIN_RATE and \$MILL_HTTP_RATE_WINDOW set the limit\) after \d+ of 102400 bytes "
+        r"\(gave up after 2 attempts\)",
+        message,
+    ), message
+    assert _files(tmp_path) == []
+
+
+def test_default_transfer_deadline_is_1_kib_per_second_over_a_minute() -> None:
+    policy = RetryPolicy.from_env({})
+    assert (policy.min_rate, policy.rate_window_s) == (1024, 60)
+    custom = RetryPolicy.from_env({"MILL_HTTP_MIN_RATE": "0", "MILL_HTTP_RATE_WINDOW": "10"})
+    assert (custom.min_rate, custom.rate_window_s) == (0, 10)
+    with pytest.raises(DataError, match=r"\$MILL_HTTP_MIN_RATE is 'fast': set it to a number of bytes per second"):
+        RetryPolicy.from_env({"MILL_HTTP_MIN_RATE": "fast"})
 
 
 def test_server_errors_are_retried(server: Any, tmp_path: Path, sleeps: list[float]) -> None:
