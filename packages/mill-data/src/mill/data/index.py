@@ -1,7 +1,9 @@
 """An index of a shard: every sample's key and where its members lie in the tar file.
 
 Indexing reads tar headers only (no image decoding), so a 50k-sample dataset is indexed in seconds, and
-each shard's index is cached as JSON keyed by the file's absolute path, size and mtime so it is read once.
+each shard's index is cached as JSON keyed by the file's absolute path and stat stamp (size, mtime, inode,
+ctime) so it is read once, and again after any change to the file (``cp -p`` and ``rsync -t`` keep the size
+and mtime, not the inode or ctime).
 Batches are then read by seeking to a member's offset, which lets workers split a shard between them.
 
 A cached index carries the sha256 of its samples and is checked against the shard (every member inside
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,6 +24,7 @@ from typing import Any, BinaryIO
 from attrs import frozen
 
 from mill.core.cachefile import write_cache
+from mill.core.checksum import file_stamp
 from mill.core.errors import DataError
 from mill.data.source import ShardInfo
 
@@ -78,7 +82,7 @@ def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) 
     stat = shard.path.stat()
     if cache_dir is None:
         return ShardIndex(shard=shard, samples=_scan(shard, label_member=label_member, file_size=stat.st_size))
-    cache_file = cache_dir / "index" / f"{index_cache_key(shard.path, stat.st_size, stat.st_mtime_ns)}.json"
+    cache_file = cache_dir / "index" / f"{index_cache_key(shard.path, stat)}.json"
     cached = _read_cache(cache_file, label_member, file_size=stat.st_size)
     if cached is not None:
         return ShardIndex(shard=shard, samples=cached)
@@ -98,9 +102,11 @@ def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) 
     return ShardIndex(shard=shard, samples=samples)
 
 
-def index_cache_key(path: Path, size: int, mtime_ns: int) -> str:
-    """A file name for the cached index of the file at ``path`` as it is now (pure)."""
-    return hashlib.sha256(f"{path.resolve()}\0{size}\0{mtime_ns}".encode()).hexdigest()[:32]
+def index_cache_key(path: Path, stat: os.stat_result) -> str:
+    """A file name for the cached index of the file at ``path`` as ``stat`` finds it: any change to its stamp
+    (:func:`~mill.core.checksum.file_stamp`: size, mtime, inode, ctime) is a new index (pure)."""
+    stamp = "\0".join(str(value) for value in file_stamp(stat).values())
+    return hashlib.sha256(f"{path.resolve()}\0{stamp}".encode()).hexdigest()[:32]
 
 
 def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple[IndexedSample, ...] | None:
