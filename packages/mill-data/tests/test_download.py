@@ -7,6 +7,7 @@ import errno
 import http.server
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from attrs import Factory, define
 from huggingface_hub import utils as hub_errors
 
 from mill.core.errors import DataError
-from mill.data.download import RetryPolicy, fetch, refusal_message
+from mill.data.download import RetryPolicy, fetch, refusal_message, retry_hub
 from mill.data.source import resolve_shards
 
 BODY = bytes(range(256)) * 400  # 100 KiB, every byte position recognisable
@@ -236,6 +237,36 @@ def test_default_transfer_deadline_is_1_kib_per_second_over_a_minute() -> None:
     assert (custom.min_rate, custom.rate_window_s) == (0, 10)
     with pytest.raises(DataError, match=r"\$MILL_HTTP_MIN_RATE is 'fast': set it to a number of bytes per second"):
         RetryPolicy.from_env({"MILL_HTTP_MIN_RATE": "fast"})
+
+
+def test_a_host_that_does_not_resolve_fails_at_once(tmp_path: Path, sleeps: list[float]) -> None:
+    # An offline machine: retrying for half a minute would cure nothing. (.invalid never resolves, RFC 6761.)
+    url = "http://mill-test.invalid/0.tar"
+    with pytest.raises(DataError, match=rf"cannot download {re.escape(url)}: the host name does not resolve"):
+        fetch(url, tmp_path / "0.tar", policy=RetryPolicy(backoff_s=5), sleep=sleeps.append)
+    assert sleeps == []  # no retry, so no wait
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [socket.gaierror(socket.EAI_NONAME, "Name or service not known"), OSError(errno.ENETUNREACH, "unreachable")],
+)
+def test_an_unreachable_hub_fails_at_once_and_a_refused_connection_is_retried(
+    cause: OSError, sleeps: list[float]
+) -> None:
+    def offline() -> None:
+        raise ConnectionError("cannot connect") from cause
+
+    with pytest.raises(DataError, match=r"cannot reach the Hugging Face Hub: .*is this machine offline\?"):
+        retry_hub(offline, repo="o/n", url="hf://datasets/o/n/test/0.tar", policy=RetryPolicy(), sleep=sleeps.append)
+    assert sleeps == []
+
+    def refused() -> None:
+        raise ConnectionError("cannot connect") from ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+
+    with pytest.raises(DataError, match=r"gave up after 6 attempts"):
+        retry_hub(refused, repo="o/n", url="hf://datasets/o/n/test/0.tar", policy=RetryPolicy(), sleep=sleeps.append)
+    assert sleeps == [1, 2, 4, 8, 16]
 
 
 def test_server_errors_are_retried(server: Any, tmp_path: Path, sleeps: list[float]) -> None:

@@ -4,7 +4,8 @@ A download goes to a ``.part`` file beside its target and is renamed into place 
 arrived, so a file at its final path is always whole. A server that stops sending for ``MILL_HTTP_TIMEOUT``
 seconds (default 30), drops the connection, or answers 5xx/429 is retried 5 times, waiting 1, 2, 4, 8 and
 16 s (``MILL_HTTP_BACKOFF`` scales the first wait); each retry asks only for the missing bytes with an HTTP
-Range request and starts over when the server ignores it (200 instead of 206). A server that keeps sending, but
+Range request and starts over when the server ignores it (200 instead of 206). A host that does not resolve or
+cannot be routed to (an offline machine) fails at once: no retry would cure it. A server that keeps sending, but
 too slowly to ever finish (under ``MILL_HTTP_MIN_RATE`` bytes/s, default 1024, over the last
 ``MILL_HTTP_RATE_WINDOW`` seconds, default 60), is treated as a stall. A refusal (401/403), a
 missing file (404) or a full disk is not retried: it raises a :class:`DataError` saying what to do, and the
@@ -23,6 +24,7 @@ import netrc
 import os
 import re
 import secrets
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -270,6 +272,8 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
             raise Transient(f"the server answered HTTP {error.code} {error.reason}") from None
         raise DataError(refusal_message(url, error.code)) from None
     except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        if unreachable := _unreachable(error):
+            raise DataError(f"cannot download {url}: {unreachable}") from None
         raise Transient(_network_reason(error, policy)) from None
     with response:
         if response.status == 206:
@@ -325,6 +329,23 @@ class _Rate:
             f"the server sent {self._in_window} bytes in the last {window:g} s, under {self._policy.min_rate:g} "
             f"bytes/s (${MIN_RATE_ENV} and ${RATE_WINDOW_ENV} set the limit)"
         )
+
+
+#: Failures no retry cures within minutes: the host name does not resolve, or there is no route to it.
+_NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+def _unreachable(error: BaseException | None) -> str | None:
+    """Why the server cannot be reached from this machine at all (offline, no DNS, no route), or None when the
+    failure may pass (a timeout, a refused or dropped connection): those are retried, these end at once (pure)."""
+    while error is not None:
+        if isinstance(error, socket.gaierror):
+            return f"the host name does not resolve ({error.strerror or error}); is this machine offline?"
+        if isinstance(error, OSError) and error.errno in _NO_ROUTE:
+            return f"no route to the server ({error.strerror}); is this machine offline?"
+        reason = getattr(error, "reason", None)
+        error = reason if isinstance(reason, BaseException) else error.__cause__ or error.__context__
+    return None
 
 
 def _progress(part: _Part | None) -> str:
@@ -442,6 +463,8 @@ def _hub_failure(error: Exception, *, repo: str, url: str) -> Exception:
     if _is_timeout(error):
         # The hub client keeps its own timeout, read when it is imported.
         return Transient("no data from the Hugging Face Hub in time ($HF_HUB_DOWNLOAD_TIMEOUT sets how long to wait)")
+    if unreachable := _unreachable(error):
+        return DataError(f"cannot download {url}: cannot reach the Hugging Face Hub: {unreachable}")
     if isinstance(error, ConnectionError) or "connect" in type(error).__name__.lower():
         return Transient(f"cannot reach the Hugging Face Hub ({error})")
     return DataError(f"cannot download {url}: {error}")
