@@ -43,6 +43,7 @@ LABELS = [i % N_CLASSES for i in range(10)]
 class Shard:
     name: str
     size: int
+    sha256: str | None = None
 
 
 @frozen

@@ -21,17 +21,17 @@ import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from mill.core.cachefile import write_cache
-from mill.core.checksum import file_stamp
+from mill.core.checksum import file_stamp, sha256_file
 from mill.core.errors import DataError
 from mill.data.source import ShardInfo
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the cached JSON layout changes, so old caches are ignored rather than misread.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 #: Extensions tried, in this order, when no member has the spec's image member name.
 IMAGE_EXTENSIONS = ("webp", "jpg", "jpeg", "png")
 #: A label member larger than this is not an ASCII integer; refusing it keeps indexing headers-only fast.
@@ -81,12 +81,15 @@ def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) 
     """
     stat = shard.path.stat()
     if cache_dir is None:
-        return ShardIndex(shard=shard, samples=_scan(shard, label_member=label_member, file_size=stat.st_size))
+        samples = _scan(shard, label_member=label_member, file_size=stat.st_size)
+        return ShardIndex(shard=evolve(shard, sha256=sha256_file(shard.path)), samples=samples)
     cache_file = cache_dir / "index" / f"{index_cache_key(shard.path, stat)}.json"
     cached = _read_cache(cache_file, label_member, file_size=stat.st_size)
     if cached is not None:
-        return ShardIndex(shard=shard, samples=cached)
+        return ShardIndex(shard=evolve(shard, sha256=cached[1]), samples=cached[0])
     samples = _scan(shard, label_member=label_member, file_size=stat.st_size)
+    # Read once, while the file is indexed: its stamp keys the cache, so a changed file is hashed again.
+    content_sha256 = sha256_file(shard.path)
     entries = [
         {"key": s.key, "members": {e: [m.offset, m.size] for e, m in s.members.items()}, "label": s.label_text}
         for s in samples
@@ -96,10 +99,11 @@ def index_shard(shard: ShardInfo, *, label_member: str, cache_dir: Path | None) 
         "path": str(shard.path.resolve()),
         "label_member": label_member,
         "sha256": _entries_sha256(entries),
+        "content_sha256": content_sha256,
         "samples": entries,
     }
     write_cache(cache_file, lambda tmp: tmp.write_text(json.dumps(payload, separators=(",", ":"))))
-    return ShardIndex(shard=shard, samples=samples)
+    return ShardIndex(shard=evolve(shard, sha256=content_sha256), samples=samples)
 
 
 def index_cache_key(path: Path, stat: os.stat_result) -> str:
@@ -109,9 +113,10 @@ def index_cache_key(path: Path, stat: os.stat_result) -> str:
     return hashlib.sha256(f"{path.resolve()}\0{stamp}".encode()).hexdigest()[:32]
 
 
-def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple[IndexedSample, ...] | None:
-    """The cached samples, or None when there is no usable cache (missing, of another layout, or damaged:
-    unreadable, failing its checksum, or pointing outside the shard, which is rebuilt with a warning)."""
+def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple[tuple[IndexedSample, ...], str] | None:
+    """The cached samples and the shard's content sha256, or None when there is no usable cache (missing, of
+    another layout, or damaged: unreadable, failing its checksum, or pointing outside the shard, which is rebuilt
+    with a warning)."""
     try:
         data = cache_file.read_bytes()
     except FileNotFoundError:
@@ -126,6 +131,9 @@ def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple
         entries = payload["samples"]
         if payload.get("sha256") != _entries_sha256(entries):
             raise ValueError("its checksum does not match")
+        content_sha256 = payload["content_sha256"]
+        if not isinstance(content_sha256, str):
+            raise ValueError("it records no content hash")
         samples = tuple(
             IndexedSample(
                 key=str(s["key"]),
@@ -140,7 +148,7 @@ def _read_cache(cache_file: Path, label_member: str, *, file_size: int) -> tuple
     if any(m.offset < 0 or m.offset + m.size > file_size for s in samples for m in s.members.values()):
         log.warning("shard index cache %s points past the end of its shard; re-indexing the shard", cache_file)
         return None
-    return samples
+    return samples, content_sha256
 
 
 def _entries_sha256(entries: Any) -> str:

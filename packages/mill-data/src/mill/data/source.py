@@ -48,6 +48,8 @@ class ShardInfo:
     name: str
     path: Path
     size: int
+    #: The hex sha256 of the file, once it is indexed (:func:`mill.data.index.index_shard`).
+    sha256: str | None = None
 
 
 def choose_source(
