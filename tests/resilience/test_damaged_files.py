@@ -125,6 +125,8 @@ def test_a_shard_changed_at_the_same_size_is_a_new_run_not_a_resumed_one(
 
     again = run_mill(*argv)
     assert again.code == 0, again.err
+    (warning,) = [line for line in again.err.splitlines() if line.startswith("warning:")]
+    assert "the content of shard(s) test/0.tar changed" in warning and "starts afresh" in warning
     manifest = json.loads((out / PARQUET.with_suffix(".json")).read_text())
     assert manifest["n_reused"] == 0  # it used to resume every committed sample, and write the stale accuracy
     frame = pl.read_parquet(out / PARQUET)

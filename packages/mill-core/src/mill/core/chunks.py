@@ -244,6 +244,8 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
                 f"{record_file} records another run than this one (its digest collides); delete {path} and run again"
             )
     if record is None:
+        if not overwrite and not damaged:
+            _say_if_content_changed(path, identity)
         for leftover in [] if damaged else path.iterdir():
             name = leftover.name.removesuffix(SIDECAR_SUFFIX)
             stem = leftover.with_name(name)
@@ -259,6 +261,34 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
         except OSError as exc:
             raise ResultsWriteError(record_file, exc) from None
     return record
+
+
+def _say_if_content_changed(path: Path, identity: RunIdentity) -> None:
+    """Warn when another run directory beside ``path`` holds this same run but for the content of some shards:
+    the new run starts afresh, and the user should know that it is because the data changed."""
+    mine = identity.as_dict()
+    names = [shard[:2] for shard in mine["shards"]]
+    for other in sorted(path.parent.glob(f"*/{RUN_FILE}")):
+        if other.parent == path:
+            continue
+        try:
+            theirs = json.loads(other.read_text(encoding="utf-8")).get("identity")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(theirs, dict) or {**theirs, "shards": None} != {**mine, "shards": None}:
+            continue
+        shards = theirs.get("shards")
+        if not isinstance(shards, list) or [list(shard[:2]) for shard in shards] != [list(n) for n in names]:
+            continue
+        changed = [new[0] for old, new in zip(shards, mine["shards"], strict=True) if list(old) != list(new)]
+        warnings.warn(
+            f"the content of shard(s) {', '.join(changed)} changed since the run committed in {other.parent} "
+            "(same names and sizes, another sha256): this run starts afresh rather than resume samples computed "
+            "on the old content",
+            MillWarning,
+            stacklevel=4,
+        )
+        return
 
 
 def _read_record(record_file: Path) -> dict[str, Any] | None:
