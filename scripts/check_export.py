@@ -2,7 +2,7 @@
 
 Run it after downloading an export (this needs network access; the check itself does not), e.g.:
 
-    huggingface-cli download clip-benchmark/wds_imagenet-a --repo-type dataset --local-dir data/imagenet_a
+    hf download clip-benchmark/wds_imagenet-a --repo-type dataset --local-dir data/imagenet_a
     python scripts/check_export.py imagenet_a data/imagenet_a
 
 It checks, and reports every mismatch (exit status 1 if any):

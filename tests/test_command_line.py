@@ -214,3 +214,25 @@ def test_the_heavy_library_check_can_fail() -> None:
         [sys.executable, "-c", script, "--help"], capture_output=True, text=True, env=_no_terminal_env(), check=False
     )
     assert "torch" in json.loads(done.stderr.rsplit("LOADED=", 1)[1])
+
+
+def test_quiet_shows_nothing_not_even_the_model_loading_bar(
+    tmp_path: Path, shards: Path, cache_dir: Path, vlm_model: str
+) -> None:
+    # transformers draws its own "Loading weights" bar, which --quiet let through.
+    env = _no_terminal_env(MILL_CACHE_DIR=str(cache_dir))
+    done = piped(
+        "eval",
+        vlm_model,
+        "imagenet",
+        "--data_dir",
+        str(shards),
+        "--limit",
+        "2",
+        "--output_dir",
+        str(tmp_path),
+        "--quiet",
+        env=env,
+    )
+    assert done.code == 0, done.err
+    assert done.err == "" and done.out == "", done.err

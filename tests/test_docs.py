@@ -218,3 +218,10 @@ def test_relative_links_resolve() -> None:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", file.read_text(encoding="utf-8")):
             if "://" not in target:
                 assert (file.parent / target).exists(), f"{file.relative_to(REPO)}: broken link {target}"
+
+
+def test_docs_and_messages_name_the_hf_command_that_current_hub_clients_install() -> None:
+    # huggingface_hub 1.x installs `hf` (hf download, hf auth login), no longer `huggingface-cli`.
+    sources = [*DOC_FILES, *sorted((REPO / "packages").glob("*/src/**/*.py")), *sorted((REPO / "scripts").glob("*.py"))]
+    stale = [str(path.relative_to(REPO)) for path in sources if "huggingface-cli" in path.read_text(encoding="utf-8")]
+    assert stale == []

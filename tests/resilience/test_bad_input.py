@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tarfile
 from collections.abc import Callable
@@ -60,6 +61,16 @@ SPEC_CASES = {
     "duplicate_classes": (
         ("count = 20", 'count = 20\noverrides = { 1 = "class 0" }'),
         ["tinybench.toml", "duplicate class name 'class 0'", "allow_duplicates"],
+    ),
+    # A variant name becomes a file name: a path in it would write outside --output_dir.
+    "variant_name_is_a_path": (
+        ("[variants.tinybench_mcq]", '[variants."../../../x/pwned"]'),
+        ["tinybench.toml", 'variants."../../../x/pwned"', "not a valid name"],
+    ),
+    "no_templates": (('list = ["a photo of a {c}.", "{c}"]', "list = []"), ["tinybench.toml", "templates.list"]),
+    "absolute_variant_name": (
+        ("[variants.tinybench]", '[variants."/tmp/x/pwned"]'),
+        ["tinybench.toml", 'variants."/tmp/x/pwned"', "not a valid name"],
     ),
 }
 
@@ -210,3 +221,90 @@ def test_output_dir_that_cannot_be_created_fails_before_the_model_loads(
     assert outcome.code == EXIT_USER_ERROR, outcome.err
     assert f"cannot create the output directory {blocker / 'results'}" in outcome.err
     assert "--output_dir" in outcome.err
+
+
+# --- numeric settings -----------------------------------------------------------------------------------
+
+TOO_BIG = str(2**63)
+SETTING_CASES = {
+    "seed_2_63": (("--seed", TOO_BIG), {}, ["--seed", TOO_BIG, "[0, 2^63)"]),
+    "negative_seed": (("--seed", "-1"), {}, ["--seed", "-1", "[0, 2^63)"]),
+    "huge_batch_flag": (("--batch_size", "10" * 12), {}, ["--batch_size", "10" * 12]),
+    "float_batch_size": ((), {"batch_size": "1e23"}, ["batch_size=1e+23", "integer"]),
+    "huge_batch_size": ((), {"batch_size": "1" + "0" * 23}, ["batch_size=1" + "0" * 23, "integer"]),
+    "huge_workers": ((), {"num_workers": "1" + "0" * 23}, ["num_workers=1" + "0" * 23, "integer"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SETTING_CASES))
+def test_numbers_out_of_range_fail_before_the_model_loads(
+    case: str,
+    small_batch_clip: str,
+    eval_argv: Any,
+    fails: Callable[..., str],
+    results: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A seed >= 2^63 ran inference, then crashed writing aggregate.csv (and every later rebuild).
+    def no_load(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded although a setting is out of range")
+
+    monkeypatch.setattr(ClipPlugin, "load", no_load)
+    flags, model_args, expected = SETTING_CASES[case]
+    model = small_batch_clip
+    for key, value in model_args.items():
+        model = re.sub(rf"{key}=[^,\]]*", f"{key}={value}", model)
+    err = fails(*eval_argv(results, *flags, model=model))
+    for fragment in expected:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("seed", ["-1", TOO_BIG])
+def test_spec_seed_out_of_range_is_named(
+    seed: str, tmp_path: Path, tiny_spec: Path, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    bad = tmp_path / "tinybench.toml"
+    bad.write_text(tiny_spec.read_text().replace("seed = 42", f"seed = {seed}"))
+    err = fails(*eval_argv(results, spec=bad))
+    assert f"{bad}: seed: " in err and "[0, 2^63)" in err, err
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:99", "tpu"])
+def test_a_device_this_machine_lacks_is_named(
+    device: str, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    # No machine Mill runs on has both an mps and a cuda device, nor 100 GPUs.
+    err = fails(*eval_argv(results, "--device", device))
+    assert (f"device={device!r}" in err and "--device" in err) or "is not a torch device" in err, err
+
+
+@pytest.mark.parametrize("content", ["text", "list", "tensor"])
+def test_a_checkpoint_that_holds_no_state_dict_is_named(
+    content: str, tmp_path: Path, tiny_clip: Any, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    import torch
+
+    checkpoint = tmp_path / "weights.pt"
+    if content == "text":
+        checkpoint.write_text("root:x:0:0:root:/root:/bin/bash\n")  # pretrained=/etc/passwd, in effect
+    else:
+        torch.save([1, 2, 3] if content == "list" else torch.zeros(3), checkpoint)
+    model = f"clip[path={tiny_clip.config_path},pretrained={checkpoint},dtype=float32,batch_size=4,num_workers=0]"
+    err = fails(*eval_argv(results, model=model))
+    assert str(checkpoint) in err and "pretrained" in err, err
+
+
+def test_an_hf_folder_without_model_type_is_named(
+    tmp_path: Path, vlm_dir: Path, eval_argv: Any, fails: Callable[..., str], results: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "no-model-type"
+    shutil.copytree(vlm_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    argv = eval_argv(results, model=f"hf[path={folder},dtype=float32,batch_size=4,num_workers=0]")
+    argv[argv.index("tinybench")] = "tinybench_mcq"
+    err = fails(*argv)
+    assert str(folder) in err and "model_type" in err, err

@@ -42,6 +42,25 @@ def test_damaged_chunks_are_named_set_aside_and_recomputed(tmp_path: Path, eval_
     assert json.loads((out / PARQUET.with_suffix(".json")).read_text())["n_reused"] == 60 - 3 * 8
 
 
+def test_a_damaged_run_record_is_set_aside_and_the_run_goes_on(tmp_path: Path, eval_argv: Any, run_mill: Any) -> None:
+    out = tmp_path / "out"
+    assert run_mill(*eval_argv(out)).code == 0
+    reference = pl.read_parquet(out / PARQUET)
+    (run_dir,) = (out / RUNS_DIR).iterdir()
+    record = run_dir / "run.json"
+    damaged = record.read_bytes()[:20]  # a partial copy: it used to end the command with a JSON traceback
+    record.write_bytes(damaged)
+
+    again = run_mill(*eval_argv(out))
+    assert again.code == 0, again.err
+    (warning,) = [line for line in again.err.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {record} is damaged") and "new run id" in warning
+    assert (run_dir / "damaged" / "run.json").read_bytes() == damaged
+    assert json.loads(record.read_text())["identity"]
+    assert_frame_equal(pl.read_parquet(out / PARQUET), reference)
+    assert json.loads((out / PARQUET.with_suffix(".json")).read_text())["n_reused"] == 60
+
+
 def test_a_damaged_aggregate_is_kept_and_mill_verify_rebuilds_it(tmp_path: Path, eval_argv: Any, run_mill: Any) -> None:
     out = tmp_path / "out"
     assert run_mill(*eval_argv(out)).code == 0
@@ -81,3 +100,34 @@ def test_a_damaged_aggregate_is_kept_and_mill_verify_rebuilds_it(tmp_path: Path,
     rows = [line.split("│")[1].strip() for line in checked.out.splitlines() if "tinybench" in line and "│" in line]
     assert sorted(rows) == ["mismatched"] * 3 + ["unverifiable"] * 3
     assert "3 verified" not in checked.err and "0 verified, 3 mismatched, 3 unverifiable" in checked.err
+
+
+def test_a_shard_changed_at_the_same_size_is_a_new_run_not_a_resumed_one(
+    tmp_path: Path, damaged_shards: Path, eval_argv: Any, run_mill: Any
+) -> None:
+    import os
+    import tarfile
+
+    out = tmp_path / "out"
+    argv = eval_argv(out, "--data_dir", str(damaged_shards))
+    assert run_mill(*argv).code == 0
+    shard = damaged_shards / "test" / "0.tar"
+    with tarfile.open(shard) as tar:
+        label = next(m for m in tar.getmembers() if m.name.endswith(".cls"))
+        key = label.name.split(".")[0]
+        old = tar.extractfile(label).read()  # type: ignore[union-attr]
+    new = b"9" if old.strip() != b"9" else b"8"
+    data = bytearray(shard.read_bytes())
+    stat = shard.stat()
+    data[label.offset_data : label.offset_data + 1] = new  # one label, same size, mtime kept
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    again = run_mill(*argv)
+    assert again.code == 0, again.err
+    (warning,) = [line for line in again.err.splitlines() if line.startswith("warning:")]
+    assert "the content of shard(s) test/0.tar changed" in warning and "starts afresh" in warning
+    manifest = json.loads((out / PARQUET.with_suffix(".json")).read_text())
+    assert manifest["n_reused"] == 0  # it used to resume every committed sample, and write the stale accuracy
+    frame = pl.read_parquet(out / PARQUET)
+    assert frame.filter(pl.col("key") == key)["gold"].to_list() == [int(new)]

@@ -81,3 +81,40 @@ def test_a_full_disk_ends_the_run_and_the_same_command_completes_it(
     assert_frame_equal(pl.read_parquet(out / PARQUET), pl.read_parquet(reference / PARQUET))
     verified = run_mill("verify", "--output_dir", str(out))
     assert verified.code == 0, verified.err
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """(a directory, a function that makes it read-only): a read-only mount when the test can mount one
+    (as root, whom permissions do not stop), else a directory without write permission."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        yield disk, lambda: [p.chmod(0o555) for p in [disk, *disk.rglob("*")] if p.is_dir()]  # type: ignore[func-returns-value]
+        for p in [disk, *disk.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o755)
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk, lambda: subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("command", ["eval", "rebuild"])
+def test_a_read_only_results_directory_is_one_error_line(
+    command: str, read_only: tuple[Path, Callable[[], None]], eval_argv: Any, run_mill: Any
+) -> None:
+    disk, make_read_only = read_only
+    out = disk / "results"
+    assert run_mill(*eval_argv(out)).code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    make_read_only()
+    argv = eval_argv(out) if command == "eval" else ["verify", "--rebuild", "--output_dir", str(out)]
+    outcome = run_mill(*argv)
+    assert outcome.code == 2, outcome.err
+    assert "Traceback" not in outcome.err
+    (line,) = [line for line in outcome.err.splitlines() if line.startswith("error:")]
+    assert str(out) in line and ("Read-only file system" in line or "Permission denied" in line), line
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -52,3 +52,22 @@ def test_index_is_written_with_the_users_umask_and_leaves_no_temporary(tmp_path:
         os.umask(old)
     assert (cache / checksum.INDEX_NAME).stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in cache.iterdir()) == [checksum.INDEX_NAME, checksum.INDEX_NAME + ".lock"]
+
+
+@pytest.mark.parametrize("how", ["in_place", "renamed_over"])
+def test_a_same_size_checkpoint_with_its_mtime_kept_is_hashed_again(tmp_path: Path, how: str) -> None:
+    # `cp -p` writes in place and `rsync -t` renames a new file over it; both keep size and mtime.
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"a" * 4096)
+    cache = tmp_path / "cache"
+    first = checksum.file_sha256(weights, cache_dir=cache)
+    stat = weights.stat()
+    if how == "in_place":
+        weights.write_bytes(b"b" * 4096)
+    else:
+        (tmp_path / "new.bin").write_bytes(b"b" * 4096)
+        os.replace(tmp_path / "new.bin", weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_size == stat.st_size and weights.stat().st_mtime_ns == stat.st_mtime_ns
+    again = checksum.file_sha256(weights, cache_dir=cache)
+    assert again == hashlib.sha256(b"b" * 4096).hexdigest() != first

@@ -73,6 +73,22 @@ def test_local_revision_follows_files(tiny_vlm: Path, tmp_path: Path) -> None:
     assert Checkpoint(str(copy), "hf").resolved_revision() != before
 
 
+def test_local_revision_follows_a_same_size_copy_that_keeps_the_mtime(tiny_vlm: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_vlm, copy)
+    weights = copy / "model.safetensors"
+    before = Checkpoint(str(copy), "hf").resolved_revision()
+    stat = weights.stat()
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(bytes(stat.st_size))  # another file of the same size, renamed over it as `rsync -t` does
+    os.replace(other, weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert Checkpoint(str(copy), "hf").resolved_revision() != before
+
+
 def test_hub_snapshot_revision_is_its_commit(tmp_path: Path) -> None:
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = tmp_path / "models--org--name" / "snapshots" / commit

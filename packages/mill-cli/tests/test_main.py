@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -182,6 +183,28 @@ def test_collect_all_includes_limit_runs(mill: Mill, results_dir: Path) -> None:
     rows = _csv_rows(outcome.out)
     assert {row["model"] for row in rows} == {CLIP_MODEL, VLM_MODEL, "smoke/model"}
     assert {row["metric"] for row in rows} == {"acc"}
+    # A --limit run's cell says how many samples it holds, and the legend says what that means.
+    assert {row["model"]: row["imagenet"] for row in rows}["smoke/model"] == "0.1250 (n=8)"
+    table = mill("collect", "--output_dir", str(results_dir), "--all", "--metric", "acc")
+    assert "0.1250 (n=8)" in table.out and "(n=N) a --limit run of N samples" in table.out
+
+
+def test_collect_names_an_unknown_metric_and_the_known_ones(mill: Mill, results_dir: Path) -> None:
+    outcome = mill("collect", "--output_dir", str(results_dir), "--metric", "accuracy")
+    assert outcome.code == EXIT_USER_ERROR
+    assert outcome.err.strip() == (
+        "error: --metric accuracy: no stored result has this metric; they have "
+        "acc, acc5, imagenet_mcq_acc, mean_per_class_recall, unparsed_rate"
+    )
+
+
+def test_version(mill: Mill) -> None:
+    outcome = mill("--version")
+    assert outcome.code == 0
+    found = re.fullmatch(r"mill (\S+) \((.*)\)\n", outcome.out)
+    assert found, outcome.out
+    parts = dict(part.split(" ") for part in found.group(2).split(", "))
+    assert parts["mill-cli"] == found.group(1) and {"mill-core", "mill-data"} <= set(parts)
 
 
 def test_collect_json(mill: Mill, results_dir: Path) -> None:
@@ -190,8 +213,9 @@ def test_collect_json(mill: Mill, results_dir: Path) -> None:
     tables = json.loads(outcome.out)
     assert set(tables) == {"acc", "acc5", "mean_per_class_recall", "imagenet_mcq_acc", "unparsed_rate"}
     acc = {row["model"]: row for row in tables["acc"]}
-    assert acc[CLIP_MODEL]["imagenet"] == "0.6332"
-    assert acc[VLM_MODEL]["imagenet"] == "0.5500†"
+    # Numbers as numbers (they were strings); a cell's marks beside it, by column.
+    assert acc[CLIP_MODEL]["imagenet"] == 0.6332 and "marks" not in acc[CLIP_MODEL]
+    assert acc[VLM_MODEL]["imagenet"] == 0.55 and acc[VLM_MODEL]["marks"] == {"imagenet": "†"}
 
 
 def test_collect_markdown(mill: Mill, results_dir: Path) -> None:

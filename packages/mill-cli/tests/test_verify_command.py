@@ -42,3 +42,25 @@ def test_a_damaged_aggregate_is_one_error_and_rebuild_keeps_it(mill: Mill, tmp_p
     assert read_aggregate(tmp_path).is_empty()
     (kept,) = tmp_path.glob("aggregate.csv.*.bak")
     assert "0.9" in kept.read_text()
+
+
+def test_a_lock_file_that_is_a_symlink_is_never_followed(mill: Mill, tmp_path: Path) -> None:
+    upsert_aggregate(tmp_path, run_rows(FACTS, "b", {"acc": MetricValue(0.5, 0.1)}, ("acc", "acc")))
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not a lock")
+    (tmp_path / "aggregate.csv.lock").unlink(missing_ok=True)
+    (tmp_path / "aggregate.csv.lock").symlink_to(precious)
+    outcome = mill("verify", "--output_dir", str(tmp_path), "--rebuild")
+    assert outcome.code == EXIT_USER_ERROR and "Traceback" not in outcome.err
+    (line,) = [line for line in outcome.err.splitlines() if line.startswith("error:")]
+    assert f"the lock file {tmp_path / 'aggregate.csv.lock'} is a symbolic link" in line
+    assert precious.read_text() == "not a lock"
+
+
+def test_verify_of_a_directory_that_does_not_exist_is_an_error(mill: Mill, tmp_path: Path) -> None:
+    # It used to say "0 verified" and exit 0: a typo in --output_dir passed for a clean bill.
+    for argv in ([], ["--rebuild"]):
+        outcome = mill("verify", "--output_dir", str(tmp_path / "typo"), *argv)
+        assert outcome.code == EXIT_USER_ERROR
+        assert outcome.err.startswith(f"error: the output directory {tmp_path / 'typo'} does not exist")
+    assert not (tmp_path / "typo").exists()

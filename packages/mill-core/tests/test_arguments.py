@@ -7,7 +7,8 @@ import pytest
 from attrs import frozen
 
 from mill.core.arguments import NonNegativeInt, PositiveInt, structure_arguments
-from mill.core.errors import BackendArgumentError
+from mill.core.errors import BackendArgumentError, SettingError
+from mill.core.evaluation import evaluate
 from mill.core.model_spec import parse_model_spec
 
 
@@ -46,6 +47,8 @@ def test_a_model_spec_string_gives_the_same_arguments_as_text() -> None:
         ({"batch_size": True}, "batch_size=True must be an integer >= 1"),
         ({"batch_size": 2.0}, "batch_size=2.0 must be an integer >= 1"),
         ({"workers": -1}, "workers=-1 must be an integer >= 0"),
+        ({"batch_size": 2**31}, "batch_size=2147483648 must be an integer <= 2147483647"),
+        ({"batch_size": "1" + "0" * 23}, f"batch_size='1{'0' * 23}' must be an integer <= 2147483647"),
         ({"fast": "maybe"}, "fast='maybe' must be true or false"),
         ({"fast": 2}, "fast=2 must be true or false"),
         ({"share": "half"}, "share='half' must be a number"),
@@ -83,3 +86,20 @@ def test_a_missing_argument_says_how_to_give_it() -> None:
     with pytest.raises(BackendArgumentError) as caught:
         structure_arguments({}, _Args, "toy", hints={"path": "pass path=<a folder>"})
     assert str(caught.value) == "toy backend: missing argument 'path'; pass path=<a folder>"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"seed": 2**63}, "seed (--seed): expected an integer in [0, 2^63), got 9223372036854775808"),
+        ({"seed": -1}, "seed (--seed): expected an integer in [0, 2^63), got -1"),
+        ({"limit": 0}, "limit (--limit): expected an integer in [1, 2^63), got 0"),
+        ({"batch_size": 10**12}, "batch_size (--batch_size): expected an integer in [1, 2147483648)"),
+        ({"num_workers": -1}, "num_workers (--num_workers): expected an integer in [0, 2147483648)"),
+    ],
+)
+def test_evaluate_checks_numeric_settings_before_anything_runs(settings: dict[str, int], message: str) -> None:
+    # No spec, model or data is looked at: the benchmark does not even exist.
+    with pytest.raises(SettingError) as error:
+        evaluate("toy[path=m]", "no-such-benchmark", output_dir=None, cache_dir=None, **settings)
+    assert str(error.value).startswith(message)

@@ -37,7 +37,7 @@ def _identity(seed: int = 42) -> RunIdentity:
         variant="b",
         seed=seed,
         limit=None,
-        shards=[("test/0.tar", 10)],
+        shards=[("test/0.tar", 10, None)],
     )
 
 

@@ -18,7 +18,7 @@ from attrs import evolve, field, frozen
 from polars.testing import assert_frame_equal
 
 from mill.core.backend import Capabilities, ModelInfo, RunContext
-from mill.core.checksum import sidecar_path
+from mill.core.checksum import MANIFEST_HASH_KEY, manifest_digest, sidecar_path
 from mill.core.chunks import RUNS_DIR
 from mill.core.engine import PlannedRun, RunInterrupted, RunOptions, execute, load_backend, pick_variant
 from mill.core.errors import BackendArgumentError, DamagedResultsError, MillWarning, ResultsError
@@ -43,6 +43,7 @@ LABELS = [i % N_CLASSES for i in range(10)]
 class Shard:
     name: str
     size: int
+    sha256: str | None = None
 
 
 @frozen
@@ -309,6 +310,20 @@ def test_a_damaged_aggregate_is_never_overwritten_and_rebuilds_from_the_manifest
     assert [check.status for check in verify(out)] == [Status.VERIFIED] * 6
 
 
+def test_a_manifest_with_a_seed_no_aggregate_can_hold_is_left_out_of_a_rebuild(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rows = _run(tmp_path, FakeZeroShotBackend())
+    manifest_file = (out / rows[0].output_file).with_suffix(".json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest["seed"] = 2**63  # as an older Mill wrote it, before seeds were range-checked
+    manifest[MANIFEST_HASH_KEY] = manifest_digest(manifest)
+    manifest_file.write_text(json.dumps(manifest))
+    rebuilt = rebuild(out)
+    ((left_out, why),) = rebuilt.left_out
+    assert left_out == manifest_file and "expected an integer in [0, 2^63)" in why
+    assert rebuilt.n_rows == 0 and read_aggregate(out).is_empty()
+
+
 class ShrinkingBackend(FakeZeroShotBackend):
     """A :class:`~mill.core.backend.ResumableBackend` whose batch size falls from 3 to 2 (as after running out
     of memory) after its second batch; it records the batch size each run started at."""
@@ -358,6 +373,23 @@ def test_a_resumed_run_gets_back_what_its_backend_reported_at_the_last_commit(tm
     options = RunOptions(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", chunk_size=3, overwrite=True)
     execute(_planned(third), options, RunContext(cache_dir=tmp_path / "cache"), open_data=_open_data)
     assert third.resumed_from is None and third.started_at == 3
+
+
+def test_a_full_disk_while_recording_run_info_ends_the_run_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mill.core.chunks as chunks
+
+    real = chunks.write_json_atomic
+
+    def full(target: Path, data: Mapping[str, Any]) -> None:
+        if target.name == "run_info.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        real(target, data)
+
+    monkeypatch.setattr(chunks, "write_json_atomic", full)
+    with pytest.raises(ResultsError, match=r"cannot write \S+/run_info\.json \(No space left on device\); \d+ of 10"):
+        _run(tmp_path, ShrinkingBackend())
 
 
 # --- A second kind through the same engine: letter likelihood, next to a generative variant ---------------

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from attrs import evolve
 
-from mill.core import mcq
+from mill.core import mcq, rescore
 from mill.core.atomic import write_json_atomic
 from mill.core.convert import CONVERTER
 from mill.core.errors import ResultsError
@@ -306,6 +306,28 @@ def test_rescore_outputs_updates_a_run_parsed_by_an_older_parser(
     [again] = rescore_outputs(out, registry)
     assert (again.changed, again.status) == (0, "current")
     assert _snapshot(out) == snapshot
+
+
+def test_a_rescore_interrupted_after_the_per_sample_rewrite_counts_the_changes_when_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, facts: RunFacts
+) -> None:
+    out = tmp_path / "out"
+    manifest_path = write_stored_run(out, monkeypatch, facts)
+    registry = SpecRegistry([TOY_SPEC])
+
+    def killed(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt  # after the per-sample file, before the aggregate rows and the manifest
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rescore, "update_run_metrics", killed)
+        with pytest.raises(KeyboardInterrupt):
+            rescore_outputs(out, registry)
+    assert json.loads(manifest_path.read_text())["scorer_version"] == 1
+
+    [run] = rescore_outputs(out, registry)
+    assert (run.changed, run.status) == (N_CHANGED, "rescored")  # it said 0: the rewritten file was graded again
+    [note] = json.loads(manifest_path.read_text())["rescored"]
+    assert note["changed"] == N_CHANGED
 
 
 def test_dry_run_reports_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, facts: RunFacts) -> None:

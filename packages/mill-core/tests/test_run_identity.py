@@ -29,7 +29,7 @@ def _identity(info: ModelInfo = INFO, **overrides: Any) -> RunIdentity:
         "variant": "imagenet",
         "seed": 42,
         "limit": None,
-        "shards": [("test/0.tar", 1000), ("test/1.tar", 900)],
+        "shards": [("test/0.tar", 1000, "a" * 64), ("test/1.tar", 900, "b" * 64)],
     }
     args.update(overrides)
     return RunIdentity.of(info, **args)
@@ -52,8 +52,10 @@ def test_same_inputs_same_digest_whatever_the_mapping_order() -> None:
         {"variant": "imagenet_mcq"},
         {"seed": 0},
         {"limit": 16},
-        {"shards": [("test/0.tar", 1000)]},
-        {"shards": [("test/0.tar", 1000), ("test/1.tar", 901)]},
+        {"shards": [("test/0.tar", 1000, "a" * 64)]},
+        {"shards": [("test/0.tar", 1000, "a" * 64), ("test/1.tar", 901, "b" * 64)]},
+        # Same name and size, other content: a new run, not a resumed one.
+        {"shards": [("test/0.tar", 1000, "a" * 64), ("test/1.tar", 900, "c" * 64)]},
     ],
 )
 def test_every_run_input_changes_the_digest(change: dict[str, Any]) -> None:

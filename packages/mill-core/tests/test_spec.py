@@ -180,3 +180,36 @@ prompt = "Which?\\n{options}"
     loaded = load_spec(spec)
     assert loaded.templates == ("a photo of a {c}.",)
     assert loaded.classnames == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("[variants.imagenet_mcq]", '[variants."../../../x/pwned"]', 'variants."../../../x/pwned"'),
+        ("[variants.imagenet_mcq]", '[variants."/tmp/pwned"]', 'variants."/tmp/pwned"'),
+        ("[variants.imagenet_mcq]", '[variants."a b"]', 'variants."a b"'),
+        ('name = "imagenet"', 'name = ".."', "name"),
+        ('name = "imagenet"', 'name = "sub/dir"', "name"),
+    ],
+)
+def test_names_that_are_no_file_names_are_refused(spec_copy: Path, old: str, new: str, key: str) -> None:
+    # A benchmark or variant name becomes part of the results' file names: a path would write outside them.
+    _edit(spec_copy, old, new)
+    with pytest.raises(SpecError) as error:
+        load_spec(spec_copy)
+    assert str(error.value).startswith(f"{spec_copy}: {key}: ") and "is not a valid name" in str(error.value)
+
+
+def test_class_file_that_is_not_utf8_is_named(spec_copy: Path) -> None:
+    classes = spec_copy.parent / "imagenet_classnames.txt"
+    classes.write_bytes(classes.read_bytes().replace(b"tench", b"t\xe9nch", 1))  # Latin-1, as an old editor saves
+    with pytest.raises(SpecError, match=r"imagenet\.toml: classes\.file: .*imagenet_classnames\.txt is not UTF-8"):
+        load_spec(spec_copy)
+
+
+@pytest.mark.parametrize("empty", ["list = []", 'file = "empty.txt"'])
+def test_a_spec_without_templates_is_refused(spec_copy: Path, empty: str) -> None:
+    (spec_copy.parent / "empty.txt").write_text("\n\n")
+    _edit(spec_copy, 'file = "imagenet_templates.txt"', empty)
+    with pytest.raises(SpecError, match=r"imagenet\.toml: templates\.(list|file: empty\.txt): no template"):
+        load_spec(spec_copy)

@@ -7,6 +7,7 @@ import errno
 import http.server
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from attrs import Factory, define
 from huggingface_hub import utils as hub_errors
 
 from mill.core.errors import DataError
-from mill.data.download import RetryPolicy, fetch, refusal_message
+from mill.data.download import RetryPolicy, fetch, refusal_message, retry_hub
 from mill.data.source import resolve_shards
 
 BODY = bytes(range(256)) * 400  # 100 KiB, every byte position recognisable
@@ -72,6 +73,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(plan.body) - 1}/{len(plan.body)}")
         self.end_headers()
+        if fault == "trickle":  # a byte at a time, never silent long enough for the timeout
+            for index in range(len(body)):
+                if self.server.release.is_set():
+                    break
+                try:
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    break
+                self.server.release.wait(0.02)
+            self.close_connection = True
+            return
         if fault in ("stall", "drop"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -191,6 +204,69 @@ def test_a_server_that_keeps_stalling_says_it_timed_out(server: Any, tmp_path: P
         "bytes ($MILL_HTTP_TIMEOUT sets how long to wait) (gave up after 2 attempts)"
     )
     assert _files(tmp_path) == []
+
+
+def test_a_server_trickling_under_the_minimum_rate_is_abandoned_like_a_stall(
+    server: Any, tmp_path: Path, sleeps: list[float]
+) -> None:
+    # A byte every 20 ms never trips the timeout (it covers only silence); 50 bytes/s is under 1000.
+    plan = server.plans["/0.tar"] = Plan(faults=["trickle"])
+    _fetch(server, "/0.tar", tmp_path / "0.tar", sleeps, min_rate=1000, rate_window_s=0.5)
+    assert (tmp_path / "0.tar").read_bytes() == BODY
+    assert len(plan.seen) == 2 and plan.seen[1]["range"] is not None  # resumed after what trickled in
+
+
+def test_a_server_that_keeps_trickling_is_named_with_the_rate(server: Any, tmp_path: Path, sleeps: list[float]) -> None:
+    server.plans["/0.tar"] = Plan(faults=["trickle"] * 3)
+    with pytest.raises(DataError) as caught:
+        _fetch(server, "/0.tar", tmp_path / "0.tar", sleeps, retries=1, min_rate=1000, rate_window_s=0.5)
+    message = str(caught.value)
+    assert re.fullmatch(
+        rf"cannot download {re.escape(server.url)}/0\.tar: the server sent \d+ bytes in the last 0\.5 s, under 1000 "
+        r"bytes/s \(\$MILL_HTTP_MIN_RATE and \$MILL_HTTP_RATE_WINDOW set the limit\) after \d+ of 102400 bytes "
+        r"\(gave up after 2 attempts\)",
+        message,
+    ), message
+    assert _files(tmp_path) == []
+
+
+def test_default_transfer_deadline_is_1_kib_per_second_over_a_minute() -> None:
+    policy = RetryPolicy.from_env({})
+    assert (policy.min_rate, policy.rate_window_s) == (1024, 60)
+    custom = RetryPolicy.from_env({"MILL_HTTP_MIN_RATE": "0", "MILL_HTTP_RATE_WINDOW": "10"})
+    assert (custom.min_rate, custom.rate_window_s) == (0, 10)
+    with pytest.raises(DataError, match=r"\$MILL_HTTP_MIN_RATE is 'fast': set it to a number of bytes per second"):
+        RetryPolicy.from_env({"MILL_HTTP_MIN_RATE": "fast"})
+
+
+def test_a_host_that_does_not_resolve_fails_at_once(tmp_path: Path, sleeps: list[float]) -> None:
+    # An offline machine: retrying for half a minute would cure nothing. (.invalid never resolves, RFC 6761.)
+    url = "http://mill-test.invalid/0.tar"
+    with pytest.raises(DataError, match=rf"cannot download {re.escape(url)}: the host name does not resolve"):
+        fetch(url, tmp_path / "0.tar", policy=RetryPolicy(backoff_s=5), sleep=sleeps.append)
+    assert sleeps == []  # no retry, so no wait
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [socket.gaierror(socket.EAI_NONAME, "Name or service not known"), OSError(errno.ENETUNREACH, "unreachable")],
+)
+def test_an_unreachable_hub_fails_at_once_and_a_refused_connection_is_retried(
+    cause: OSError, sleeps: list[float]
+) -> None:
+    def offline() -> None:
+        raise ConnectionError("cannot connect") from cause
+
+    with pytest.raises(DataError, match=r"cannot reach the Hugging Face Hub: .*is this machine offline\?"):
+        retry_hub(offline, repo="o/n", url="hf://datasets/o/n/test/0.tar", policy=RetryPolicy(), sleep=sleeps.append)
+    assert sleeps == []
+
+    def refused() -> None:
+        raise ConnectionError("cannot connect") from ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+
+    with pytest.raises(DataError, match=r"gave up after 6 attempts"):
+        retry_hub(refused, repo="o/n", url="hf://datasets/o/n/test/0.tar", policy=RetryPolicy(), sleep=sleeps.append)
+    assert sleeps == [1, 2, 4, 8, 16]
 
 
 def test_server_errors_are_retried(server: Any, tmp_path: Path, sleeps: list[float]) -> None:
@@ -321,7 +397,7 @@ def _hub_raising(monkeypatch: pytest.MonkeyPatch, root: Path, errors: list[BaseE
 
 
 URL = "https://huggingface.co/datasets/owner/name/resolve/main/test/0.tar"
-LOGIN = "run `huggingface-cli login` (or set HF_TOKEN)"
+LOGIN = "run `hf auth login` (or set HF_TOKEN)"
 
 
 @pytest.mark.parametrize(
@@ -353,7 +429,7 @@ def test_hub_errors_read_like_http_ones(
         resolve_shards("hf://datasets/owner/name", split="test", cache_dir=tmp_path, benchmark="bench")
     first, *hint = str(caught.value).splitlines()
     assert first == expected
-    assert "huggingface-cli download owner/name" in hint[-1]
+    assert "hf download owner/name" in hint[-1]
     assert calls == ["test/0.tar"]  # not retried
     # The hub's partial file stays for the next run to resume.
     assert list(tmp_path.rglob("*.incomplete"))

@@ -64,6 +64,26 @@ def test_index_cache_is_reused_until_the_file_changes(
         os.utime(shard.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+def test_a_shard_rewritten_with_its_size_and_mtime_kept_is_indexed_again(
+    tmp_path: Path, write_tar: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `cp -p` of another shard of the same size: the cached index (offsets, labels) would be stale.
+    shard_path = tmp_path / "test" / "0.tar"
+    shard_path.parent.mkdir()
+    write_tar(shard_path, [("s0.cls", b"1"), ("s0.jpg", b"x" * 100)])
+    cache = tmp_path / "cache"
+    shard = local_shards(tmp_path, split="test")[0]
+    first = index_shard(shard, label_member="cls", cache_dir=cache)
+    stat = shard_path.stat()
+    other = tmp_path / "other.tar"
+    write_tar(other, [("s0.cls", b"7"), ("s0.jpg", b"y" * 100)])
+    assert other.stat().st_size == stat.st_size
+    shard_path.write_bytes(other.read_bytes())
+    os.utime(shard_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = index_shard(shard, label_member="cls", cache_dir=cache)
+    assert [s.label_text for s in first.samples] == ["1"] and [s.label_text for s in again.samples] == ["7"]
+
+
 @pytest.mark.parametrize("cut", ["half", "inside_header", "member_boundary"])
 def test_truncated_tar_names_shard(wds_dir: Path, tmp_path: Path, cut: str) -> None:
     source = wds_dir / "test" / "0.tar"

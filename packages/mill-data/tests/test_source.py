@@ -172,7 +172,7 @@ def test_hf_offline_says_how_to_download(tmp_path: Path, monkeypatch: pytest.Mon
     message = str(caught.value)
     assert "$MILL_DATA_DIR/imagenet1k/test/*.tar" in message
     assert (
-        "huggingface-cli download haideraltahan/wds_imagenet1k --repo-type dataset --include 'test/*' "
+        "hf download haideraltahan/wds_imagenet1k --repo-type dataset --include 'test/*' "
         "--local-dir $MILL_DATA_DIR/imagenet1k"
     ) in message
 

@@ -41,6 +41,7 @@ from typing import TypeVar
 
 from attrs import frozen
 
+from mill.core.device import checked_device
 from mill.core.errors import MillError
 
 T = TypeVar("T")
@@ -113,11 +114,15 @@ def device_for(info: WorldInfo, device_type: str) -> str:
 
 
 def launch_device_type(device: str | None) -> str:
-    """The device type a distributed launch communicates over: NCCL for CUDA, gloo for CPU."""
+    """The device type a distributed launch communicates over: NCCL for CUDA, gloo for CPU.
+
+    Raises:
+        BackendArgumentError: ``device`` is none this machine has.
+    """
     import torch
 
     if device is not None:
-        return torch.device(device).type
+        return str(checked_device(device, "--device", torch).type)
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

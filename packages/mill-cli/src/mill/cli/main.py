@@ -49,6 +49,7 @@ from mill.core.tables import (
     MetricTable,
     ReportedTable,
     UsageTable,
+    json_records,
     legend,
     metric_tables,
     reported_tables,
@@ -108,7 +109,30 @@ def _spec_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+def _show_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
+def version_text() -> str:
+    """``mill VERSION (mill-cli VERSION, mill-core VERSION, ...)``: every installed Mill distribution."""
+    from importlib.metadata import distributions, version
+
+    found = {d.metadata["Name"]: d.version for d in distributions() if d.metadata["Name"].startswith("mill-")}
+    listed = ", ".join(f"{name} {found[name]}" for name in sorted(found))
+    return f"mill {version('mill-cli')} ({listed})"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version of Mill and of each installed Mill distribution, then exit.",
+)
 @_output_dir_option()
 @_cache_dir_option()
 @_limit_option()
@@ -356,7 +380,7 @@ def _render_markdown(tables: Sequence[Table]) -> None:
 
 
 def _render_json(tables: Sequence[Table]) -> None:
-    click.echo(json.dumps({t.title: t.frame.to_dicts() for t in tables}, indent=2))
+    click.echo(json.dumps({t.title: json_records(t.frame) for t in tables}, indent=2, ensure_ascii=False))
 
 
 @cli.command("compare")

@@ -6,7 +6,8 @@ and :func:`mill.core.model_spec.parse_value` already give typed values). Each ty
 nothing looser: ``'32'`` for an integer, ``true``/``false``/``yes``/``no``/``1``/``0`` for a boolean, ``'0.5'``
 for a number, ``none``/``null`` for an optional left unset, a path for a string; an integer is no string (quote
 it: ``revision="1234"``). :data:`PositiveInt` and :data:`NonNegativeInt` carry their bound in the type
-(:class:`AtLeast`), so a count out of range reads like any other wrong value.
+(:class:`AtLeast`), so a count out of range reads like any other wrong value; no count exceeds
+:data:`MAX_COUNT`. :class:`IntRange` checks the run settings that are no backend argument (seed, limit).
 
 Errors are :class:`BackendArgumentError`, one line per problem, worded in the ``key=value`` syntax the user
 wrote: ``clip backend: batch_size='many' must be an integer >= 1``.
@@ -30,11 +31,40 @@ from mill.core.errors import BackendArgumentError
 T = TypeVar("T")
 
 
+#: The largest count (batch size, workers, pixels) Mill accepts: what a 32-bit size holds. A larger one
+#: cannot be meant, and would fail deep inside a framework, after the model loaded.
+MAX_COUNT = 2**31 - 1
+
+
 @attrs.frozen
 class AtLeast:
-    """Marks an ``Annotated[int, AtLeast(n)]`` field: an integer no smaller than ``minimum``."""
+    """Marks an ``Annotated[int, AtLeast(n)]`` field: an integer no smaller than ``minimum`` nor larger
+    than :data:`MAX_COUNT`."""
 
     minimum: int
+
+
+@attrs.frozen
+class IntRange:
+    """The integers in ``[start, stop)``, ``stop`` written as ``stop_text`` in messages (``2^63``)."""
+
+    start: int
+    stop: int
+    stop_text: str
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with ``value`` (None when it is an integer in range)."""
+        if isinstance(value, int) and not isinstance(value, bool) and self.start <= value < self.stop:
+            return None
+        return f"expected an integer in [{self.start}, {self.stop_text}), got {value!r}"
+
+
+#: Seeds are stored as 64-bit signed integers (aggregate.csv, manifests, parquet).
+SEEDS = IntRange(0, 2**63, "2^63")
+#: A sample count (``--limit``), stored like a seed.
+SAMPLE_COUNTS = IntRange(1, 2**63, "2^63")
+#: A count given to a backend (``--batch_size``; ``--num_workers`` starts at 0).
+COUNTS = IntRange(1, MAX_COUNT + 1, str(MAX_COUNT + 1))
 
 
 #: A count that must be at least 1 (a batch size, a parallel degree).
@@ -65,7 +95,10 @@ def _bound(annotation: Any) -> AtLeast | None:
 
 def _bounded_int(value: Any, annotation: Any) -> int:
     bound = cast(AtLeast, _bound(annotation))
-    return to_int(value, f"an integer >= {bound.minimum}", bound.minimum)
+    number = to_int(value, f"an integer >= {bound.minimum}", bound.minimum)
+    if number > MAX_COUNT:
+        raise UnexpectedValue(f"an integer <= {MAX_COUNT}", value)
+    return number
 
 
 def _to_bool(value: Any, _: Any) -> bool:

@@ -55,13 +55,15 @@ class ModelInfo:
 @frozen
 class RunContext:
     """Process-wide settings a backend may use. Values written in the model spec win over these.
-    ``cache_dir`` None: cache nothing (no classifier, no hashes)."""
+    ``cache_dir`` None: cache nothing (no classifier, no hashes). ``quiet``: the backend's libraries draw
+    nothing either (transformers' loading bar)."""
 
     cache_dir: Path | None
     device: str | None = None
     batch_size: int | None = None
     num_workers: int | None = None
     progress: Progress = field(factory=SilentProgress)
+    quiet: bool = False
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,14 @@ from mill.core.atomic import write_bytes_atomic
 
 SIDECAR_SUFFIX = ".sha256"
 _BLOCK = 1 << 20
+
+
+def file_stamp(stat: os.stat_result) -> dict[str, int]:
+    """What says a file is unchanged without reading it, as git's index keeps it: size, modification time,
+    inode and change time (ns). A copy that keeps the size and the modification time (``cp -p``,
+    ``rsync -t``) still changes the inode or the change time, so a cache keyed by this stamp is never
+    trusted for a file whose content may differ: any change means reading (hashing) the file again."""
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "ctime_ns": stat.st_ctime_ns}
 
 
 def sha256_bytes(data: bytes) -> str:

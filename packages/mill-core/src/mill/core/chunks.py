@@ -24,6 +24,7 @@ its reason in ``skipped``, so a resumed run neither retries it nor forgets to co
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -40,7 +41,7 @@ from filelock import Timeout
 from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_parquet_atomic
 from mill.core.checksum import SIDECAR_SUFFIX, damage_of, recorded_digests, sidecar_path, write_sidecar
 from mill.core.errors import MillWarning, ResultsError, ResultsWriteError
-from mill.core.lock import file_lock
+from mill.core.lock import results_lock
 from mill.core.results import ensure_output_dir
 from mill.core.run_identity import RunIdentity
 
@@ -95,23 +96,20 @@ class ChunkStore:
                 ``run.json`` records a different identity.
         """
         path = ensure_output_dir(output_dir / RUNS_DIR / identity.digest())
-        lock = file_lock(path / ("lock" if worker == 0 else f"lock-r{worker}"), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise ResultsError(
-                f"another mill eval is running this same run in {output_dir} (lock {path / 'lock'} is held); "
-                "wait for it to finish, or use another --output_dir"
-            ) from None
-        try:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(results_lock(path / ("lock" if worker == 0 else f"lock-r{worker}"), timeout=0))
+            except Timeout:
+                raise ResultsError(
+                    f"another mill eval is running this same run in {output_dir} (lock {path / 'lock'} is held); "
+                    "wait for it to finish, or use another --output_dir"
+                ) from None
             if worker == 0:
                 record = _prepare(path, identity, overwrite=overwrite)
                 set_aside_damaged(path)
             else:
                 record = _record(path, identity)
             yield cls(path, schema, record, worker)
-        finally:
-            lock.release()
 
     def chunk_files(self, *, own: bool = False) -> list[Path]:
         """Committed chunk files of every rank (or, with ``own``, of this one), in commit order."""
@@ -159,8 +157,15 @@ class ChunkStore:
         return target
 
     def record_run_info(self, info: Mapping[str, Any]) -> None:
-        """Keep the backend's ``run_info`` as of the last commit, for :meth:`recorded_run_info` on resume."""
-        write_json_atomic(self._run_info_file(), dict(info))
+        """Keep the backend's ``run_info`` as of the last commit, for :meth:`recorded_run_info` on resume.
+
+        Raises:
+            ResultsWriteError: it could not be written (a full disk).
+        """
+        try:
+            write_json_atomic(self._run_info_file(), dict(info))
+        except OSError as exc:
+            raise ResultsWriteError(self._run_info_file(), exc) from None
 
     def recorded_run_info(self) -> dict[str, Any]:
         """What :meth:`record_run_info` last kept for this rank; empty when nothing (readable) was."""
@@ -209,10 +214,11 @@ def _chunk_place(path: Path) -> tuple[int, int] | None:
 def _record(path: Path, identity: RunIdentity) -> dict[str, Any]:
     """The run record rank 0 prepared, checked against this rank's identity."""
     record_file = path / RUN_FILE
-    try:
-        record: dict[str, Any] = json.loads(record_file.read_text(encoding="utf-8"))
-    except OSError:
-        raise ResultsError(f"{record_file} is missing: rank 0 of the launch must open the run first") from None
+    if not record_file.exists():
+        raise ResultsError(f"{record_file} is missing: rank 0 of the launch must open the run first")
+    record = _read_record(record_file)
+    if record is None:
+        raise ResultsError(f"{record_file} is damaged; run the launch again (rank 0 sets it aside and starts afresh)")
     if record.get("identity") != identity.as_dict():
         raise ResultsError(
             f"{record_file}: this rank's run identity differs from rank 0's (another model revision, library "
@@ -226,14 +232,30 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
     remove_stale_temporaries(path)
     record_file = path / RUN_FILE
     record: dict[str, Any] | None = None
+    damaged = False
     if record_file.exists() and not overwrite:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-        if record.get("identity") != identity.as_dict():
+        record = _read_record(record_file)
+        if record is None:
+            # The directory is named by the identity's digest and each chunk checks against its checksum, so
+            # the chunks stay; only the record (run id, start time) is new.
+            damaged = True
+            destination = _free_name(path / DAMAGED_DIR / RUN_FILE)
+            destination.parent.mkdir(exist_ok=True)
+            record_file.rename(destination)
+            warnings.warn(
+                f"{record_file} is damaged (not the JSON Mill wrote); moved to {destination}; the run goes on "
+                "under a new run id, keeping the committed samples that check",
+                MillWarning,
+                stacklevel=3,
+            )
+        elif record.get("identity") != identity.as_dict():
             raise ResultsError(
                 f"{record_file} records another run than this one (its digest collides); delete {path} and run again"
             )
     if record is None:
-        for leftover in path.iterdir():
+        if not overwrite and not damaged:
+            _say_if_content_changed(path, identity)
+        for leftover in [] if damaged else path.iterdir():
             name = leftover.name.removesuffix(SIDECAR_SUFFIX)
             stem = leftover.with_name(name)
             if (
@@ -252,6 +274,51 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
             write_json_atomic(record_file, record)
         except OSError as exc:
             raise ResultsWriteError(record_file, exc) from None
+    return record
+
+
+def _say_if_content_changed(path: Path, identity: RunIdentity) -> None:
+    """Warn when another run directory beside ``path`` holds this same run but for the content of some shards:
+    the new run starts afresh, and the user should know that it is because the data changed."""
+    mine = identity.as_dict()
+    names = [shard[:2] for shard in mine["shards"]]
+    for other in sorted(path.parent.glob(f"*/{RUN_FILE}")):
+        if other.parent == path:
+            continue
+        try:
+            theirs = json.loads(other.read_text(encoding="utf-8")).get("identity")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(theirs, dict) or {**theirs, "shards": None} != {**mine, "shards": None}:
+            continue
+        shards = theirs.get("shards")
+        if not isinstance(shards, list) or [list(shard[:2]) for shard in shards] != [list(n) for n in names]:
+            continue
+        changed = [new[0] for old, new in zip(shards, mine["shards"], strict=True) if list(old) != list(new)]
+        warnings.warn(
+            f"the content of shard(s) {', '.join(changed)} changed since the run committed in {other.parent} "
+            "(same names and sizes, another sha256): this run starts afresh rather than resume samples computed "
+            "on the old content",
+            MillWarning,
+            stacklevel=4,
+        )
+        return
+
+
+def _read_record(record_file: Path) -> dict[str, Any] | None:
+    """The run record in ``record_file``; None when it is not what Mill writes (truncated, edited, not UTF-8).
+
+    Raises:
+        ResultsError: it cannot be read at all (permissions), naming it.
+    """
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    except OSError as exc:
+        raise ResultsError(f"cannot read {record_file} ({exc.strerror})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict) or "run_id" not in record:
+        return None
     return record
 
 

@@ -325,7 +325,7 @@ def execute(
         variant=run.variant_name,
         seed=seed,
         limit=options.limit,
-        shards=[(s.name, s.size) for s in data.shards],
+        shards=[(s.name, s.size, s.sha256) for s in data.shards],
     )
     task = run.kind.build_task(spec, run.variant_name, variant, seed)
     is_main = world.rank == 0
@@ -572,7 +572,7 @@ def _manifest(
         "seed": seed,
         "limit": options.limit,
         "data_source": data.source,
-        "shards": [{"name": s.name, "size": s.size} for s in data.shards],
+        "shards": [{"name": s.name, "size": s.size, "sha256": s.sha256} for s in data.shards],
         "incomplete": bool(data.incomplete),
         "n_samples": len(scored.frame),
         "n_skipped": len(skipped),

@@ -31,6 +31,10 @@ class BackendArgumentError(MillError):
     """A backend was given an argument it does not accept, or a value it cannot use."""
 
 
+class SettingError(MillError):
+    """A run setting (seed, limit, batch size, workers) is out of the range Mill can run and store."""
+
+
 class ModelNotFoundError(MillError):
     """The model path or checkpoint named in the model spec does not exist."""
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from attrs import frozen
 
+from mill.core.arguments import COUNTS, MAX_COUNT, SAMPLE_COUNTS, SEEDS, IntRange
 from mill.core.backend import RunContext
 from mill.core.engine import (
     Collectives,
@@ -33,7 +34,7 @@ from mill.core.engine import (
     execute,
     plan_runs,
 )
-from mill.core.errors import MillError
+from mill.core.errors import MillError, SettingError
 from mill.core.metrics import MetricValue
 from mill.core.model_spec import split_top_level
 from mill.core.progress import Progress, SilentProgress
@@ -133,6 +134,7 @@ def evaluate(
         MillError: a user mistake or fault, with a message naming what and where.
         RunInterrupted: on Ctrl-C, with the count of committed samples.
     """
+    _check_ranges(seed=seed, limit=limit, batch_size=batch_size, num_workers=num_workers)
     registry = SpecRegistry.discover([Path(file) for file in spec])
     benchmarks = expand_benchmarks(_names(benchmark), discover_suites(), registry)
     planned = plan_runs(_models(model), benchmarks, registry)
@@ -154,7 +156,14 @@ def evaluate(
         chunk_size=chunk_size_from_env(),
     )
     shown = progress or SilentProgress()
-    context = RunContext(cache_dir=cache, device=device, batch_size=batch_size, num_workers=num_workers, progress=shown)
+    context = RunContext(
+        cache_dir=cache,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=shown,
+        quiet=quiet,
+    )
     opener = open_data or installed_data_opener()
     results = []
     for run in planned:
@@ -167,6 +176,22 @@ def evaluate(
         if result is not None:
             results.append(result)
     return EvalResult(results)
+
+
+_RANGES = {
+    "seed": SEEDS,
+    "limit": SAMPLE_COUNTS,
+    "batch_size": COUNTS,
+    "num_workers": IntRange(0, MAX_COUNT + 1, str(MAX_COUNT + 1)),
+}
+
+
+def _check_ranges(**settings: int | None) -> None:
+    """Before anything runs: a seed of 2^63 used to run inference, then fail to be stored."""
+    for name, value in settings.items():
+        problem = None if value is None else _RANGES[name].problem(value)
+        if problem:
+            raise SettingError(f"{name} (--{name}): {problem}")
 
 
 def installed_data_opener() -> DataOpener:

@@ -154,11 +154,15 @@ def _rescore_run(
     recorded = manifest.get("scorer_version")
     stored = UNRECORDED_SCORER_VERSION if recorded is None else _field(path, manifest, "scorer_version", int)
     parquet = path.with_suffix(".parquet")
+    # A rescore interrupted after rewriting the per-sample file kept the original beside it: grade that one
+    # again, so the re-run counts the answers changed against what the older rules produced.
+    kept = _kept_file(parquet, stored)
+    source = kept if kept.exists() else parquet
     try:
-        frame = pl.read_parquet(parquet)
+        frame = pl.read_parquet(source)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ResultsError(
-            f"{parquet}: cannot read the per-sample file of the run in {path.name} ({exc}); "
+            f"{source}: cannot read the per-sample file of the run in {path.name} ({exc}); "
             "re-run the evaluation, or move the manifest aside to skip the run"
         ) from None
     regraded = rescorer.rescore(variant, frame, _field(path, manifest, "seed", int))
@@ -199,7 +203,7 @@ def _write_rescored(
     once written, is never replaced, so it always holds what the older rules produced).
     """
     parquet = path.with_suffix(".parquet")
-    kept = parquet.with_name(f"{parquet.stem}.scorer{stored}.parquet")
+    kept = _kept_file(parquet, stored)
     if not kept.exists():
         write_bytes_atomic(kept, [parquet.read_bytes()])
     write_parquet_atomic(parquet, regraded.scored.frame)
@@ -233,6 +237,11 @@ def _write_rescored(
             "rescored": notes,
         },
     )
+
+
+def _kept_file(parquet: Path, stored: int) -> Path:
+    """Where a rescore keeps the per-sample file graded by scorer version ``stored`` (written once, never replaced)."""
+    return parquet.with_name(f"{parquet.stem}.scorer{stored}.parquet")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -13,18 +13,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from attrs import asdict, frozen
-from filelock import FileLock
 
-from mill.core.atomic import atomic_path, remove_stale_temporaries, write_parquet_atomic
+from mill.core.atomic import atomic_path, remove_stale_temporaries, write_bytes_atomic, write_parquet_atomic
 from mill.core.checksum import damage_of, sha256_bytes, sha256_file, sidecar_path, write_sidecar
 from mill.core.errors import DamagedResultsError, ResultsError, ResultsWriteError
-from mill.core.lock import file_lock
+from mill.core.lock import results_lock
 from mill.core.metrics import MetricValue
 
 AGGREGATE_FILE = "aggregate.csv"
@@ -122,6 +123,14 @@ def ensure_output_dir(path: Path) -> Path:
             f"cannot create the output directory {path} ({exc.strerror}); "
             "choose another with --output_dir or MILL_OUTPUT_DIR"
         ) from None
+    try:  # an existing directory may still refuse writes (read-only, someone else's): say so before any work
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ResultsError(
+            f"cannot write in the output directory {path} ({exc.strerror}); "
+            "fix its permissions, or choose another with --output_dir or MILL_OUTPUT_DIR"
+        ) from None
     return path
 
 
@@ -139,8 +148,8 @@ def read_aggregate(output_dir: Path) -> pl.DataFrame:
             return _read_checked(output_dir)
 
 
-def _aggregate_lock(output_dir: Path) -> FileLock:
-    return file_lock(output_dir / f"{AGGREGATE_FILE}.lock")
+def _aggregate_lock(output_dir: Path) -> AbstractContextManager[None]:
+    return results_lock(output_dir / f"{AGGREGATE_FILE}.lock")
 
 
 def _read_checked(output_dir: Path) -> pl.DataFrame:
@@ -242,27 +251,48 @@ def _rewrite_aggregate(output_dir: Path, change: Callable[[pl.DataFrame], pl.Dat
         return _replace_aggregate(output_dir, change(_read_checked(output_dir)).select(list(AGGREGATE_SCHEMA)))
 
 
-def rebuild_aggregate(output_dir: Path, rows: Sequence[AggregateRow]) -> tuple[Path, Path | None]:
-    """Replace ``aggregate.csv`` by ``rows`` (regenerated from the manifests), keeping the previous file,
-    damaged or not, as ``aggregate.csv.{UTC time}.bak``; returns the new file and the kept one (None if none).
+def rebuild_aggregate(
+    output_dir: Path, rows_from: Callable[[pl.DataFrame | None], Sequence[AggregateRow]]
+) -> tuple[Path, Path | None]:
+    """Replace ``aggregate.csv`` by ``rows_from(previous rows)`` (None when the file is damaged or absent),
+    keeping a copy of the previous file, damaged or not, as ``aggregate.csv.{UTC time}.bak``; returns the new
+    file and the copy (None if there was no file).
+
+    The lock is held from ``rows_from``'s first read to the last write, so an evaluation finishing meanwhile
+    adds its rows after the rebuild, never before it (where they would be dropped). The previous file is
+    copied, never moved: whatever signal arrives, ``aggregate.csv`` is the old file or the new one, and a
+    backup never takes another's name.
 
     Raises:
-        ResultsWriteError: a file could not be written or moved.
+        ResultsWriteError: a file could not be written.
     """
     path = output_dir / AGGREGATE_FILE
     ensure_output_dir(output_dir)
     with _aggregate_lock(output_dir):
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
-        kept = None
-        if path.exists():
-            kept = path.with_name(f"{AGGREGATE_FILE}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}.bak")
-            try:
-                path.rename(kept)
-                sidecar_path(path).unlink(missing_ok=True)
-            except OSError as exc:
-                raise ResultsWriteError(kept, exc) from None
-        frame = pl.DataFrame([asdict(row) for row in rows], schema=AGGREGATE_SCHEMA)
+        try:
+            previous: pl.DataFrame | None = _read_checked(output_dir)
+        except DamagedResultsError:
+            previous = None
+        frame = pl.DataFrame([asdict(row) for row in rows_from(previous)], schema=AGGREGATE_SCHEMA)
+        kept = _keep_copy(path) if path.exists() else None
         return _replace_aggregate(output_dir, frame), kept
+
+
+def _keep_copy(path: Path) -> Path:
+    """Copy ``path`` (atomically) to ``{path}.{UTC time}.bak``, a name no other backup has; the caller holds
+    the lock, so no other Mill process picks the same name meanwhile."""
+    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    kept = path.with_name(f"{path.name}.{stamp}.bak")
+    n = 0
+    while kept.exists() or kept.is_symlink():
+        n += 1
+        kept = path.with_name(f"{path.name}.{stamp}.{n}.bak")
+    try:
+        write_bytes_atomic(kept, [path.read_bytes()])
+    except OSError as exc:
+        raise ResultsWriteError(kept, exc) from None
+    return kept
 
 
 def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:

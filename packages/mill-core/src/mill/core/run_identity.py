@@ -36,7 +36,7 @@ class RunIdentity:
 
     ``settings`` are the output-changing settings (the model's, plus the variant's, such as
     ``max_new_tokens``); ``model_args`` every resolved backend argument except
-    :data:`SPEED_ONLY_ARGS`; ``shards`` (name, size in bytes) in reading order.
+    :data:`SPEED_ONLY_ARGS`; ``shards`` (name, size in bytes, content sha256 or None) in reading order.
     """
 
     model: str
@@ -50,7 +50,7 @@ class RunIdentity:
     variant: str
     seed: int
     limit: int | None
-    shards: tuple[tuple[str, int], ...]
+    shards: tuple[tuple[str, int, str | None], ...]
 
     @classmethod
     def of(
@@ -64,7 +64,7 @@ class RunIdentity:
         variant: str,
         seed: int,
         limit: int | None,
-        shards: Sequence[tuple[str, int]],
+        shards: Sequence[tuple[str, int, str | None]],
     ) -> RunIdentity:
         """The identity of running the loaded model ``info`` with these inputs.
 
@@ -82,7 +82,7 @@ class RunIdentity:
             variant=variant,
             seed=seed,
             limit=limit,
-            shards=tuple((name, size) for name, size in shards),
+            shards=tuple((name, size, sha256) for name, size, sha256 in shards),
         )
 
     def as_dict(self) -> dict[str, Any]:

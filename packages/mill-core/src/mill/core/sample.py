@@ -68,13 +68,19 @@ class SampleSource(Protocol):
 
 
 class ShardRef(Protocol):
-    """A shard a dataset reads: its file name and size in bytes (both enter the run identity)."""
+    """A shard a dataset reads: its file name, size in bytes and content hash (all enter the run identity, so a
+    shard whose content changed, even at the same size, is a new run rather than a resumed one)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def size(self) -> int: ...
+
+    @property
+    def sha256(self) -> str | None:
+        """The hex sha256 of the shard's bytes; None when the data layer has none (a dataset held in memory)."""
+        ...
 
 
 class Skipped(Protocol):

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from attrs import evolve, field, frozen
 
+from mill.core.arguments import SEEDS
 from mill.core.convert import structure
 from mill.core.errors import SpecError
 from mill.core.task_kind import UnknownKindError, Variant, get_kind
@@ -133,6 +136,24 @@ class Spec:
 
 _T = TypeVar("_T")
 
+#: What a name from a spec (benchmark, variant) may be: it becomes part of file names under the output
+#: directory, so no path separator, no leading dot (``..``), nothing a shell or file system treats specially.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_name(name: object, file: Path, key: str) -> str:
+    """``name`` if it is a valid name (:data:`NAME_PATTERN`).
+
+    Raises:
+        SpecError: naming the file and ``key`` that hold it.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SpecError(
+            f"{file}: {key}: {name!r} is not a valid name; use letters, digits, '_', '.', '+' or '-' "
+            "(at most 100, the first a letter or digit): it becomes part of file names under the output directory"
+        )
+    return name
+
 
 def _structure(data: Any, cls: type[_T], file: Path, path: str) -> _T:
     try:
@@ -148,6 +169,7 @@ def _structure(data: Any, cls: type[_T], file: Path, path: str) -> _T:
 def _variant(name: str, data: dict[str, Any], file: Path, n_classes: int) -> Variant:
     """A ``[variants.name]`` table structured by its kind's schema and checked by its kind."""
     path = f"variants.{name}"
+    check_name(name, file, f"variants.{json.dumps(name)}")  # quoted as TOML would, for any character
     if not isinstance(data, dict):
         raise SpecError(f"{file}: {path}: expected a table, got {data!r}")
     try:
@@ -169,7 +191,11 @@ def _read_lines(file: Path, relative: str, key: str) -> tuple[tuple[str, ...], b
         raise SpecError(
             f"{file}: {key}: cannot read {target} ({exc.strerror}); the path is relative to the spec file"
         ) from None
-    lines = tuple(line.strip() for line in raw.decode("utf-8").splitlines() if line.strip())
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{file}: {key}: {target} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
     return lines, raw
 
 
@@ -269,6 +295,10 @@ def load_spec(file: Path) -> Spec:
     parsed = _structure(data, _SpecFile, file, "")
     assert isinstance(variants_data, dict)
     _check_targets(parsed, file)
+    check_name(parsed.name, file, "name")
+    seed_problem = SEEDS.problem(parsed.seed)
+    if seed_problem:
+        raise SpecError(f"{file}: seed: {seed_problem}")
     classnames: tuple[str, ...] = ()
     templates: tuple[str, ...] = ()
     classes_raw = templates_raw = subset_raw = b""
@@ -283,6 +313,11 @@ def load_spec(file: Path) -> Spec:
         templates, templates_raw = _inline_or_file(
             parsed.templates.list, parsed.templates.file, file, "templates", "list"
         )
+        if not templates:
+            where = (
+                "templates.list" if parsed.templates.list is not None else f"templates.file: {parsed.templates.file}"
+            )
+            raise SpecError(f"{file}: {where}: no template; give at least one, with a {{c}} placeholder")
     for index, template in enumerate(templates):
         if "{c}" not in template:
             raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")

@@ -3,17 +3,21 @@ comparison tables of Mill's numbers beside the published ones a spec lists (``[[
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import polars as pl
 from attrs import frozen
 
+from mill.core.errors import MillError
 from mill.core.spec import Spec
 from mill.core.task_kind import installed_kinds
 
 # A cell from a run with non-default settings (another precision, dtype, ...).
 SETTINGS_MARK = "*"
+#: A cell from a ``--limit`` run, with its sample count (``collect --all`` shows them).
+LIMIT_MARK = "(n={})"
 #: A cell with nothing to show: no run, or no published number.
 MISSING = "—"
 REPORTED_COLUMNS = ("Model", "Mill", "Reported", "Source", "Δ")
@@ -107,6 +111,10 @@ def usage_table(rows: pl.DataFrame, usage_of: Callable[[str], Mapping[str, Any] 
 USAGE_COLUMNS = ("model", "task", "requests", "input_tokens", "output_tokens", "cost_usd")
 
 
+class UnknownMetricError(MillError):
+    """``--metric`` names a metric no stored result has."""
+
+
 def select_rows(
     rows: pl.DataFrame,
     *,
@@ -116,7 +124,14 @@ def select_rows(
     include_all: bool = False,
 ) -> pl.DataFrame:
     """The rows a collect shows: full runs (no --limit) unless ``include_all``, filtered by metric,
-    model and benchmark (a benchmark filter matches the benchmark or the task name)."""
+    model and benchmark (a benchmark filter matches the benchmark or the task name).
+
+    Raises:
+        UnknownMetricError: ``metric`` is none of the metrics in ``rows`` (when there are rows), naming those.
+    """
+    known = rows.get_column("metric").unique().sort().to_list()
+    if metric and known and metric not in known:
+        raise UnknownMetricError(f"--metric {metric}: no stored result has this metric; they have {', '.join(known)}")
     selected = rows
     if not include_all:
         selected = selected.filter(pl.col("limit").is_null())
@@ -217,7 +232,8 @@ def legend() -> str:
     """What the marks in result tables mean: each task kind's own mark, then non-default settings."""
     # Kinds that share a mark (both multiple-choice kinds) share its legend entry.
     marks = dict.fromkeys(f"{kind.mark.symbol} {kind.mark.legend}" for kind in installed_kinds().values() if kind.mark)
-    return "; ".join([*marks, f"{SETTINGS_MARK} non-default settings"])
+    limit = f"{LIMIT_MARK.format('N')} a --limit run of N samples (shown with --all)"
+    return "; ".join([*marks, f"{SETTINGS_MARK} non-default settings", limit])
 
 
 def _kind_mark() -> pl.Expr:
@@ -227,9 +243,40 @@ def _kind_mark() -> pl.Expr:
 
 
 def _cell() -> pl.Expr:
-    """A result as shown: the fraction to four places, marked by its task kind and for non-default settings."""
+    """A result as shown: the fraction to four places, marked by its task kind, for non-default settings, and
+    with its sample count for a ``--limit`` run (which is never the benchmark's number)."""
     return (
         _fraction(pl.col("performance"), "{:.4f}")
         + _kind_mark()
         + pl.when(pl.col("default_settings").fill_null(True)).then(pl.lit("")).otherwise(pl.lit(SETTINGS_MARK))
+        + pl.when(pl.col("limit").is_null())
+        .then(pl.lit(""))
+        .otherwise(pl.format(" " + LIMIT_MARK, pl.col("n_samples")))
     )
+
+
+_NUMBER_CELL = re.compile(r"([+-]?\d+(?:\.\d+)?)(.*)")
+
+
+#: Columns of result tables that hold names, never numbers.
+LABEL_COLUMNS = ("model", "Model", "Source")
+
+
+def json_records(frame: pl.DataFrame, labels: Iterable[str] = LABEL_COLUMNS) -> list[dict[str, Any]]:
+    """``frame``'s rows for JSON: a cell holding a number is that number (:data:`MISSING` is null), and its
+    marks, if any, go under ``marks`` by column; the ``labels`` columns (model names) stay text."""
+    keep = set(labels)
+    records = []
+    for row in frame.iter_rows(named=True):
+        record: dict[str, Any] = {}
+        marks: dict[str, str] = {}
+        for column, cell in row.items():
+            match = _NUMBER_CELL.fullmatch(cell) if isinstance(cell, str) and column not in keep else None
+            if match:
+                record[column] = float(match.group(1))
+                if match.group(2).strip():
+                    marks[column] = match.group(2).strip()
+            else:
+                record[column] = None if cell == MISSING else cell
+        records.append({**record, "marks": marks} if marks else record)
+    return records

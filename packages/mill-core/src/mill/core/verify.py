@@ -21,8 +21,9 @@ from typing import Any
 import polars as pl
 from attrs import asdict, frozen
 
+from mill.core.arguments import SEEDS
 from mill.core.checksum import MANIFEST_HASH_KEY, manifest_digest, sha256_file
-from mill.core.errors import DamagedResultsError
+from mill.core.errors import ResultsError
 from mill.core.metrics import MetricValue
 from mill.core.results import (
     AGGREGATE_SCHEMA,
@@ -74,7 +75,9 @@ def verify(output_dir: Path) -> list[RowCheck]:
 
     Raises:
         DamagedResultsError: ``aggregate.csv`` itself is damaged (``--rebuild`` regenerates it).
+        ResultsError: ``output_dir`` does not exist (a typo must not pass for a clean bill).
     """
+    _check_exists(output_dir)
     aggregate = read_aggregate(output_dir)
     runs: dict[str, RunCheck] = {}
     checks = []
@@ -89,6 +92,14 @@ def verify(output_dir: Path) -> list[RowCheck]:
             status = Status.MISMATCHED if detail else Status.VERIFIED
         checks.append(RowCheck(row["model"], row["task"], row["metric"], output_file, status, detail))
     return checks
+
+
+def _check_exists(output_dir: Path) -> None:
+    if not output_dir.is_dir():
+        raise ResultsError(
+            f"the output directory {output_dir} does not exist; give the one `mill eval` wrote to with --output_dir "
+            "(or MILL_OUTPUT_DIR)"
+        )
 
 
 def check_run(output_dir: Path, output_file: str) -> RunCheck:
@@ -110,6 +121,9 @@ def check_run(output_dir: Path, output_file: str) -> RunCheck:
         return RunCheck(Status.UNVERIFIABLE, f"{manifest_file} was written before Mill recorded hashes")
     if manifest_digest(manifest) != manifest[MANIFEST_HASH_KEY]:
         return RunCheck(Status.MISMATCHED, f"the manifest {manifest_file} differs from what was written")
+    if SEEDS.problem(manifest.get("seed")):
+        # Written by a Mill that ran such seeds; aggregate.csv cannot hold one (every rebuild used to crash).
+        return RunCheck(Status.MISMATCHED, f"the manifest {manifest_file}: seed {SEEDS.problem(manifest.get('seed'))}")
     if sha256_file(parquet) != manifest["per_sample_sha256"]:
         return RunCheck(Status.MISMATCHED, f"the per-sample file {parquet} differs from what was written")
     try:
@@ -200,35 +214,40 @@ def rebuild(output_dir: Path) -> Rebuilt:
 
     A manifest that does not check is left out. One written before hashes were recorded cannot give its
     rows, so those of the previous ``aggregate.csv`` that point at it are kept, when that file is readable.
-    The previous file is kept beside as ``aggregate.csv.{time}.bak``.
+    A copy of the previous file is kept beside as ``aggregate.csv.{time}.bak``. The aggregate's lock is held
+    from the first manifest read to the last write (:func:`~mill.core.results.rebuild_aggregate`).
 
     Raises:
+        ResultsError: ``output_dir`` does not exist.
         ResultsWriteError: the new file could not be written.
     """
-    runs: list[tuple[str, Sequence[AggregateRow]]] = []
+    _check_exists(output_dir)
     left_out: list[tuple[Path, str]] = []
-    legacy: set[str] = set()
-    for manifest_file in sorted((output_dir / "outputs").rglob("*.json")):
-        output_file = str(manifest_file.with_suffix(".parquet").relative_to(output_dir))
-        run = check_run(output_dir, output_file)
-        if run.status is Status.VERIFIED:
-            runs.append((run.rows[0].finished_at, run.rows))
-            continue
-        left_out.append((manifest_file, run.detail))
-        if run.status is Status.UNVERIFIABLE:
-            legacy.add(output_file)
-    rows = [row for _, run_rows_ in sorted(runs, key=lambda item: item[0]) for row in run_rows_]
-    kept: list[AggregateRow] = []
-    if legacy:
-        try:
-            previous = read_aggregate(output_dir)
-        except DamagedResultsError:
-            previous = pl.DataFrame(schema=AGGREGATE_SCHEMA)
-        kept = [AggregateRow(**r) for r in previous.filter(pl.col("output_file").is_in(sorted(legacy))).to_dicts()]
-    unique: dict[tuple[Any, ...], AggregateRow] = {}
-    for row in [*kept, *rows]:  # a later run replaces an earlier one with the same key, as upserts did
-        key = tuple(getattr(row, column) for column in UPSERT_KEY)
-        unique.pop(key, None)
-        unique[key] = row
-    path, previous_file = rebuild_aggregate(output_dir, list(unique.values()))
-    return Rebuilt(path, previous_file, len(unique), left_out)
+    written: list[AggregateRow] = []
+
+    def rows_from(previous: pl.DataFrame | None) -> list[AggregateRow]:
+        runs: list[tuple[str, Sequence[AggregateRow]]] = []
+        legacy: set[str] = set()
+        for manifest_file in sorted((output_dir / "outputs").rglob("*.json")):
+            output_file = str(manifest_file.with_suffix(".parquet").relative_to(output_dir))
+            run = check_run(output_dir, output_file)
+            if run.status is Status.VERIFIED:
+                runs.append((run.rows[0].finished_at, run.rows))
+                continue
+            left_out.append((manifest_file, run.detail))
+            if run.status is Status.UNVERIFIABLE:
+                legacy.add(output_file)
+        rows = [row for _, run_rows_ in sorted(runs, key=lambda item: item[0]) for row in run_rows_]
+        kept: list[AggregateRow] = []
+        if legacy and previous is not None:
+            kept = [AggregateRow(**r) for r in previous.filter(pl.col("output_file").is_in(sorted(legacy))).to_dicts()]
+        unique: dict[tuple[Any, ...], AggregateRow] = {}
+        for row in [*kept, *rows]:  # a later run replaces an earlier one with the same key, as upserts did
+            key = tuple(getattr(row, column) for column in UPSERT_KEY)
+            unique.pop(key, None)
+            unique[key] = row
+        written.extend(unique.values())
+        return written
+
+    path, previous_file = rebuild_aggregate(output_dir, rows_from)
+    return Rebuilt(path, previous_file, len(written), left_out)

@@ -168,8 +168,10 @@ def open_dataset(
     shards = resolve_shards(source, split=dataset.split, cache_dir=cache_dir, benchmark=benchmark)
     samples: list[SampleRef] = []
     shard_of_key: dict[str, str] = {}
+    indexed = []
     for shard in shards:
         index = index_shard(shard, label_member=label_member, cache_dir=cache_dir)
+        indexed.append(index.shard)  # with its content hash, which the run identity records
         for ref in select_samples(
             index,
             image_member=image_member,
@@ -200,7 +202,7 @@ def open_dataset(
         samples = [samples[i] for i in spread_indices(total, limit)]
     return ShardDataset(
         source=source,
-        shards=shards,
+        shards=tuple(indexed),
         samples=tuple(samples),
         n_indexed=total,
         incomplete=incomplete,

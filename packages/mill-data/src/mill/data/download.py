@@ -4,7 +4,10 @@ A download goes to a ``.part`` file beside its target and is renamed into place 
 arrived, so a file at its final path is always whole. A server that stops sending for ``MILL_HTTP_TIMEOUT``
 seconds (default 30), drops the connection, or answers 5xx/429 is retried 5 times, waiting 1, 2, 4, 8 and
 16 s (``MILL_HTTP_BACKOFF`` scales the first wait); each retry asks only for the missing bytes with an HTTP
-Range request and starts over when the server ignores it (200 instead of 206). A refusal (401/403), a
+Range request and starts over when the server ignores it (200 instead of 206). A host that does not resolve or
+cannot be routed to (an offline machine) fails at once: no retry would cure it. A server that keeps sending, but
+too slowly to ever finish (under ``MILL_HTTP_MIN_RATE`` bytes/s, default 1024, over the last
+``MILL_HTTP_RATE_WINDOW`` seconds, default 60), is treated as a stall. A refusal (401/403), a
 missing file (404) or a full disk is not retried: it raises a :class:`DataError` saying what to do, and the
 partial file is deleted.
 
@@ -21,11 +24,13 @@ import netrc
 import os
 import re
 import secrets
+import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from base64 import b64encode
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,9 +45,15 @@ log = logging.getLogger(__name__)
 TIMEOUT_ENV = "MILL_HTTP_TIMEOUT"
 #: Seconds before the first retry; each further retry waits twice as long.
 BACKOFF_ENV = "MILL_HTTP_BACKOFF"
+#: Bytes per second a transfer must average over the rate window (0: no limit).
+MIN_RATE_ENV = "MILL_HTTP_MIN_RATE"
+#: Seconds over which the transfer rate is measured.
+RATE_WINDOW_ENV = "MILL_HTTP_RATE_WINDOW"
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_BACKOFF_S = 1.0
+DEFAULT_MIN_RATE = 1024.0
+DEFAULT_RATE_WINDOW_S = 60.0
 
 T = TypeVar("T")
 
@@ -57,6 +68,10 @@ class RetryPolicy:
     timeout_s: float = DEFAULT_TIMEOUT_S
     retries: int = 5
     backoff_s: float = DEFAULT_BACKOFF_S
+    #: A transfer averaging fewer bytes per second than this over ``rate_window_s`` is abandoned (0: never):
+    #: the timeout alone lets a server that sends a byte every few seconds hold a download for ever.
+    min_rate: float = DEFAULT_MIN_RATE
+    rate_window_s: float = DEFAULT_RATE_WINDOW_S
 
     def delays(self) -> tuple[float, ...]:
         """The wait before each retry, in order (pure)."""
@@ -64,18 +79,22 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> RetryPolicy:
-        """The defaults, overridden by ``MILL_HTTP_TIMEOUT`` and ``MILL_HTTP_BACKOFF`` (seconds).
+        """The defaults, overridden by ``MILL_HTTP_TIMEOUT``, ``MILL_HTTP_BACKOFF``, ``MILL_HTTP_RATE_WINDOW``
+        (seconds) and ``MILL_HTTP_MIN_RATE`` (bytes per second).
 
         Raises:
-            DataError: a variable is set to something other than a positive number (zero for the backoff).
+            DataError: a variable is set to something other than a positive number (zero for the backoff
+                and the rate).
         """
         return cls(
             timeout_s=_seconds(env, TIMEOUT_ENV, DEFAULT_TIMEOUT_S, allow_zero=False),
             backoff_s=_seconds(env, BACKOFF_ENV, DEFAULT_BACKOFF_S, allow_zero=True),
+            min_rate=_seconds(env, MIN_RATE_ENV, DEFAULT_MIN_RATE, allow_zero=True, unit="bytes per second"),
+            rate_window_s=_seconds(env, RATE_WINDOW_ENV, DEFAULT_RATE_WINDOW_S, allow_zero=False),
         )
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool, unit: str = "seconds") -> float:
     text = env.get(name, "").strip()
     if not text:
         return default
@@ -84,7 +103,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: b
     except ValueError:
         value = -1.0
     if value < 0 or (value == 0 and not allow_zero) or value != value:
-        raise DataError(f"${name} is {text!r}: set it to a number of seconds (default {default:g}), or unset it")
+        raise DataError(f"${name} is {text!r}: set it to a number of {unit} (default {default:g}), or unset it")
     return value
 
 
@@ -102,7 +121,7 @@ def refusal_message(url: str, status: int, *, hub_repo: str | None = None) -> st
         if hub_repo is not None:
             how = (
                 f"the dataset may be gated or private: accept its terms at https://huggingface.co/datasets/{hub_repo}"
-                " while logged in, then run `huggingface-cli login` (or set HF_TOKEN) on this machine"
+                " while logged in, then run `hf auth login` (or set HF_TOKEN) on this machine"
             )
         else:
             host = urllib.parse.urlsplit(url).hostname or "the host"
@@ -253,6 +272,8 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
             raise Transient(f"the server answered HTTP {error.code} {error.reason}") from None
         raise DataError(refusal_message(url, error.code)) from None
     except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        if unreachable := _unreachable(error):
+            raise DataError(f"cannot download {url}: {unreachable}") from None
         raise Transient(_network_reason(error, policy)) from None
     with response:
         if response.status == 206:
@@ -267,9 +288,12 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
                 part.restart()
             part.total = response.length
         part.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+        rate = _Rate(policy)
         try:
             while chunk := response.read1(CHUNK_BYTES):  # what has arrived: a stall keeps it
                 part.write(chunk)
+                if too_slow := rate.too_slow(len(chunk)):
+                    raise Transient(too_slow + _progress(part))
         except (TimeoutError, http.client.HTTPException, OSError) as error:
             raise Transient(_network_reason(error, policy, part)) from None
     # http.client ends a sized read quietly when the server closes early: never keep a short file.
@@ -277,9 +301,60 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
         raise Transient(f"the server closed the connection after {part.written} of {part.total} bytes")
 
 
+class _Rate:
+    """The bytes one attempt received over the last ``policy.rate_window_s`` seconds."""
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._start = clock()
+        self._recent: deque[tuple[float, int]] = deque()
+        self._in_window = 0
+
+    def too_slow(self, n_bytes: int) -> str | None:
+        """Count ``n_bytes`` just received; say why the attempt is too slow once a whole window averaged
+        under the policy's rate (None while it is fast enough, or has not run a whole window yet)."""
+        now, window = self._clock(), self._policy.rate_window_s
+        self._recent.append((now, n_bytes))
+        self._in_window += n_bytes
+        while self._recent[0][0] < now - window:
+            self._in_window -= self._recent.popleft()[1]
+        if (
+            self._policy.min_rate <= 0
+            or now - self._start < window
+            or self._in_window >= self._policy.min_rate * window
+        ):
+            return None
+        return (
+            f"the server sent {self._in_window} bytes in the last {window:g} s, under {self._policy.min_rate:g} "
+            f"bytes/s (${MIN_RATE_ENV} and ${RATE_WINDOW_ENV} set the limit)"
+        )
+
+
+#: Failures no retry cures within minutes: the host name does not resolve, or there is no route to it.
+_NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+def _unreachable(error: BaseException | None) -> str | None:
+    """Why the server cannot be reached from this machine at all (offline, no DNS, no route), or None when the
+    failure may pass (a timeout, a refused or dropped connection): those are retried, these end at once (pure)."""
+    while error is not None:
+        if isinstance(error, socket.gaierror):
+            return f"the host name does not resolve ({error.strerror or error}); is this machine offline?"
+        if isinstance(error, OSError) and error.errno in _NO_ROUTE:
+            return f"no route to the server ({error.strerror}); is this machine offline?"
+        reason = getattr(error, "reason", None)
+        error = reason if isinstance(reason, BaseException) else error.__cause__ or error.__context__
+    return None
+
+
+def _progress(part: _Part | None) -> str:
+    return f" after {part.written} of {part.total} bytes" if part is not None and part.total is not None else ""
+
+
 def _network_reason(error: BaseException, policy: RetryPolicy, part: _Part | None = None) -> str:
     reason: object = error.reason if isinstance(error, urllib.error.URLError) else error
-    progress = f" after {part.written} of {part.total} bytes" if part is not None and part.total is not None else ""
+    progress = _progress(part)
     if isinstance(reason, TimeoutError):
         return timeout_message(policy, progress)
     if isinstance(error, http.client.IncompleteRead) or isinstance(reason, ConnectionError):
@@ -371,7 +446,7 @@ def _hub_failure(error: Exception, *, repo: str, url: str) -> Exception:
         # The hub answers "not found" for private datasets too, when no token is given.
         return DataError(
             f"cannot download {url}: dataset {repo} is not on the Hugging Face Hub (HTTP 404), or it is private:"
-            " check the name, or run `huggingface-cli login` (or set HF_TOKEN) with an account that can read it"
+            " check the name, or run `hf auth login` (or set HF_TOKEN) with an account that can read it"
         )
     if isinstance(error, hub.LocalEntryNotFoundError):
         return DataError(
@@ -388,6 +463,8 @@ def _hub_failure(error: Exception, *, repo: str, url: str) -> Exception:
     if _is_timeout(error):
         # The hub client keeps its own timeout, read when it is imported.
         return Transient("no data from the Hugging Face Hub in time ($HF_HUB_DOWNLOAD_TIMEOUT sets how long to wait)")
+    if unreachable := _unreachable(error):
+        return DataError(f"cannot download {url}: cannot reach the Hugging Face Hub: {unreachable}")
     if isinstance(error, ConnectionError) or "connect" in type(error).__name__.lower():
         return Transient(f"cannot reach the Hugging Face Hub ({error})")
     return DataError(f"cannot download {url}: {error}")
@@ -402,4 +479,14 @@ def _is_timeout(error: BaseException | None) -> bool:
     return False
 
 
-__all__ = ["BACKOFF_ENV", "TIMEOUT_ENV", "RetryPolicy", "fetch", "refusal_message", "retry_hub", "retrying"]
+__all__ = [
+    "BACKOFF_ENV",
+    "MIN_RATE_ENV",
+    "RATE_WINDOW_ENV",
+    "TIMEOUT_ENV",
+    "RetryPolicy",
+    "fetch",
+    "refusal_message",
+    "retry_hub",
+    "retrying",
+]

@@ -1,7 +1,9 @@
 """An index of a shard: every sample's key and where its members lie in the tar file.
 
 Indexing reads tar headers only (no image decoding), so a 50k-sample dataset is indexed in seconds, and
-each shard's index is cached as JSON keyed by the file's absolute path, size and mtime so it is read once.
+each shard's index is cached as JSON keyed by the file's absolute path and stat stamp (size, mtime, inode,
+ctime) so it is read once, and again after any change to the file (``cp -p`` and ``rsync -t`` keep the size
+and mtime, not the inode or ctime).
 Batches are then read by seeking to a member's offset, which lets workers split a shard between them.
 
 A cached index carries the sha256 of its samples and is checked against the shard (every member inside
@@ -14,20 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from mill.core.cachefile import write_cache
+from mill.core.checksum import file_stamp, sha256_file
 from mill.core.errors import DataError
 from mill.data.source import ShardInfo
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the cached JSON layout changes, so old caches are ignored rather than misread.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 #: Extensions tried, in this order, when no member has the spec's image member name.
 IMAGE_EXTENSIONS = ("webp", "jpg", "jpeg", "png")
 #: A label member larger than this is not an ASCII integer; refusing it keeps indexing headers-only fast.
@@ -77,12 +81,15 @@ def index_shard(shard: ShardInfo, *, label_member: str | None, cache_dir: Path |
     """
     stat = shard.path.stat()
     if cache_dir is None:
-        return ShardIndex(shard=shard, samples=_scan(shard, label_member=label_member, file_size=stat.st_size))
-    cache_file = cache_dir / "index" / f"{index_cache_key(shard.path, stat.st_size, stat.st_mtime_ns)}.json"
+        samples = _scan(shard, label_member=label_member, file_size=stat.st_size)
+        return ShardIndex(shard=evolve(shard, sha256=sha256_file(shard.path)), samples=samples)
+    cache_file = cache_dir / "index" / f"{index_cache_key(shard.path, stat)}.json"
     cached = _read_cache(cache_file, label_member, file_size=stat.st_size)
     if cached is not None:
-        return ShardIndex(shard=shard, samples=cached)
+        return ShardIndex(shard=evolve(shard, sha256=cached[1]), samples=cached[0])
     samples = _scan(shard, label_member=label_member, file_size=stat.st_size)
+    # Read once, while the file is indexed: its stamp keys the cache, so a changed file is hashed again.
+    content_sha256 = sha256_file(shard.path)
     entries = [
         {"key": s.key, "members": {e: [m.offset, m.size] for e, m in s.members.items()}, "label": s.label_text}
         for s in samples
@@ -92,20 +99,26 @@ def index_shard(shard: ShardInfo, *, label_member: str | None, cache_dir: Path |
         "path": str(shard.path.resolve()),
         "label_member": label_member,
         "sha256": _entries_sha256(entries),
+        "content_sha256": content_sha256,
         "samples": entries,
     }
     write_cache(cache_file, lambda tmp: tmp.write_text(json.dumps(payload, separators=(",", ":"))))
-    return ShardIndex(shard=shard, samples=samples)
+    return ShardIndex(shard=evolve(shard, sha256=content_sha256), samples=samples)
 
 
-def index_cache_key(path: Path, size: int, mtime_ns: int) -> str:
-    """A file name for the cached index of the file at ``path`` as it is now (pure)."""
-    return hashlib.sha256(f"{path.resolve()}\0{size}\0{mtime_ns}".encode()).hexdigest()[:32]
+def index_cache_key(path: Path, stat: os.stat_result) -> str:
+    """A file name for the cached index of the file at ``path`` as ``stat`` finds it: any change to its stamp
+    (:func:`~mill.core.checksum.file_stamp`: size, mtime, inode, ctime) is a new index (pure)."""
+    stamp = "\0".join(str(value) for value in file_stamp(stat).values())
+    return hashlib.sha256(f"{path.resolve()}\0{stamp}".encode()).hexdigest()[:32]
 
 
-def _read_cache(cache_file: Path, label_member: str | None, *, file_size: int) -> tuple[IndexedSample, ...] | None:
-    """The cached samples, or None when there is no usable cache (missing, of another layout, or damaged:
-    unreadable, failing its checksum, or pointing outside the shard, which is rebuilt with a warning)."""
+def _read_cache(
+    cache_file: Path, label_member: str | None, *, file_size: int
+) -> tuple[tuple[IndexedSample, ...], str] | None:
+    """The cached samples and the shard's content sha256, or None when there is no usable cache (missing, of
+    another layout, or damaged: unreadable, failing its checksum, or pointing outside the shard, which is rebuilt
+    with a warning)."""
     try:
         data = cache_file.read_bytes()
     except FileNotFoundError:
@@ -120,6 +133,9 @@ def _read_cache(cache_file: Path, label_member: str | None, *, file_size: int) -
         entries = payload["samples"]
         if payload.get("sha256") != _entries_sha256(entries):
             raise ValueError("its checksum does not match")
+        content_sha256 = payload["content_sha256"]
+        if not isinstance(content_sha256, str):
+            raise ValueError("it records no content hash")
         samples = tuple(
             IndexedSample(
                 key=str(s["key"]),
@@ -134,7 +150,7 @@ def _read_cache(cache_file: Path, label_member: str | None, *, file_size: int) -
     if any(m.offset < 0 or m.offset + m.size > file_size for s in samples for m in s.members.values()):
         log.warning("shard index cache %s points past the end of its shard; re-indexing the shard", cache_file)
         return None
-    return samples
+    return samples, content_sha256
 
 
 def _entries_sha256(entries: Any) -> str:

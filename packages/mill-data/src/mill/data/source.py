@@ -48,6 +48,8 @@ class ShardInfo:
     name: str
     path: Path
     size: int
+    #: The hex sha256 of the file, once it is indexed (:func:`mill.data.index.index_shard`).
+    sha256: str | None = None
 
 
 def choose_source(
@@ -133,8 +135,7 @@ def where_to_put_shards(source: str, split: str, benchmark: str | None) -> str:
     if source.startswith("hf://"):
         repo, _ = parse_hf_source(source)
         lines.append(
-            f"To download them: huggingface-cli download {repo} --repo-type dataset "
-            f"--include '{split}/*' --local-dir {local}"
+            f"To download them: hf download {repo} --repo-type dataset --include '{split}/*' --local-dir {local}"
         )
     return "\n".join(lines)
 

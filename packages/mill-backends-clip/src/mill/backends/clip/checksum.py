@@ -1,4 +1,5 @@
-"""Content hashes of checkpoint files, remembered by (path, size, mtime) so large files are hashed once."""
+"""Content hashes of checkpoint files, remembered by path and stat stamp (size, mtime, inode, ctime: see
+:func:`mill.core.checksum.file_stamp`) so large files are hashed once, and again whenever any of them changed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mill.core.cachefile import cache_lock, write_cache
+from mill.core.checksum import file_stamp
 
 INDEX_NAME = "file_hashes.json"
 _CHUNK = 16 * 1024 * 1024
@@ -17,13 +19,13 @@ def file_sha256(path: Path, *, cache_dir: Path | None) -> str:
     """The sha256 hex digest of ``path``'s content.
 
     Looked up in ``{cache_dir}/file_hashes.json`` first (unless ``cache_dir`` is None); an entry is reused
-    only while the file's absolute path, size and modification time (ns) are unchanged.
+    only while the file's absolute path and stamp (size, modification time, inode, change time) are unchanged.
     """
     path = path.expanduser().resolve()
     if cache_dir is None:
         return sha256_of(path)
     stat = path.stat()
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    stamp = file_stamp(stat)
     index = cache_dir / INDEX_NAME
     with cache_lock(index):
         entry = _read_index(index).get(str(path))

@@ -29,6 +29,7 @@ from mill.backends.clip.pretrained import (
     tag_weights,
 )
 from mill.core.backend import ModelInfo
+from mill.core.device import checked_device
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
 
 _REQUIRED_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
@@ -146,8 +147,20 @@ def load_model(args: ClipArgs, *, cache_dir: Path | None) -> LoadedModel:
                 device=device,
                 force_quick_gelu=architecture.force_quick_gelu,
             )
-        except RuntimeError as error:
-            if "Failed to download" not in str(error) and "from HF Hub" not in str(error):
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            if checkpoint is not None:
+                # The only input that varies here is the user's file: whatever open_clip trips over in it
+                # (text, a pickled list, another architecture's weights) is that file's fault.
+                raise BackendArgumentError(
+                    f"clip backend: pretrained={checkpoint} is not a checkpoint of {requested} that open_clip can "
+                    f"load ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}); "
+                    "give a state dict saved with torch.save (or a .safetensors file) for this architecture"
+                ) from None
+            if not isinstance(error, RuntimeError) or (
+                "Failed to download" not in str(error) and "from HF Hub" not in str(error)
+            ):
                 raise
             what = f"{requested}" if location is not None else f"the {args.pretrained!r} weights of {requested}"
             raise ModelNotFoundError(
@@ -231,10 +244,5 @@ def library_versions() -> dict[str, str]:
 
 
 def _device(name: str | None) -> torch.device:
-    try:
-        device = torch.device(name or "cpu")
-    except RuntimeError as error:
-        raise BackendArgumentError(f"clip backend: device={name!r} is not a torch device: {error}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendArgumentError(f"clip backend: device={name!r} but CUDA is not available here; use device=cpu")
+    device: torch.device = checked_device(name or "cpu", "clip backend", torch)
     return device

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from attrs import frozen
 
 from mill.core.backend import Capabilities
+from mill.core.checksum import file_stamp
 from mill.core.errors import BackendArgumentError, CapabilityError, MillError, ModelNotFoundError
 from mill.core.kinds import generative_mcq, likelihood_mcq
 
@@ -135,6 +136,11 @@ class Checkpoint:
                 f"model {self.path!r} is not an image-text-to-text model that transformers can load "
                 f"for generation ({text.splitlines()[0]})"
             )
+        if isinstance(error, ValueError) and "model_type" in text:
+            return ModelNotFoundError(
+                f"model {self.path!r}: its config.json names no model type transformers knows "
+                f'({text.splitlines()[0]}); a folder written by save_pretrained has a "model_type" key there'
+            )
         if isinstance(error, OSError):
             where = "the local directory" if self.locate() is not None else "the Hugging Face Hub or its cache"
             return ModelNotFoundError(
@@ -149,8 +155,8 @@ class Checkpoint:
         """A string that changes when the model's files change, or None when nothing is known.
 
         A Hub model gives its commit (read from the local cache, so this works offline); a
-        local directory gives a short hash of its config and of its weight files' names,
-        sizes and modification times (reading the weights themselves would take minutes).
+        local directory gives a short hash of its config and of its weight files' names and stat stamps
+        (size, modification time, inode, change time; reading the weights themselves would take minutes).
         """
         local = self.locate()
         if local is None:
@@ -163,8 +169,9 @@ class Checkpoint:
             digest.update(config.read_bytes())
         for weight in sorted(local.iterdir()):
             if weight.suffix in _WEIGHT_SUFFIXES and weight.is_file():
-                stat = weight.stat()
-                digest.update(f"{weight.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+                # The whole stamp, not size and mtime alone, which a same-size copy made with `cp -p` keeps.
+                stamp = ":".join(str(value) for value in file_stamp(weight.stat()).values())
+                digest.update(f"{weight.name}:{stamp}\n".encode())
         return f"local-{digest.hexdigest()[:12]}"
 
     def _hub_commit(self) -> str | None:

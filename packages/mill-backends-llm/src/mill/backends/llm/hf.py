@@ -9,7 +9,8 @@ device memory can be computed again in halves (:mod:`mill.core.batch_size`): the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib.metadata import version
 from typing import Any
 
@@ -20,6 +21,7 @@ from mill.backends.llm.letters import FloatArray
 from mill.backends.llm.messages import render_prompt
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.batch_size import AdaptiveBatchSize
+from mill.core.device import checked_device
 from mill.core.errors import BackendArgumentError
 
 DEFAULT_BATCH_SIZE = 8
@@ -57,6 +59,8 @@ class HfBackend(GenerativeBackend):
 
         checkpoint = Checkpoint(args.path, backend, args.revision, args.trust_remote_code)
         device = run_setting(args.device, context.device, "cuda" if torch.cuda.is_available() else "cpu")
+        if args.device_map is None:
+            checked_device(device, f"{backend} backend", torch)
         batch_size = run_setting(args.batch_size, context.batch_size, DEFAULT_BATCH_SIZE)
         num_workers = run_setting(args.num_workers, context.num_workers, 0)
         processor = _load_processor(checkpoint, args)
@@ -66,7 +70,8 @@ class HfBackend(GenerativeBackend):
         if args.device_map is not None:
             model_kwargs["device_map"] = args.device_map
         try:
-            model: Any = AutoModelForImageTextToText.from_pretrained(args.path, **model_kwargs)
+            with _progress_bars(shown=not context.quiet):
+                model: Any = AutoModelForImageTextToText.from_pretrained(args.path, **model_kwargs)
         except (OSError, ValueError) as error:
             checkpoint.raise_for(error)
         if args.device_map is None:
@@ -150,6 +155,21 @@ def _release_device_memory() -> None:
     # What a batch that ran out of memory allocated is cached by torch's allocator, not returned.
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def _progress_bars(*, shown: bool) -> Iterator[None]:
+    """transformers' own bars ("Loading weights") drawn or not while the block runs, as they were after it."""
+    from transformers.utils import logging as transformers_logging
+
+    was_shown = transformers_logging.is_progress_bar_enabled()
+    if not shown:
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was_shown:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _load_processor(checkpoint: Checkpoint, args: HfArgs) -> Any:

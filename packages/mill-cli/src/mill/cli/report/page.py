@@ -20,6 +20,7 @@ import polars as pl
 from mill.cli.report import charts
 from mill.cli.report.runs import ReportRun, gather_runs
 from mill.core import analysis
+from mill.core.atomic import write_bytes_atomic
 from mill.core.comparison import ComparedRun, ComparisonError, compare
 from mill.core.errors import MillError
 from mill.data.lookup import local_shard, read_images
@@ -61,8 +62,9 @@ def write_report(
     html = render_page(runs, baseline=baseline, title=f"Mill report: {output_dir}")
     target = out or output_dir / "report.html"
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(html, encoding="utf-8")
+        # Atomic: a report killed mid-write leaves the previous page, not a truncated one; and the rename
+        # replaces a symbolic link planted at the target (a shared directory) instead of writing through it.
+        write_bytes_atomic(target, [html.encode("utf-8")])
     except OSError as exc:
         raise ReportError(f"cannot write the report to {target} ({exc.strerror}); choose another --out") from None
     return target
