@@ -38,7 +38,7 @@ def test_imagenet_spec_declares_both_variants() -> None:
     assert spec.dataset.source == "hf://datasets/haideraltahan/wds_imagenet1k"
     assert len(spec.classnames) == 1000 and len(set(spec.classnames)) == 1000
     assert len(spec.templates) == 80 and all("{c}" in t for t in spec.templates)
-    assert list(spec.variants) == ["imagenet", "imagenet_mcq", "imagenet_mcq_likelihood"]
+    assert list(spec.variants) == ["imagenet", "imagenet_mcq", "imagenet_mcq_likelihood", "imagenet_classifier"]
     zero_shot, mcq = spec.variants["imagenet"], spec.variants["imagenet_mcq"]
     likelihood = spec.variants["imagenet_mcq_likelihood"]
     assert isinstance(zero_shot, ZeroShotVariant) and zero_shot.kind == "zero_shot"

@@ -21,10 +21,16 @@ BackendArgs = Mapping[str, Any]
 
 @frozen
 class Capabilities:
-    """Which task kinds (by name, e.g. ``zero_shot``) a model can serve and which input modalities it accepts."""
+    """Which task kinds (by name, e.g. ``zero_shot``) a model can serve and which input modalities it accepts.
+
+    ``n_outputs`` is the number of classes a classifier's head scores, when its config says so without loading
+    weights (None: not a fixed-head classifier, or not known before loading); a benchmark whose classifiers must
+    score another number of classes (:attr:`mill.core.spec.Spec.n_outputs`) is refused before anything loads.
+    """
 
     kinds: frozenset[str]
     modalities: frozenset[str] = frozenset({"image", "text"})
+    n_outputs: int | None = None
 
     def serves(self, kind: str) -> bool:
         return kind in self.kinds and "image" in self.modalities

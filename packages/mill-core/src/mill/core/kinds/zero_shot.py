@@ -90,8 +90,13 @@ def output_schema(top_k: int) -> dict[str, Any]:
 
 def score(task: ZeroShotTask, raw: pl.DataFrame, metric: str, seed: int) -> Scored:
     """Per-sample predictions and their :func:`metrics`. ``raw`` is sorted by key."""
-    k = task.top_k
-    labels = np.array(task.classnames, dtype=object)
+    frame = predictions_frame(task.classnames, task.top_k, raw)
+    return Scored(frame, metrics(frame, metric, seed))
+
+
+def predictions_frame(classnames: Sequence[str], k: int, raw: pl.DataFrame) -> pl.DataFrame:
+    """The per-sample file (:func:`output_schema`) of raw top-k rows (sorted by key) over ``classnames``."""
+    labels = np.array(classnames, dtype=object)
     golds = raw["gold"].to_numpy()
     predictions = raw["topk"].list.first().to_numpy()
     frame = pl.DataFrame(
@@ -107,25 +112,39 @@ def score(task: ZeroShotTask, raw: pl.DataFrame, metric: str, seed: int) -> Scor
         },
         schema=output_schema(k),
     )
-    return Scored(frame, metrics(frame, metric, seed))
+    return frame
 
 
 _TOPK_COLUMN = re.compile(r"top(\d+)")
 
 
-def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
-    """``metric`` (top-1), ``acc{k}`` (k > 1) and ``mean_per_class_recall`` of a per-sample frame
-    (:func:`output_schema`), each with a bootstrap stderr seeded by ``seed``."""
+def topk_metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """``metric`` (top-1) and ``acc{k}`` (k > 1) of a per-sample frame (:func:`output_schema`), each with a
+    bootstrap stderr seeded by ``seed``."""
     (column,) = [name for name in frame.columns if _TOPK_COLUMN.fullmatch(name)]
     k = int(column[3:])
     golds = frame["gold"].to_numpy()
-    predictions = frame["prediction"].to_numpy()
     topk = np.asarray(frame[column].to_list(), dtype=np.int64).reshape(len(frame), -1)
     values: dict[str, MetricValue] = {metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed)}
     if k > 1:
         values[f"acc{k}"] = topk_accuracy_with_stderr(golds, topk, min(k, topk.shape[1]), seed)
-    values["mean_per_class_recall"] = mean_per_class_recall_with_stderr(golds, predictions, seed)
     return values
+
+
+def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """:func:`topk_metrics` and ``mean_per_class_recall`` of a per-sample frame (:func:`output_schema`), each with
+    a bootstrap stderr seeded by ``seed``."""
+    values = topk_metrics(frame, metric, seed)
+    golds = frame["gold"].to_numpy()
+    values["mean_per_class_recall"] = mean_per_class_recall_with_stderr(golds, frame["prediction"].to_numpy(), seed)
+    return values
+
+
+def check_top_k(top_k: int) -> list[tuple[str, str]]:
+    """The problem of a variant's ``top_k``, as a (key, message) pair; empty when valid."""
+    if top_k < 1:
+        return [("top_k", f"expected a positive number of classes kept per sample, got {top_k}")]
+    return []
 
 
 @frozen
@@ -142,9 +161,7 @@ class ZeroShotKind:
 
     def check_variant(self, variant: ZeroShotVariant, n_classes: int) -> Sequence[tuple[str, str]]:
         del n_classes  # a top_k above the class count keeps every class (see build_task)
-        if variant.top_k < 1:
-            return [("top_k", f"expected a positive number of classes kept per sample, got {variant.top_k}")]
-        return []
+        return check_top_k(variant.top_k)
 
     def settings(self, variant: ZeroShotVariant) -> Mapping[str, str]:
         del variant
