@@ -22,7 +22,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["core", "data", "clip", "llm", "cli", "e2e", "lint", "vllm"]
+nox.options.sessions = ["core", "data", "clip", "llm", "classifiers", "cli", "e2e", "lint", "vllm"]
 
 TORCH_ONLY = ("torch==2.13.0",)
 TORCH_VISION = ("torch==2.14.1", "torchvision==0.29.1")
@@ -101,6 +101,15 @@ def llm(session: nox.Session) -> None:
     session.install(*TORCH_VISION)
     session.install(CORE, DATA, f"{LLM}[test]", TESTING)
     _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")
+
+
+@session
+def classifiers(session: nox.Session) -> None:
+    _fresh_pip(session)
+    session.install(*TORCH_VISION)
+    # mill-cli: the tests run `mill eval` in process on each family's tiny model.
+    session.install(CORE, DATA, CLI, "./packages/mill-backends-classifiers[test]", TESTING)
+    _pytest(session, "packages/mill-backends-classifiers/tests")
 
 
 # vLLM's CPU build, for machines without a GPU. It pins torch==2.13.0+cpu, a build only the
@@ -193,6 +202,7 @@ MYPY_SOURCES = (
     "packages/mill-data/src/mill/data",
     "packages/mill-backends-clip/src/mill/backends/clip",
     "packages/mill-backends-llm/src/mill/backends/llm",
+    "packages/mill-backends-classifiers/src/mill/backends/classifiers",
     "packages/mill-cli/src/mill/cli",
 )
 

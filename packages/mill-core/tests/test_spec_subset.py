@@ -20,6 +20,13 @@ FAMILY = {
     "imagenet_o": (2_000, 200, "clip-benchmark/wds_imagenet-o"),
     "objectnet": (18_574, 113, "clip-benchmark/wds_objectnet"),
 }
+#: timm's results file for each member it publishes numbers on.
+TIMM_RESULTS = {
+    "imagenet_v2": "results-imagenetv2-matched-frequency.csv",
+    "imagenet_sketch": "results-sketch.csv",
+    "imagenet_a": "results-imagenet-a.csv",
+    "imagenet_r": "results-imagenet-r.csv",
+}
 REPORTED_MODELS = {
     "ViT-B-32/laion2b_s34b_b79k",
     "ViT-B-32/openai",
@@ -110,8 +117,15 @@ def test_family_specs_validate(name: str) -> None:
     assert spec.n_outputs == 1000  # an ImageNet-1k classifier's head scores every member of the family
     mcq = spec.variants[f"{name}_mcq"]
     assert getattr(mcq, "n_options", None) == 10
-    assert {(r.model, r.variant, r.metric) for r in spec.reported} == {(m, name, "acc") for m in REPORTED_MODELS}
-    assert all(0 < r.value < 1 and "open_clip/blob/29b90b8" in r.source for r in spec.reported)
+    zero_shot = [r for r in spec.reported if r.variant == name]
+    assert {(r.model, r.variant, r.metric) for r in zero_shot} == {(m, name, "acc") for m in REPORTED_MODELS}
+    assert all(0 < r.value < 1 and "open_clip/blob/29b90b8" in r.source for r in zero_shot)
+    classifiers = [r for r in spec.reported if r.variant == f"{name}_classifier"]
+    # timm publishes results on V2, Sketch, A and R only (not O, not ObjectNet).
+    assert len(classifiers) == (5 if name in TIMM_RESULTS else 0)
+    timm_csv = f"pytorch-image-models/blob/4e5207c7bb6592474ca56e28b2cf85be8f1a550f/results/{TIMM_RESULTS.get(name)}"
+    assert all(0 < r.value < 1 and r.source.endswith(timm_csv) for r in classifiers)
+    assert len(spec.reported) == len(zero_shot) + len(classifiers)
     if n_classes == 200:
         assert spec.parent_indices is not None and spec.label_map is None
         assert spec.classnames == tuple(imagenet.classnames[i] for i in spec.parent_indices)
