@@ -121,8 +121,11 @@ def timm_outputs(args: TimmArgs) -> int | None:
             + (f"; did you mean {', '.join(close)}?" if close else "")
             + " (timm.list_models(pretrained=True) lists them, or give name=hf-hub:ORG/REPO)"
         )
-    config = timm.models.get_pretrained_cfg(args.name)
-    if config is None or (tag and args.name not in timm.list_pretrained(args.name)):
+    # An unknown tag makes get_pretrained_cfg raise, so it is looked up among the published ones first.
+    config = (
+        None if tag and args.name not in timm.list_pretrained(args.name) else timm.models.get_pretrained_cfg(args.name)
+    )
+    if config is None:
         tags = timm.list_pretrained(f"{architecture}.*")
         raise ModelNotFoundError(
             f"timm backend: {architecture} has no pretrained tag {tag!r}; its tags are: {', '.join(tags) or 'none'}"
