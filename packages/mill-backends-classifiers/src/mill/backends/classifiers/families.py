@@ -122,15 +122,14 @@ def timm_outputs(args: TimmArgs) -> int | None:
             + " (timm.list_models(pretrained=True) lists them, or give name=hf-hub:ORG/REPO)"
         )
     # An unknown tag makes get_pretrained_cfg raise, so it is looked up among the published ones first.
-    config = (
-        None if tag and args.name not in timm.list_pretrained(args.name) else timm.models.get_pretrained_cfg(args.name)
-    )
-    if config is None:
+    known = not tag or args.name in timm.list_pretrained(args.name)
+    pretrained_cfg: Any = timm.models.get_pretrained_cfg(args.name) if known else None
+    if pretrained_cfg is None:
         tags = timm.list_pretrained(f"{architecture}.*")
         raise ModelNotFoundError(
             f"timm backend: {architecture} has no pretrained tag {tag!r}; its tags are: {', '.join(tags) or 'none'}"
         )
-    return None if args.checkpoint is not None else int(config.num_classes)
+    return None if args.checkpoint is not None else int(pretrained_cfg.num_classes)
 
 
 def load_timm(args: TimmArgs, run: RunArgs) -> LoadedClassifier:
