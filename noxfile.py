@@ -24,7 +24,7 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = False
-nox.options.sessions = ["lock", "core", "data", "clip", "llm", "cli", "e2e", "lint", "vllm"]
+nox.options.sessions = ["lock", "core", "data", "clip", "llm", "classifiers", "cli", "e2e", "lint", "vllm"]
 
 #: The default run's lock, and vLLM's (its CPU build pins its own torch; the GPU build another).
 LOCK = "locks/test.txt"
@@ -36,6 +36,7 @@ DATA = "./packages/mill-data"
 CLIP = "./packages/mill-backends-clip"
 LLM = "./packages/mill-backends-llm"
 CLI = "./packages/mill-cli"
+CLASSIFIERS = "./packages/mill-backends-classifiers"
 #: Test-only distributions: the shared fixtures (a pytest plugin every test session loads)
 #: and a third party's task kind with a backend serving it (tests/test_task_kind_plugin.py).
 TESTING = "./tests/support/mill-testing"
@@ -47,6 +48,7 @@ MILL_DISTRIBUTIONS = (
     "mill-data",
     "mill-backends-clip",
     "mill-backends-llm",
+    "mill-backends-classifiers",
     "mill-cli",
     "mill-testing",
     "mill-echo-kind",
@@ -125,6 +127,13 @@ def llm(session: nox.Session) -> None:
     _pytest(session, "-m", "not vllm", "packages/mill-backends-llm/tests")
 
 
+@session
+def classifiers(session: nox.Session) -> None:
+    # mill-cli: the tests run `mill eval` in process on each family's tiny model.
+    _install(session, CORE, DATA, CLI, f"{CLASSIFIERS}[test]", TESTING)
+    _pytest(session, "packages/mill-backends-classifiers/tests")
+
+
 #: The in-process engine's tests, and the openai backend against a real `vllm serve` compared with that engine.
 VLLM_TESTS = ("test_vllm_engine.py", "test_vllm_serve.py")
 
@@ -177,7 +186,7 @@ def e2e(session: nox.Session) -> None:
     `mill report` opened in a headless Chromium (the report extra, selenium, Debian's chromium). The clip
     backend's test extra brings clip-benchmark, which the device check's dry run compares with."""
     _ensure_chromium(session)
-    extras = (f"{CLI}[report]", f"{CLIP}[test]", f"{LLM}[openai]")
+    extras = (f"{CLI}[report]", f"{CLIP}[test]", f"{LLM}[openai]", f"{CLASSIFIERS}[transformers]")
     _install(session, CORE, DATA, *extras, TESTING, ECHO_KIND, "pytest", "selenium")
     _pytest(session, "tests")
 
@@ -191,16 +200,17 @@ MYPY_SOURCES = (
     "packages/mill-data/src/mill/data",
     "packages/mill-backends-clip/src/mill/backends/clip",
     "packages/mill-backends-llm/src/mill/backends/llm",
+    "packages/mill-backends-classifiers/src/mill/backends/classifiers",
     "packages/mill-cli/src/mill/cli",
 )
 
 
 @session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) on everything; mypy --strict on all five distributions' sources, at the versions
+    """ruff (lint and format) on everything; mypy --strict on every distribution's sources, at the versions
     of the lock (a newer transformers, say, changes what mypy reads)."""
     _install(session, CORE, DATA, f"{CLI}[report]", *BACKEND_TYPED_DEPS, "ruff", "mypy")
-    _install(session, "--no-deps", CLIP, LLM)
+    _install(session, "--no-deps", CLIP, LLM, CLASSIFIERS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", *MYPY_SOURCES)

@@ -486,8 +486,8 @@ def _load_clip(model: dict[str, str], device: str, cache: Path, precision: str |
     """The clip backend at Mill's defaults (precision, batch size, workers) for ``device``."""
     import zero_shot as zs
 
-    from mill.backends.clip.args import DEFAULT_BATCH_SIZE, MAX_DEFAULT_WORKERS
-    from mill.backends.clip.precision import DEFAULT_PRECISION
+    from mill.core.backend import DEFAULT_BATCH_SIZE, MAX_DEFAULT_WORKERS
+    from mill.core.precision import DEFAULT_PRECISION
 
     namespace = SimpleNamespace(model=model["path"], pretrained=model.get("pretrained"), device=device)
     batch = DEFAULT_BATCH_SIZE[device]

@@ -29,9 +29,8 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TE
 from sample_shards import DEFAULT_SAMPLE_DIR, DEFAULT_WORK_DIR, photo_shards
 
 from mill.backends.clip import ClipArgs
-from mill.backends.clip.args import DEFAULT_BATCH_SIZE, MAX_DEFAULT_WORKERS
 from mill.backends.clip.backend import ClipBackend
-from mill.core.backend import RunContext
+from mill.core.backend import DEFAULT_BATCH_SIZE, MAX_DEFAULT_WORKERS, RunContext
 from mill.core.kinds.zero_shot import ZeroShotTask
 from mill.core.progress import SilentProgress
 from mill.core.sample import ReadOptions

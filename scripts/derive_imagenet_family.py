@@ -13,6 +13,9 @@ What it derives, and from where:
   own ``clip_benchmark.datasets.objectnet.get_metadata`` on ObjectNet's mapping files as published by
   mlfoundations/wise-ft (MIT licence) at commit :data:`WISE_FT_COMMIT`, ``src/datasets/objectnet_metadata/``
   (the files come from ObjectNet's own ``mappings/`` folder). Each file's SHA-256 is checked.
+- ``specs/objectnet_projection.txt``: for each of those 113 classes (one line each, same order), the ImageNet-1k
+  (pytorch) indices that map to it, ascending and separated by spaces, from the same ``get_metadata`` call
+  (its ``folder_to_ids``): how a classifier trained on ImageNet-1k scores ObjectNet (wise-ft's ``project_logits``).
 
 It also checks that the ImageNet-1k class names clip_benchmark uses (``en_classnames.json``, ``imagenet1k``)
 are ``specs/imagenet_classnames.txt`` line for line, and that the templates clip_benchmark uses for each of the
@@ -141,8 +144,9 @@ def fetch_objectnet_metadata(target: Path) -> Path:
     return target
 
 
-def objectnet_classnames(metadata: Path) -> list[str]:
-    """ObjectNet's overlapping classes as clip_benchmark names and orders them (its own get_metadata)."""
+def objectnet_files(metadata: Path) -> dict[str, list[str]]:
+    """ObjectNet's overlapping classes as clip_benchmark names and orders them (its own get_metadata), and the
+    ImageNet-1k classes that map to each."""
     for name, digest in OBJECTNET_FILES.items():
         actual = hashlib.sha256((metadata / name).read_bytes()).hexdigest()
         if actual != digest:
@@ -156,7 +160,12 @@ def objectnet_classnames(metadata: Path) -> list[str]:
     names = [classname_map[folder].lower() for folder in sorted(folders_to_ids)]
     if len(names) != OBJECTNET_SIZE or len(set(names)) != OBJECTNET_SIZE:
         raise DerivationError(f"ObjectNet mapping gives {len(names)} classes ({len(set(names))} distinct), not 113")
-    return names
+    parents = [sorted(folders_to_ids[folder]) for folder in sorted(folders_to_ids)]
+    flat = [index for indices in parents for index in indices]
+    if len(flat) != len(set(flat)) or not all(0 <= index < 1000 for index in flat) or not all(parents):
+        raise DerivationError("ObjectNet mapping: an ImageNet class maps to two ObjectNet classes, or a class to none")
+    projection = [" ".join(str(index) for index in indices) for indices in parents]
+    return {"objectnet_classnames.txt": names, "objectnet_projection.txt": projection}
 
 
 def read_lines(path: Path) -> list[str]:
@@ -169,10 +178,10 @@ def derived_files(objectnet_metadata: Path | None) -> dict[str, list[str]]:
     check_names_and_templates(datasets_dir)
     files = {name: [str(i) for i in indices] for name, indices in subset_indices(datasets_dir).items()}
     if objectnet_metadata is not None:
-        files["objectnet_classnames.txt"] = objectnet_classnames(objectnet_metadata)
+        files.update(objectnet_files(objectnet_metadata))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            files["objectnet_classnames.txt"] = objectnet_classnames(fetch_objectnet_metadata(Path(tmp)))
+            files.update(objectnet_files(fetch_objectnet_metadata(Path(tmp))))
     return files
 
 

@@ -207,10 +207,20 @@ def test_reproducibility_table_is_what_collect_prints(tmp_path: Path) -> None:
     args = ["collect", "--format", "markdown", "--reported", "--benchmarks", "imagenet", "--output_dir", str(tmp_path)]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if line.startswith("| ")]
+    sections = {
+        section.splitlines()[0]: [line for line in section.splitlines() if line.startswith("| ")]
+        for section in result.output.split("### ")[1:]
+    }
+    rows = sections["imagenet: imagenet acc"]
     assert len(rows) == 5  # the header and the four published models
     for row in rows:
         assert row in page, f"docs/reproducibility/imagenet.md lacks the row {row!r}"
+    # The classification variant's table (timm's and torchvision's published figures) is in docs/classifiers.md.
+    classifiers = (REPO / "docs" / "classifiers.md").read_text(encoding="utf-8")
+    rows = sections["imagenet: imagenet_classifier acc"]
+    assert len(rows) == 8  # the header, five timm models and two torchvision weights
+    for row in rows:
+        assert row in classifiers, f"docs/classifiers.md lacks the row {row!r}"
 
 
 def test_relative_links_resolve() -> None:

@@ -6,9 +6,9 @@ from typing import get_args
 import pytest
 
 from mill.backends.clip import ClipArgs
-from mill.backends.clip.precision import DTYPE_PRECISIONS, PRECISIONS, DtypeName, PrecisionName
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError
+from mill.core.precision import DTYPE_PRECISIONS, PRECISIONS, DtypeName, PrecisionName
 
 
 @pytest.mark.parametrize(("dtype", "precision"), [("bfloat16", "amp_bf16"), ("float16", "amp"), ("float32", "fp32")])

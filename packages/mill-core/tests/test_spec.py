@@ -38,7 +38,7 @@ def test_imagenet_spec_declares_both_variants() -> None:
     assert spec.dataset.source == "hf://datasets/haideraltahan/wds_imagenet1k"
     assert len(spec.classnames) == 1000 and len(set(spec.classnames)) == 1000
     assert len(spec.templates) == 80 and all("{c}" in t for t in spec.templates)
-    assert list(spec.variants) == ["imagenet", "imagenet_mcq", "imagenet_mcq_likelihood"]
+    assert list(spec.variants) == ["imagenet", "imagenet_mcq", "imagenet_mcq_likelihood", "imagenet_classifier"]
     zero_shot, mcq = spec.variants["imagenet"], spec.variants["imagenet_mcq"]
     likelihood = spec.variants["imagenet_mcq_likelihood"]
     assert isinstance(zero_shot, ZeroShotVariant) and zero_shot.kind == "zero_shot"
@@ -51,6 +51,10 @@ def test_imagenet_spec_declares_both_variants() -> None:
     assert (likelihood.n_options, likelihood.prompt) == (mcq.n_options, mcq.prompt)
     assert likelihood.metric == "imagenet_mcq_likelihood_acc"
     assert {r.model: r.value for r in spec.reported}["ViT-B-32/laion2b_s34b_b79k"] == 0.6656
+    # timm's results-imagenet.csv row at the test size timm's validate.py resolves (288 px, crop 1.0) and
+    # torchvision's documented acc@1, for the classification variant.
+    classifiers = {r.model: r.value for r in spec.reported if r.variant == "imagenet_classifier"}
+    assert (classifiers["resnet50.a1_in1k"], classifiers["resnet50/IMAGENET1K_V2"]) == (0.8124, 0.80858)
 
 
 def test_content_hash_covers_referenced_files(spec_copy: Path) -> None:

@@ -8,6 +8,7 @@ rejected before anything expensive happens.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,10 +22,16 @@ BackendArgs = Mapping[str, Any]
 
 @frozen
 class Capabilities:
-    """Which task kinds (by name, e.g. ``zero_shot``) a model can serve and which input modalities it accepts."""
+    """Which task kinds (by name, e.g. ``zero_shot``) a model can serve and which input modalities it accepts.
+
+    ``n_outputs`` is the number of classes a classifier's head scores, when its config says so without loading
+    weights (None: not a fixed-head classifier, or not known before loading); a benchmark whose classifiers must
+    score another number of classes (:attr:`mill.core.spec.Spec.n_outputs`) is refused before anything loads.
+    """
 
     kinds: frozenset[str]
     modalities: frozenset[str] = frozenset({"image", "text"})
+    n_outputs: int | None = None
 
     def serves(self, kind: str) -> bool:
         return kind in self.kinds and "image" in self.modalities
@@ -52,6 +59,11 @@ class ModelInfo:
     cuda_version: str | None = None
 
 
+#: Image batch size by device type when neither the model spec nor the run context gives one.
+DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 64}
+MAX_DEFAULT_WORKERS = 8
+
+
 @frozen
 class RunContext:
     """Process-wide settings a backend may use. Values written in the model spec win over these.
@@ -64,6 +76,19 @@ class RunContext:
     num_workers: int | None = None
     progress: Progress = field(factory=SilentProgress)
     quiet: bool = False
+
+    def resolve(
+        self, device: str | None, batch_size: int | None, num_workers: int | None, *, cuda_available: bool
+    ) -> tuple[str, int, int]:
+        """An image backend's device, batch size and loader workers: the model spec's value, else this
+        context's, else a default (CUDA when available, :data:`DEFAULT_BATCH_SIZE`, up to 8 workers)."""
+        device = device or self.device or ("cuda" if cuda_available else "cpu")
+        default_workers = min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
+        return (
+            device,
+            batch_size or self.batch_size or DEFAULT_BATCH_SIZE.get(device.split(":")[0], 64),
+            next(n for n in (num_workers, self.num_workers, default_workers) if n is not None),
+        )
 
 
 @runtime_checkable

@@ -179,9 +179,25 @@ def pick_variant(spec: Spec, requested: str | None, capabilities: Capabilities, 
     instead = [name for name, v in spec.variants.items() if capabilities.serves(v.kind)]
     alternative = f"; it can be evaluated on {' or '.join(instead)} instead" if instead else ""
     raise CapabilityError(
-        f"{problem}{alternative}. Use a CLIP model (clip[...]) for zero_shot and retrieval variants and a "
-        "vision-language model (hf, vllm, or openai for a served one) for multiple-choice variants (generative_mcq, "
-        "likelihood_mcq)."
+        f"{problem}{alternative}. Use a CLIP model (clip[...]) for zero_shot and retrieval variants, a supervised "
+        "classifier (timm, torchvision, hf_classifier) for classification variants and a vision-language model (hf, "
+        "vllm, or openai for a served one) for multiple-choice variants (generative_mcq, likelihood_mcq)."
+    )
+
+
+def check_label_space(spec: Spec, capabilities: Capabilities, model_text: str) -> None:
+    """Refuse a classifier whose head scores another number of classes than ``spec``'s classifiers must.
+
+    Raises:
+        CapabilityError: naming both counts.
+    """
+    n_outputs = capabilities.n_outputs
+    if n_outputs is None or n_outputs == spec.n_outputs:
+        return
+    raise CapabilityError(
+        f"model {model_text!r} scores {n_outputs} classes, but {spec.name} is scored over {spec.n_outputs} "
+        f"(its classes{' and their parent list' if spec.parent_count is not None else ''}); a classifier "
+        "trained on another label space cannot be evaluated on it: use a model with a matching head"
     )
 
 
@@ -231,6 +247,7 @@ def plan_runs(models: Sequence[ModelRef], benchmarks: Sequence[str], registry: S
         capabilities = plugin.plugin.capabilities(model.args)
         for selection in selections:
             name = pick_variant(selection.spec, selection.variant, capabilities, model.spec.text)
+            check_label_space(selection.spec, capabilities, model.spec.text)
             variant = selection.spec.variants[name]
             default = pick_variant(selection.spec, None, capabilities, model.spec.text)
             kind = get_kind(variant.kind)

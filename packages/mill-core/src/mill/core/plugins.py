@@ -8,6 +8,7 @@ distribution to install from the checkout (they are not published on PyPI).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from mill.core.errors import UnknownBackendError
 from mill.core.model_spec import ModelSpec
 
 ENTRY_POINT_GROUP = "mill.backends"
+#: Functions ``claim(path) -> args | None`` registered under a backend's name: a bare model path or hub id that a
+#: claim accepts goes to that backend with the returned arguments instead of :data:`DEFAULT_PATH_BACKEND`. A claim
+#: reads configuration files only and returns None for whatever it cannot read (the default route then reports it).
+CLAIM_GROUP = "mill.path_claims"
 
 # Distributions of this repository and the backends they provide, for install hints only.
 KNOWN_DISTRIBUTIONS: dict[str, str] = {
@@ -28,6 +33,9 @@ KNOWN_DISTRIBUTIONS: dict[str, str] = {
     "huggingface": "./packages/mill-backends-llm",
     "transformers": "./packages/mill-backends-llm",
     "vllm": "'./packages/mill-backends-llm[vllm]'",
+    "timm": "./packages/mill-backends-classifiers",
+    "torchvision": "./packages/mill-backends-classifiers",
+    "hf_classifier": "'./packages/mill-backends-classifiers[transformers]'",
 }
 
 # What an HF id ("Qwen/Qwen3-VL-2B-Instruct") or a model directory resolves to.
@@ -52,11 +60,22 @@ class ResolvedModel:
     spec: ModelSpec
 
 
+def claim_path(path: str) -> tuple[str, dict[str, object]] | None:
+    """The backend (and its arguments) of the first installed claim, by backend name, that accepts ``path``."""
+    for entry in sorted(entry_points(group=CLAIM_GROUP), key=lambda e: e.name):
+        claim: Callable[[str], Mapping[str, object] | None] = entry.load()
+        args = claim(path)
+        if args is not None:
+            return entry.name, dict(args)
+    return None
+
+
 def resolve_model(spec: ModelSpec, installed: set[str] | None = None) -> ResolvedModel:
     """Decide which backend serves ``spec``.
 
     A head that is a backend name (installed or known) is that backend. Otherwise a head that
-    contains ``/`` or names an existing directory is a model path for ``hf``.
+    contains ``/`` or names an existing directory is a model path: for the backend whose claim
+    (:data:`CLAIM_GROUP`) accepts it, else for ``hf``.
 
     Raises:
         UnknownBackendError: with close-match suggestions.
@@ -66,9 +85,14 @@ def resolve_model(spec: ModelSpec, installed: set[str] | None = None) -> Resolve
     if head in names or head in KNOWN_DISTRIBUTIONS:
         return ResolvedModel(head, dict(spec.args), spec)
     if "/" in head or Path(head).is_dir():
-        if "path" in spec.args:
-            raise UnknownBackendError(f"{spec.text!r}: the model path is given twice (as the head and as path=)")
-        return ResolvedModel(DEFAULT_PATH_BACKEND, {"path": head, **spec.args}, spec)
+        claimed = claim_path(head)
+        backend, path_args = claimed if claimed is not None else (DEFAULT_PATH_BACKEND, {"path": head})
+        given = sorted(set(path_args) & set(spec.args))
+        if given:
+            raise UnknownBackendError(
+                f"{spec.text!r}: the model is given twice (as the head and as {', '.join(k + '=' for k in given)})"
+            )
+        return ResolvedModel(backend, {**path_args, **spec.args}, spec)
     raise _unknown(head, names)
 
 

@@ -62,9 +62,20 @@ class SubsetSpec:
 
 
 @frozen
+class ProjectionSpec:
+    """A benchmark whose classes each gather classes of a parent list that classifiers are trained on (ObjectNet's
+    113 over ImageNet-1k's 1000): ``file`` holds, one line per class in label order, the parent indices that map to
+    it, separated by spaces; ``parent_count`` is the parent list's size."""
+
+    file: str
+    parent_count: int
+
+
+@frozen
 class ClassesSpec:
     """Class names, inline (``names``) or one per line in ``file`` next to the spec; with ``subset``,
-    those are the parent list and the benchmark's classes are the subset's."""
+    those are the parent list and the benchmark's classes are the subset's; with ``projection``, the names are the
+    benchmark's own and each class gathers parent classes (for classifiers trained on the parent list)."""
 
     count: int
     names: tuple[str, ...] | None = None
@@ -72,6 +83,7 @@ class ClassesSpec:
     overrides: dict[str, str] = field(factory=dict)
     allow_duplicates: bool = False
     subset: SubsetSpec | None = None
+    projection: ProjectionSpec | None = None
 
 
 @frozen
@@ -132,6 +144,15 @@ class Spec:
     parent_indices: tuple[int, ...] | None = None
     #: With ``classes.subset.labels = "parent"``: dataset label (a parent index) -> class index.
     label_map: Mapping[int, int] | None = None
+    #: With ``classes.subset`` or ``classes.projection``: the parent list's size, which is the number of outputs of
+    #: a classifier trained for this benchmark, and per class the parent indices that score it.
+    parent_count: int | None = None
+    parent_classes: tuple[tuple[int, ...], ...] | None = None
+
+    @property
+    def n_outputs(self) -> int:
+        """How many classes a classifier for this benchmark scores: the parent list's, else the benchmark's."""
+        return len(self.classnames) if self.parent_count is None else self.parent_count
 
 
 _T = TypeVar("_T")
@@ -276,6 +297,34 @@ def _subset(
     return tuple(parent[i] for i in indices), tuple(indices), label_map, raw
 
 
+def _projection(projection: ProjectionSpec, n_classes: int, file: Path) -> tuple[tuple[tuple[int, ...], ...], bytes]:
+    """Per class, the parent indices of ``projection.file`` (each parent in at most one class), and its bytes."""
+    key = "classes.projection.file"
+    lines, raw = _read_lines(file, projection.file, key)
+    if len(lines) != n_classes:
+        raise SpecError(
+            f"{file}: {key}: {projection.file} has {len(lines)} lines, expected one per class ({n_classes})"
+        )
+    classes = []
+    owner: dict[int, int] = {}
+    for line_no, text in enumerate(lines, start=1):
+        fields = text.split()
+        if not all(f.isdigit() and int(f) < projection.parent_count for f in fields):
+            raise SpecError(
+                f"{file}: {key}: line {line_no} of {projection.file}: expected parent class indices in "
+                f"[0, {projection.parent_count}) separated by spaces, got {text!r}"
+            )
+        for parent in map(int, fields):
+            if parent in owner:
+                raise SpecError(
+                    f"{file}: {key}: {projection.file} maps parent class {parent} to lines {owner[parent] + 1} "
+                    f"and {line_no}; a parent class belongs to one class at most"
+                )
+            owner[parent] = line_no - 1
+        classes.append(tuple(map(int, fields)))
+    return tuple(classes), raw
+
+
 def _check_variants(spec: _SpecFile, variants: Mapping[str, Variant], file: Path) -> None:
     if not variants:
         raise SpecError(f"{file}: variants: a spec needs at least one variant")
@@ -304,10 +353,19 @@ def load_spec(file: Path) -> Spec:
     classes_raw = templates_raw = subset_raw = b""
     parent_indices: tuple[int, ...] | None = None
     label_map: dict[int, int] | None = None
+    parent_count: int | None = None
+    parent_classes: tuple[tuple[int, ...], ...] | None = None
     if parsed.classes is not None:
         classnames, classes_raw = _classnames(parsed.classes, file)
+        if parsed.classes.subset is not None and parsed.classes.projection is not None:
+            raise SpecError(f"{file}: classes: give at most one of 'subset' and 'projection'")
         if parsed.classes.subset is not None:
+            parent_count = len(classnames)
             classnames, parent_indices, label_map, subset_raw = _subset(parsed.classes.subset, classnames, file)
+            parent_classes = tuple((index,) for index in parent_indices)
+        elif parsed.classes.projection is not None:
+            parent_count = parsed.classes.projection.parent_count
+            parent_classes, subset_raw = _projection(parsed.classes.projection, len(classnames), file)
     variants = {name: _variant(name, value, file, len(classnames)) for name, value in variants_data.items()}
     if parsed.templates is not None:
         templates, templates_raw = _inline_or_file(
@@ -328,8 +386,8 @@ def load_spec(file: Path) -> Spec:
         # template files, so a bundled benchmark works wherever the package is installed.
         dataset = evolve(dataset, source=str(file.parent / dataset.source))
     digest = hashlib.sha256()
-    # The subset file's digest joins only when there is one, so existing specs keep their hash.
-    for part in (raw, classes_raw, templates_raw, *((subset_raw,) if parent_indices is not None else ())):
+    # The subset or projection file's digest joins only when there is one, so existing specs keep their hash.
+    for part in (raw, classes_raw, templates_raw, *((subset_raw,) if parent_classes is not None else ())):
         digest.update(hashlib.sha256(part).digest())
     return Spec(
         name=parsed.name,
@@ -345,4 +403,6 @@ def load_spec(file: Path) -> Spec:
         content_hash=digest.hexdigest(),
         parent_indices=parent_indices,
         label_map=label_map,
+        parent_count=parent_count,
+        parent_classes=parent_classes,
     )

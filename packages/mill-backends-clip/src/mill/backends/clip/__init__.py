@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from mill.backends.clip.args import ClipArgs
 from mill.backends.clip.memory import InMemoryClip, from_model
 from mill.backends.clip.plugin import ClipPlugin, plugin
-from mill.backends.clip.precision import PRECISIONS, Precision
 from mill.backends.clip.tiny import TinyModel, write_tiny_model
+from mill.core.precision import PRECISIONS, Precision
 
 if TYPE_CHECKING:
     from mill.backends.clip.backend import ClipBackend

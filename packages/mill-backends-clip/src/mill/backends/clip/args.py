@@ -12,22 +12,13 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from mill.backends.clip.precision import (
-    DEFAULT_PRECISION,
-    DTYPE_PRECISIONS,
-    PRECISIONS,
-    DtypeName,
-    Precision,
-    PrecisionName,
-)
 from mill.backends.clip.pretrained import LocalDir, Location, parse_location
 from mill.core.arguments import NonNegativeInt, PositiveInt, structure_arguments
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
+from mill.core.precision import DEFAULT_PRECISION, PRECISIONS, DtypeName, Precision, PrecisionName, checked_precision
 
 DEFAULT_TEXT_BATCH_SIZE = 1024
-DEFAULT_BATCH_SIZE = {"cuda": 256, "cpu": 64}
-MAX_DEFAULT_WORKERS = 8
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 #: Models that ship inside this distribution (package data): ``{name}.json`` and ``{name}.pt``, addressed like an
 #: open_clip architecture and its tag, ``path=mill-shapes,pretrained=mill-shapes``.
@@ -55,15 +46,7 @@ class _ClipInput:
 
     def checked_precision(self) -> Precision:
         """The precision named by ``precision`` or ``dtype``, refusing the two when they disagree."""
-        if self.dtype is None:
-            return PRECISIONS[self.precision or DEFAULT_PRECISION]
-        implied = DTYPE_PRECISIONS[self.dtype]
-        if self.precision is not None and self.precision != implied:
-            raise BackendArgumentError(
-                f"clip backend: dtype={self.dtype!r} means precision={implied!r}, which "
-                f"contradicts precision={self.precision!r}; give only one of them"
-            )
-        return PRECISIONS[implied]
+        return checked_precision(self.precision, self.dtype, "clip")
 
 
 @frozen
@@ -162,15 +145,10 @@ class ClipArgs:
 
     def resolve(self, context: RunContext, *, cuda_available: bool) -> ClipArgs:
         """Fill device, batch size and workers: spec value, else the run context, else a default."""
-        device = self.device or context.device or ("cuda" if cuda_available else "cpu")
-        device_type = device.split(":")[0]
-        default_workers = min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
-        return evolve(
-            self,
-            device=device,
-            batch_size=self.batch_size or context.batch_size or DEFAULT_BATCH_SIZE.get(device_type, 64),
-            num_workers=next(n for n in (self.num_workers, context.num_workers, default_workers) if n is not None),
+        device, batch_size, num_workers = context.resolve(
+            self.device, self.batch_size, self.num_workers, cuda_available=cuda_available
         )
+        return evolve(self, device=device, batch_size=batch_size, num_workers=num_workers)
 
     def as_dict(self) -> dict[str, Any]:
         """Every argument, for the manifest."""

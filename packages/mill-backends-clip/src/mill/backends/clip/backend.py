@@ -26,13 +26,14 @@ from mill.backends.clip.classifier import (
 )
 from mill.backends.clip.memory import InMemoryClip
 from mill.backends.clip.model import Architecture, LoadedModel, library_versions, load_model
-from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.batch_size import AdaptiveBatchSize
 from mill.core.errors import DataError, NonFiniteError
 from mill.core.held_model import first_device, parameters_digest, preserved
+from mill.core.image_batches import answer_batches, topk_result
 from mill.core.kinds.retrieval import RetrievalBatchResult, RetrievalTask
 from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
+from mill.core.precision import DEFAULT_PRECISION, PRECISIONS
 from mill.core.sample import SampleBatch, SampleSource
 
 
@@ -160,26 +161,17 @@ class ClipBackend:
         """Top-``task.top_k`` classes of every sample in ``data``, one result per batch."""
         classifier = self.classifier_for(task)
         k = min(task.top_k, len(task.classnames))
-        progress = self.context.progress
-        progress.start("evaluating", total=len(data))
-        # One batch in flight: batch i+1 is queued on the device before batch i's classes are copied
-        # back (which waits for the device), so the accelerator is not idle while the host collects.
-        pending: tuple[SampleBatch, tuple[torch.Tensor, torch.Tensor]] | None = None
-        try:
-            for batch in self._batches(data):
-                parts = self._batch.map(
-                    len(batch.keys),
-                    lambda start, stop: self._topk(batch.images[start:stop], classifier, k),  # noqa: B023
-                    where=lambda: f"shard {batch.shards[0]}, sample {batch.keys[0]!r}",  # noqa: B023
-                )
-                answer = (torch.cat([topk for topk, _ in parts]), torch.cat([finite for _, finite in parts]))
-                if pending is not None:
-                    yield self._result(*pending)
-                pending = (batch, answer)
-            if pending is not None:
-                yield self._result(*pending)
-        finally:
-            progress.finish()
+        yield from answer_batches(
+            data,
+            batch_size=self._batch,
+            transform=self.preprocess,
+            num_workers=self.args.num_workers or 0,
+            pin_memory=self.device.type == "cuda",
+            compute=lambda images: self._topk(images, classifier, k),
+            combine=lambda parts: (torch.cat([topk for topk, _ in parts]), torch.cat([finite for _, finite in parts])),
+            collect=self._result,
+            progress=self.context.progress,
+        )
 
     def _batches(self, data: SampleSource) -> Iterator[SampleBatch]:
         """``data``'s samples preprocessed for the image tower, at the current image batch size."""
@@ -199,10 +191,16 @@ class ClipBackend:
 
     def _result(self, batch: SampleBatch, answer: tuple[torch.Tensor, torch.Tensor]) -> ZeroShotBatchResult:
         topk, finite = answer
-        self._check_finite(batch, finite, "image")
-        self.context.progress.advance(len(batch.keys))
-        return ZeroShotBatchResult(
-            keys=list(batch.keys), shards=list(batch.shards), golds=list(batch.labels), topk=topk.cpu().tolist()
+        return topk_result(
+            batch,
+            topk.cpu().tolist(),
+            finite.tolist(),
+            what="image features",
+            fix=(
+                f"the image tower overflows at precision={self.args.precision.name}: run with precision=fp32 (or "
+                "amp_bf16), or check these images"
+            ),
+            progress=self.context.progress,
         )
 
     def _check_finite(self, batch: SampleBatch, finite: torch.Tensor, tower: str) -> None:

@@ -17,9 +17,8 @@ from typing import Any
 from attrs import frozen
 
 from mill.backends.clip.plugin import CAPABILITIES
-from mill.backends.clip.precision import DEFAULT_PRECISION, PRECISIONS, PrecisionName
 from mill.core.backend import Backend, Capabilities, RunContext
-from mill.core.errors import BackendArgumentError
+from mill.core.precision import DEFAULT_PRECISION, PrecisionName, in_memory_precision
 
 DISTRIBUTION = "mill-backends-clip"
 
@@ -63,12 +62,7 @@ def from_model(
         BackendArgumentError: ``precision`` is unknown, or would recast the weights (pure_bf16, pure_fp16:
             evaluate never changes the model it is given).
     """
-    allowed = [p for p, value in PRECISIONS.items() if value.model_precision == "fp32"]
-    if precision not in allowed:
-        raise BackendArgumentError(
-            f"clip backend: precision={precision!r} for an in-memory model; expected one of {', '.join(allowed)} "
-            "(pure low-precision modes would recast the model's own weights)"
-        )
+    in_memory_precision(precision, "clip")
     return InMemoryClip(
         model,
         preprocess,

@@ -19,7 +19,6 @@ import torchvision
 from attrs import frozen
 
 from mill.backends.clip.args import ClipArgs
-from mill.backends.clip.precision import DEFAULT_PRECISION
 from mill.backends.clip.pretrained import (
     RANDOM_INIT_SEED,
     checkpoint_weights,
@@ -31,6 +30,7 @@ from mill.backends.clip.pretrained import (
 from mill.core.backend import ModelInfo
 from mill.core.device import checked_device
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
+from mill.core.precision import DEFAULT_PRECISION
 
 _REQUIRED_CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
 

@@ -91,8 +91,13 @@ def output_schema(top_k: int) -> dict[str, Any]:
 
 def score(task: ZeroShotTask, raw: pl.DataFrame, metric: str, seed: int) -> Scored:
     """Per-sample predictions and their :func:`metrics`. ``raw`` is sorted by key."""
-    k = task.top_k
-    labels = np.array(task.classnames, dtype=object)
+    frame = predictions_frame(task.classnames, task.top_k, raw)
+    return Scored(frame, metrics(frame, metric, seed))
+
+
+def predictions_frame(classnames: Sequence[str], k: int, raw: pl.DataFrame) -> pl.DataFrame:
+    """The per-sample file (:func:`output_schema`) of raw top-k rows (sorted by key) over ``classnames``."""
+    labels = np.array(classnames, dtype=object)
     golds = raw["gold"].to_numpy()
     predictions = raw["topk"].list.first().to_numpy()
     frame = pl.DataFrame(
@@ -108,7 +113,7 @@ def score(task: ZeroShotTask, raw: pl.DataFrame, metric: str, seed: int) -> Scor
         },
         schema=output_schema(k),
     )
-    return Scored(frame, metrics(frame, metric, seed))
+    return frame
 
 
 _TOPK_COLUMN = re.compile(r"top(\d+)")
@@ -119,24 +124,35 @@ _TOPK_COLUMN = re.compile(r"top(\d+)")
 MEAN_PER_CLASS_RECALL = "mean_per_class_recall"
 
 
-def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
-    """``metric`` (top-1), ``acc{k}`` (k > 1) and ``mean_per_class_recall`` of a per-sample frame
-    (:func:`output_schema`), each with a bootstrap stderr seeded by ``seed``; with ``metric`` =
-    :data:`MEAN_PER_CLASS_RECALL`, that recall first and top-1 as ``acc``."""
+def topk_metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """``metric`` (top-1) and ``acc{k}`` (k > 1) of a per-sample frame (:func:`output_schema`), each with a
+    bootstrap stderr seeded by ``seed``."""
     (column,) = [name for name in frame.columns if _TOPK_COLUMN.fullmatch(name)]
     k = int(column[3:])
     golds = frame["gold"].to_numpy()
-    predictions = frame["prediction"].to_numpy()
     topk = np.asarray(frame[column].to_list(), dtype=np.int64).reshape(len(frame), -1)
-    top1 = accuracy_with_stderr(frame["correct"].to_numpy(), seed)
-    recall = mean_per_class_recall_with_stderr(golds, predictions, seed)
-    values: dict[str, MetricValue] = (
-        {metric: recall, "acc": top1} if metric == MEAN_PER_CLASS_RECALL else {metric: top1}
-    )
+    values = {metric: accuracy_with_stderr(frame["correct"].to_numpy(), seed)}
     if k > 1:
         values[f"acc{k}"] = topk_accuracy_with_stderr(golds, topk, min(k, topk.shape[1]), seed)
-    values[MEAN_PER_CLASS_RECALL] = recall
     return values
+
+
+def metrics(frame: pl.DataFrame, metric: str, seed: int) -> dict[str, MetricValue]:
+    """:func:`topk_metrics` and ``mean_per_class_recall`` of a per-sample frame (:func:`output_schema`), each with
+    a bootstrap stderr seeded by ``seed``; with ``metric`` = :data:`MEAN_PER_CLASS_RECALL`, that recall first and
+    top-1 as ``acc``."""
+    golds = frame["gold"].to_numpy()
+    recall = mean_per_class_recall_with_stderr(golds, frame["prediction"].to_numpy(), seed)
+    if metric == MEAN_PER_CLASS_RECALL:
+        return {metric: recall, **topk_metrics(frame, "acc", seed)}
+    return {**topk_metrics(frame, metric, seed), MEAN_PER_CLASS_RECALL: recall}
+
+
+def check_top_k(top_k: int) -> list[tuple[str, str]]:
+    """The problem of a variant's ``top_k``, as a (key, message) pair; empty when valid."""
+    if top_k < 1:
+        return [("top_k", f"expected a positive number of classes kept per sample, got {top_k}")]
+    return []
 
 
 @frozen
@@ -153,11 +169,9 @@ class ZeroShotKind:
 
     def check_variant(self, variant: ZeroShotVariant, n_classes: int) -> Sequence[tuple[str, str]]:
         # A top_k above the class count keeps every class (see build_task).
-        problems = []
+        problems = list(check_top_k(variant.top_k))
         if n_classes == 0:
-            problems.append(("kind", "zero_shot classifies into the spec's classes, and this spec has none"))
-        if variant.top_k < 1:
-            problems.append(("top_k", f"expected a positive number of classes kept per sample, got {variant.top_k}"))
+            problems.insert(0, ("kind", "zero_shot classifies into the spec's classes, and this spec has none"))
         return problems
 
     def settings(self, variant: ZeroShotVariant) -> Mapping[str, str]:
