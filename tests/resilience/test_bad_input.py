@@ -112,7 +112,7 @@ def test_model_serving_no_variant_says_what_would(eval_argv: Any, fails: Callabl
     argv = eval_argv(results)
     argv[argv.index("tinybench")] = "tinybench_mcq"
     err = fails(*argv)
-    assert "tinybench_mcq needs generative_mcq" in err and "(hf or vllm)" in err
+    assert "tinybench_mcq needs generative_mcq" in err and "(hf, vllm, or openai for a served one)" in err
 
 
 def test_missing_model_path(tmp_path: Path, eval_argv: Any, fails: Callable[..., str], results: Path) -> None:
