@@ -113,6 +113,10 @@ def _serve(args: argparse.Namespace, path: str, scratch: Path) -> subprocess.Pop
         "--model",
         path,
         *server_flags(ENGINE_SETTINGS),
+        # vLLM's CPU build otherwise sizes the KV cache as the memory share less the server's own resident memory,
+        # which a server process can exceed (then it refuses to start); the size changes no answer.
+        "--kv-cache-memory-bytes",
+        str(512 * 2**20),
         "--host",
         "127.0.0.1",
         "--port",

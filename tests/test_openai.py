@@ -51,10 +51,10 @@ def test_mill_eval_scores_a_served_model_and_collect_shows_its_usage(
         {
             "model": MODEL,
             "task": "imagenet_mcq",
-            "requests": str(LIMIT),
-            "input_tokens": str(usage["input_tokens"]),
-            "output_tokens": str(LIMIT),
-            "cost_usd": f"{usage['cost_usd']:.4f}",
+            "requests": LIMIT,
+            "input_tokens": usage["input_tokens"],
+            "output_tokens": LIMIT,
+            "cost_usd": round(usage["cost_usd"], 4),
         }
     ]
 

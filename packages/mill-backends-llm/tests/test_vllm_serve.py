@@ -43,6 +43,8 @@ PROMPT = """Which of these categories best describes the image?
 Answer with the letter of the correct option."""
 # The same engine settings on both sides: float32, no CUDA graphs or compilation, a 1 MB model's share of memory.
 ENGINE_ARGS = {"dtype": "float32", "enforce_eager": "true", "gpu_memory_utilization": "0.1", "max_model_len": "1024"}
+#: The server's KV cache: room for many 1024-token sequences of the tiny model.
+KV_CACHE_BYTES = 512 * 2**20
 
 
 @frozen
@@ -101,6 +103,10 @@ def server(tiny_vlm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         ENGINE_ARGS["gpu_memory_utilization"],
         "--max-model-len",
         ENGINE_ARGS["max_model_len"],
+        # vLLM's CPU build otherwise sizes the KV cache as the memory share above less the server's own resident
+        # memory, which a server process can exceed (then it refuses to start); the size changes no answer.
+        "--kv-cache-memory-bytes",
+        str(KV_CACHE_BYTES),
         # The chat template sees typed content items, as the in-process backend's chat call asks for.
         "--chat-template-content-format",
         "openai",

@@ -263,8 +263,9 @@ LABEL_COLUMNS = ("model", "Model", "Source")
 
 
 def json_records(frame: pl.DataFrame, labels: Iterable[str] = LABEL_COLUMNS) -> list[dict[str, Any]]:
-    """``frame``'s rows for JSON: a cell holding a number is that number (:data:`MISSING` is null), and its
-    marks, if any, go under ``marks`` by column; the ``labels`` columns (model names) stay text."""
+    """``frame``'s rows for JSON: a cell holding a number is that number, an integer where it is written without
+    a decimal point (:data:`MISSING` is null), and its marks, if any, go under ``marks`` by column; the
+    ``labels`` columns (model names) stay text."""
     keep = set(labels)
     records = []
     for row in frame.iter_rows(named=True):
@@ -273,7 +274,9 @@ def json_records(frame: pl.DataFrame, labels: Iterable[str] = LABEL_COLUMNS) -> 
         for column, cell in row.items():
             match = _NUMBER_CELL.fullmatch(cell) if isinstance(cell, str) and column not in keep else None
             if match:
-                record[column] = float(match.group(1))
+                number = match.group(1)
+                # A count (requests, tokens) stays an integer; a formatted metric is a float.
+                record[column] = float(number) if "." in number else int(number)
                 if match.group(2).strip():
                     marks[column] = match.group(2).strip()
             else:
