@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import nox
 
@@ -42,16 +43,14 @@ CLASSIFIERS = "./packages/mill-backends-classifiers"
 TESTING = "./tests/support/mill-testing"
 ECHO_KIND = "./tests/support/mill-echo-kind"
 
-#: Every distribution of this checkout, by name, for uv's ``--reinstall-package``.
-MILL_DISTRIBUTIONS = (
-    "mill-core",
-    "mill-data",
-    "mill-backends-clip",
-    "mill-backends-llm",
-    "mill-backends-classifiers",
-    "mill-cli",
-    "mill-testing",
-    "mill-echo-kind",
+#: Every distribution of this checkout, by name (each folder is named as its distribution), for uv's
+#: ``--reinstall-package``: found, not listed, so a new distribution can never be tested from a stale wheel.
+MILL_DISTRIBUTIONS = tuple(
+    sorted(
+        folder.parent.name
+        for pattern in ("packages/*", "tests/support/*")
+        for folder in Path().glob(f"{pattern}/pyproject.toml")
+    )
 )
 
 PYTEST = ("pytest", "-q", "-p", "no:cacheprovider")
