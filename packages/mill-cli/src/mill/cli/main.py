@@ -26,6 +26,7 @@ from rich.markup import escape
 from mill.cli import distributed
 from mill.cli.console import content_table, progress_console, table_console
 from mill.cli.display import PlainProgress, RichProgress
+from mill.cli.log_output import printed_once
 from mill.cli.shared_options import forward_to_subcommand
 from mill.core.comparison import DEFAULT_RESAMPLES, ComparisonTable, compare_runs, comparison_tables, stored_runs
 from mill.core.engine import PlannedRun, RunInterrupted, default_cache_dir, default_output_dir
@@ -609,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 default_show(message, category, *args, **kwargs)
 
         warnings.showwarning = show
-        _run(argv)
+        with printed_once():
+            _run(argv)
 
 
 def _run(argv: Sequence[str] | None) -> None:

@@ -24,6 +24,7 @@ from mill.backends.clip.pretrained import (
     checkpoint_weights,
     location_config,
     location_weights,
+    offline_unless_hub_reachable,
     random_weights,
     tag_weights,
 )
@@ -136,6 +137,7 @@ def load_model(args: ClipArgs, *, cache_dir: Path | None) -> LoadedModel:
             UserWarning,
             stacklevel=2,
         )
+    offline_unless_hub_reachable(location, architecture.name, args.pretrained if checkpoint is None else None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         try:
