@@ -170,7 +170,7 @@ class _Part:
         self.path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         self.written = 0
         self.total: int | None = None
-        self.validator: str | None = None  # ETag or Last-Modified, for If-Range
+        self.validator: str | None = None  # etag:ETag or last-modified:DATE, for If-Range
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # 0o666: the user's umask decides who may read the cache, as for any file they create.
@@ -233,8 +233,9 @@ def fetch(
     policy: RetryPolicy | None = None,
     env: Mapping[str, str] = os.environ,
     sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Download ``url`` to ``target`` (replacing it), resuming across retries where the server allows.
+) -> str | None:
+    """Download ``url`` to ``target`` (replacing it), resuming across retries where the server allows; returns
+    what the server calls this version of the file (its ETag, else its Last-Modified date), or None.
 
     ``policy`` defaults to :meth:`RetryPolicy.from_env`; ``sleep`` is how retries wait (tests pass a
     recorder). Credentials for the host are taken from ``$NETRC`` or ``~/.netrc`` when present.
@@ -252,6 +253,33 @@ def fetch(
         part.commit()
     finally:
         part.discard()
+    return part.validator
+
+
+def remote_version(url: str, *, policy: RetryPolicy, env: Mapping[str, str] = os.environ) -> str | None:
+    """What the server calls the current version of ``url`` (ETag, else Last-Modified; None when it sends
+    neither), asked once with a HEAD request and not retried: it only decides whether a cached copy is current.
+
+    Raises:
+        DataError: the server cannot be reached, refuses, or does not answer within the policy's timeout.
+    """
+    request = urllib.request.Request(url, method="HEAD")
+    if auth := _authorization(url, env):
+        request.add_unredirected_header("Authorization", auth)
+    try:
+        with urllib.request.urlopen(request, timeout=policy.timeout_s) as response:
+            return _validator(response.headers)
+    except urllib.error.HTTPError as error:
+        error.close()
+        raise DataError(refusal_message(url, error.code)) from None
+    except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        raise DataError(f"cannot reach {url}: {unreachable_reason(error) or _network_reason(error, policy)}") from None
+
+
+def _validator(headers: Any) -> str | None:
+    etag = headers.get("ETag")
+    modified = headers.get("Last-Modified")
+    return f"etag:{etag}" if etag else f"last-modified:{modified}" if modified else None
 
 
 def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> None:
@@ -259,7 +287,7 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
     if part.written:
         request.add_header("Range", f"bytes={part.written}-")
         if part.validator:
-            request.add_header("If-Range", part.validator)
+            request.add_header("If-Range", part.validator.split(":", 1)[1])
     if auth:
         # Unredirected: a redirect to another host must not carry the credentials along.
         request.add_unredirected_header("Authorization", auth)
@@ -289,7 +317,7 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
                 log.info("%s: the server ignored the Range request; downloading from the start", url)
                 part.restart()
             part.total = response.length
-        part.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+        part.validator = _validator(response.headers)
         rate = _Rate(policy)
         try:
             while chunk := response.read1(CHUNK_BYTES):  # what has arrived: a stall keeps it
@@ -485,6 +513,7 @@ __all__ = [
     "fetch",
     "hub_route_problem",
     "refusal_message",
+    "remote_version",
     "retry_hub",
     "retrying",
 ]
