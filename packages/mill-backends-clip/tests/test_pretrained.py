@@ -18,7 +18,14 @@ from transformers import AutoTokenizer
 
 from mill.backends.clip import ClipArgs
 from mill.backends.clip.backend import ClipBackend
-from mill.backends.clip.pretrained import HubRepo, LocalDir, hub_cache_dir, parse_location, tag_weights
+from mill.backends.clip.pretrained import (
+    HubRepo,
+    LocalDir,
+    hub_cache_dir,
+    offline_unless_hub_reachable,
+    parse_location,
+    tag_weights,
+)
 from mill.backends.clip.tiny import TINY_SIGLIP_CONTEXT_LENGTH, write_tiny_siglip
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
@@ -223,3 +230,15 @@ def test_offline_cached_hub_model_loads_from_the_cache(
 def test_offline_uncached_hub_model_fails_at_once(no_route_to_the_hub: list[str], tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=rf"cannot fetch hf-hub:{REPO_ID}: cannot reach the Hugging Face Hub"):
         _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+
+
+def test_a_reachable_hub_is_left_to_the_hub_client(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its timeouts and 5xx answers can pass: the client keeps its retries, and nothing is switched offline.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    loopback = socket.getaddrinfo("127.0.0.1", 443, type=socket.SOCK_DGRAM)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: loopback)
+    offline_unless_hub_reachable(None, "ViT-B-32", "laion2b_s34b_b79k")  # not cached, yet no error
+    offline_unless_hub_reachable(HubRepo(REPO_ID), "", None)
+    assert not constants.HF_HUB_OFFLINE
