@@ -141,9 +141,7 @@ def test_no_import_cycles_among_mills_modules() -> None:
         "\n".join(f"  {module} imports {', '.join(sorted(graph[module] & set(cycle)))}" for module in cycle)
         for cycle in cycles(graph)
     ]
-    assert not described, "import cycles (move the shared type to the module it belongs to):\n" + "\n\n".join(
-        described
-    )
+    assert not described, "import cycles (move the shared type to the module it belongs to):\n" + "\n\n".join(described)
 
 
 def _long_functions() -> Iterator[str]:
@@ -161,4 +159,3 @@ def _long_functions() -> Iterator[str]:
 def test_no_function_is_longer_than_60_lines() -> None:
     long = sorted(_long_functions())
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them by job):\n" + "\n".join(long)
-
