@@ -13,7 +13,8 @@ from mill.core.errors import NonFiniteError
 from mill.core.kinds import generative_mcq, likelihood_mcq
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqVariant
 from mill.core.registry import builtin_spec_dir
-from mill.core.spec import Spec, load_spec
+from mill.core.spec import Spec
+from mill.core.specfile import load_spec
 from mill.core.tables import legend
 from mill.core.task_kind import raw_schema
 

@@ -9,7 +9,8 @@ from attrs import evolve
 from mill.core.metrics import MetricValue
 from mill.core.registry import builtin_spec_dir
 from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
-from mill.core.spec import ReportedBaseline, Spec, load_spec
+from mill.core.spec import ReportedBaseline, Spec
+from mill.core.specfile import load_spec
 from mill.core.tables import MISSING, REPORTED_COLUMNS, metric_tables, reported_tables, select_rows, usage_table
 
 

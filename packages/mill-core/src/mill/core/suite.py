@@ -24,7 +24,7 @@ from attrs import frozen
 from mill.core.errors import SpecError, UnknownBenchmarkError
 from mill.core.registry import SPEC_PATH_ENV, SpecRegistry, builtin_spec_dir
 from mill.core.spec import Spec
-from mill.core.spec import _structure as structure
+from mill.core.specfile import structure_in_file
 from mill.core.tables import MISSING, REPORTED_COLUMNS, ReportedTable, _cell
 from mill.core.tomlfile import read_toml
 
@@ -77,7 +77,7 @@ def load_suite(file: Path) -> Suite:
         SpecError: naming the file and key (unknown keys, wrong types, no members, a member listed twice).
     """
     data, _ = read_toml(file, "suite", SpecError)
-    parsed = structure(data, _SuiteFile, file, "")
+    parsed = structure_in_file(data, _SuiteFile, file, "")
     if not parsed.benchmarks:
         raise SpecError(f"{file}: benchmarks: a suite needs at least one benchmark")
     if len(set(parsed.benchmarks)) != len(parsed.benchmarks):
