@@ -5,5 +5,6 @@
 - :mod:`mill.testing.facts`: one finished run's :class:`~mill.core.results.RunFacts`, to vary per test.
 - :mod:`mill.testing.bootstrap`: the bootstrap standard error computed resample by resample, a reference.
 - :mod:`mill.testing.hub`: a Hugging Face cache seeded on disk, for ``hf-hub:`` models offline.
-- :mod:`mill.testing.plugin`: the fixtures built on them (``mill_in_process``, ``serve``, ``facts``, ``hub_cache``).
+- :mod:`mill.testing.plugin`: the fixtures built on them (``mill_in_process``, ``serve``, ``facts``, ``zero_shot``,
+  ``hub_cache``).
 """
