@@ -85,7 +85,7 @@ def test_reported_table_puts_mill_beside_the_published_numbers(
     tables = reported_tables(select_rows(read_aggregate(tmp_path)), [_imagenet_spec()])
     # The spec's baselines name two tasks: the zero-shot rollup (open_clip's figures) and the classifier
     # variant (timm's and torchvision's); each gets its table, Mill's column empty where nothing ran.
-    assert [(t.benchmark, t.task, t.metric) for t in tables] == [
+    assert [(t.benchmark, t.variant, t.metric) for t in tables] == [
         ("imagenet", "imagenet", "acc"),
         ("imagenet", "imagenet_classifier", "acc"),
     ]

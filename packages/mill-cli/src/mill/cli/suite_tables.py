@@ -46,8 +46,8 @@ def suites_to_show(
         return []
     if named:
         return [suites[name] for name in named if name in suites]
-    tasks = set(rows.get_column("task").to_list()) if not rows.is_empty() else set()
-    return [suite for suite in suites.values() if len(tasks & set(suite.benchmarks)) >= 2]
+    with_results = set(rows.get_column("task").to_list()) if not rows.is_empty() else set()
+    return [suite for suite in suites.values() if len(with_results & set(suite.benchmarks)) >= 2]
 
 
 def _member_cells(rows: pl.DataFrame, suite: Suite, specs: Mapping[str, Spec]) -> pl.DataFrame:
@@ -90,11 +90,11 @@ def suite_tables(rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str
         n = len(suite.benchmarks)
         records: list[dict[str, str]] = []
         for _, group in cells.group_by(["model", *SAME_SETTINGS], maintain_order=True):
-            by_task = {row["task"]: row for row in group.iter_rows(named=True)}
+            by_member = {row["task"]: row for row in group.iter_rows(named=True)}
             record = {"Model": str(group.get_column("model")[0])}
             for member in suite.benchmarks:
-                record[member] = str(by_task[member]["cell"]) if member in by_task else MISSING
-            values = [by_task[m]["performance"] if m in by_task else None for m in suite.benchmarks]
+                record[member] = str(by_member[member]["cell"]) if member in by_member else MISSING
+            values = [by_member[m]["performance"] if m in by_member else None for m in suite.benchmarks]
             record[MEAN_COLUMN] = _mean_label(values, n)[1]
             records.append(record)
         schema = {column: pl.String for column in ("Model", *suite.benchmarks, MEAN_COLUMN)}
@@ -120,15 +120,15 @@ def suite_reported_tables(
         published: dict[str, dict[str, float]] = {}
         for spec in members:
             for baseline in spec.reported:
-                task, metric = baseline.variant or spec.name, baseline.metric or spec.headline_metric
-                if (task, metric) == (spec.name, spec.headline_metric) and (not models or baseline.model in models):
+                variant, metric = baseline.variant or spec.name, baseline.metric or spec.headline_metric
+                if (variant, metric) == (spec.name, spec.headline_metric) and (not models or baseline.model in models):
                     published.setdefault(baseline.model, {})[spec.name] = baseline.value
         cells = _member_cells(rows, suite, specs)
         measured: dict[str, tuple[float | None, str]] = {}
         ordered = cells.sort(["default_settings", "finished_at"]) if not cells.is_empty() else cells
         for _, group in ordered.group_by(["model", *SAME_SETTINGS], maintain_order=True):
-            by_task = {row["task"]: row["performance"] for row in group.iter_rows(named=True)}
-            result = _mean_label([by_task.get(m) for m in suite.benchmarks], n)
+            by_member = {row["task"]: row["performance"] for row in group.iter_rows(named=True)}
+            result = _mean_label([by_member.get(m) for m in suite.benchmarks], n)
             model = str(group.get_column("model")[0])
             if result[0] is not None or model not in measured or measured[model][0] is None:
                 measured[model] = result

@@ -44,23 +44,25 @@ class MetricTable:
 
 @frozen
 class ReportedTable:
-    """One benchmark task and metric: Mill's number beside the spec's reported one, per model.
+    """One variant (or a benchmark's rollup) and metric: Mill's number beside the spec's reported one, per model.
 
     ``frame`` has the columns :data:`REPORTED_COLUMNS`, every cell a string (:data:`MISSING` when empty).
     """
 
     benchmark: str
-    task: str
+    #: The aggregate's ``task`` value: a variant's name, or the benchmark's for its rollup row.
+    variant: str
     metric: str
     frame: pl.DataFrame
 
     @property
     def title(self) -> str:
-        return f"{self.benchmark}: {self.task} {self.metric}"
+        return f"{self.benchmark}: {self.variant} {self.metric}"
 
     @property
     def key_columns(self) -> dict[str, str]:
-        return {"benchmark": self.benchmark, "task": self.task, "metric": self.metric}
+        # "task" is the CSV/JSON column users read; the name stays.
+        return {"benchmark": self.benchmark, "task": self.variant, "metric": self.metric}
 
 
 @frozen
@@ -191,13 +193,13 @@ def reported_tables(
         rollup = runs.filter((pl.col("task") == spec.name) & (pl.col("metric") == spec.headline_metric))
         if not rollup.is_empty():
             pairs.setdefault((spec.name, spec.headline_metric))
-        for task, metric_name in pairs:
+        for variant, metric_name in pairs:
             if metric and metric_name != metric:
                 continue
             named = [
                 b
                 for b in baselines
-                if (b.variant or spec.name, b.metric or spec.headline_metric) == (task, metric_name)
+                if (b.variant or spec.name, b.metric or spec.headline_metric) == (variant, metric_name)
             ]
             reported = pl.DataFrame(
                 {
@@ -208,7 +210,7 @@ def reported_tables(
                 },
                 schema={"model": pl.String, "reported": pl.Float64, "source": pl.String, "order": pl.Int64},
             )
-            measured = runs.filter((pl.col("task") == task) & (pl.col("metric") == metric_name))
+            measured = runs.filter((pl.col("task") == variant) & (pl.col("metric") == metric_name))
             joined = reported.join(measured.drop("task", "metric"), on="model", how="full", coalesce=True)
             frame = joined.sort([pl.col("order").fill_null(len(named)), "model"]).select(
                 pl.col("model").alias("Model"),
@@ -217,7 +219,7 @@ def reported_tables(
                 pl.col("source").fill_null(MISSING).alias("Source"),
                 _delta(pl.col("performance") - pl.col("reported")).fill_null(MISSING).alias("Δ"),
             )
-            tables.append(ReportedTable(spec.name, task, metric_name, frame))
+            tables.append(ReportedTable(spec.name, variant, metric_name, frame))
     return tables
 
 

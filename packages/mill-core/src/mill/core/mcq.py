@@ -1,4 +1,5 @@
-"""Multiple-choice questions: deriving the options, rendering the prompt, parsing and scoring the answer.
+"""Multiple-choice questions: deriving the options, rendering the prompt, parsing the answer (grading it is the
+generative kind's, :mod:`mill.core.kinds.generative_mcq`).
 
 Everything here is pure and seeded. A sample's question depends only on the run seed, the variant
 name, the sample key and its gold class, so every backend and every worker process asks the same
@@ -29,9 +30,6 @@ class McqQuestion:
     letters: tuple[str, ...]
     gold_letter: str
 
-
-UnparsablePolicy = Literal["wrong", "random"]
-"""What an answer that names no option counts as: always wrong, or a seeded random letter."""
 
 _ALPHABET = string.ascii_uppercase
 OPTIONS_PLACEHOLDER = "{options}"
@@ -884,70 +882,3 @@ def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[s
         text = structured
     chosen = _parse_plain(text, option_names, upper)
     return None if chosen is None else letters[upper.index(chosen)]
-
-
-# --- Scoring --------------------------------------------------------------------------------------
-
-
-@frozen
-class McqScore:
-    """How one response was graded.
-
-    ``parsed_letter`` is what the response chose (None if nothing); ``prediction`` is the letter
-    graded, which under the ``random`` policy is a seeded guess when nothing was parsed.
-    """
-
-    parsed_letter: str | None
-    prediction: str | None
-    correct: bool
-
-
-def unparsable_guess(response: str, letters: Sequence[str], seed: int) -> str:
-    """The letter the ``random`` policy assigns to an unparsable ``response``.
-
-    Seeded by ``"{seed}|parse_multi_choice|{response}"`` so the guess is the same in every run
-    with this seed, and agrees with the published protocol.
-    """
-    return random.Random(f"{seed}|parse_multi_choice|{response}").choice(list(letters))
-
-
-def grade_answer(
-    response: str,
-    option_names: Sequence[str],
-    letters: Sequence[str],
-    gold_letter: str,
-    policy: UnparsablePolicy,
-    seed: int,
-) -> McqScore:
-    """Grade ``response`` to a question whose options ``letters`` are named ``option_names``.
-
-    Under policy ``"wrong"`` an unparsable response has no prediction and is wrong; under
-    ``"random"`` it is graded on :func:`unparsable_guess`, and may be right by chance.
-
-    Raises:
-        ValueError: for an unknown policy, or option names that do not match the letters.
-    """
-    if policy not in ("wrong", "random"):
-        raise ValueError(f"unknown unparsable policy {policy!r}; expected 'wrong' or 'random'")
-    parsed = parse_answer(response, option_names, letters)
-    prediction = parsed
-    if parsed is None and policy == "random":
-        prediction = unparsable_guess(response, letters, seed)
-    return McqScore(parsed_letter=parsed, prediction=prediction, correct=prediction == gold_letter)
-
-
-def score_response(
-    response: str,
-    question: McqQuestion,
-    option_names: Sequence[str],
-    policy: UnparsablePolicy,
-    seed: int,
-) -> McqScore:
-    """Grade ``response`` to ``question``, whose options are named ``option_names`` in letter order.
-
-    As :func:`grade_answer`, with the letters and gold letter taken from ``question``.
-
-    Raises:
-        ValueError: for an unknown policy, or option names that do not match the letters.
-    """
-    return grade_answer(response, option_names, question.letters, question.gold_letter, policy, seed)
