@@ -8,7 +8,8 @@
 Modules are the ``.py`` files under ``packages/*/src`` and ``tests/support/*/src``, named by their path under
 ``src`` (``src/mill/core/spec.py`` is ``mill.core.spec``). ``from a import b`` depends on the module ``a.b`` when
 there is one, else on ``a``; an import of a module's parent package is not counted as an import of the package's
-other modules (``mill.core``'s ``__init__`` is one module like any other).
+other modules (``mill.core``'s ``__init__`` is one module like any other). Imports by name at run time
+(``importlib.import_module``, entry points) are not seen: they are how plugins are found, not how types are shared.
 """
 
 from __future__ import annotations
