@@ -176,7 +176,8 @@ def _create(args: ClipArgs, request: _Request, device: torch.device) -> tuple[An
             UserWarning,
             stacklevel=3,
         )
-    offline_unless_hub_reachable(location, architecture.name, args.pretrained if checkpoint is None else None)
+    hub_tag = args.pretrained if checkpoint is None else None
+    offline_unless_hub_reachable(args.location, request.architecture.name, hub_tag)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         try:
