@@ -1,11 +1,20 @@
-"""The results store: ``aggregate.csv`` (one row per model × task × metric × run settings), and per
-run a per-sample parquet file with its JSON manifest under ``outputs/{model_slug}/``.
+"""The results directory and its one owner, :class:`ResultsDir`: every path under an output directory is
+worked out here, and every file in it is written here (atomically, under the locks that serialise writers).
 
-Every write is atomic (:mod:`mill.core.atomic`), and ``aggregate.csv`` updates are
-serialised with a file lock, so concurrent ``mill eval`` processes sharing an output directory
-leave a valid file holding all their rows. ``aggregate.csv.sha256`` records its checksum: a damaged
-aggregate (truncated, half copied, edited by hand) is never read as results nor overwritten, and
-``mill verify --rebuild`` regenerates it from the run manifests (:mod:`mill.core.verify`).
+    {output_dir}/aggregate.csv                       one row per model × task × metric × run settings
+    {output_dir}/aggregate.csv.sha256                its checksum; aggregate.csv.lock serialises its writers
+    {output_dir}/aggregate.csv.{time}.bak            the previous file, kept by ``mill verify --rebuild``
+    {output_dir}/outputs/{model_slug}/{stem}.parquet a run's per-sample file
+    {output_dir}/outputs/{model_slug}/{stem}.json    its record (:class:`~mill.core.record.RunRecord`)
+    {output_dir}/outputs/{model_slug}/{stem}.scorer{N}.parquet  the per-sample file graded by older rules
+    {output_dir}/.mill/runs/{digest}/                a run's committed chunks (:class:`RunDir`, mill.core.chunks)
+    {output_dir}/report.html                         ``mill report``'s page
+
+Every write is atomic (:mod:`mill.core.atomic`), and ``aggregate.csv`` updates are serialised with a file
+lock, so concurrent ``mill eval`` processes sharing an output directory leave a valid file holding all their
+rows. ``aggregate.csv.sha256`` records its checksum: a damaged aggregate (truncated, half copied, edited by
+hand) is never read as results nor overwritten, and ``mill verify --rebuild`` regenerates it from the run
+records (:mod:`mill.core.verify`).
 """
 
 from __future__ import annotations
@@ -14,76 +23,53 @@ import datetime as dt
 import json
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 from attrs import asdict, frozen
 
-from mill.core.atomic import atomic_path, remove_stale_temporaries, write_bytes_atomic, write_parquet_atomic
+from mill.core.atomic import (
+    atomic_path,
+    remove_stale_temporaries,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from mill.core.checksum import damage_of, sha256_bytes, sha256_file, sidecar_path, write_sidecar
 from mill.core.errors import DamagedResultsError, ResultsError, ResultsWriteError
 from mill.core.lock import results_lock
 from mill.core.metrics import MetricValue
+from mill.core.record import RunRecord, from_json, intact, to_json
+from mill.core.rows import (
+    AGGREGATE_SCHEMA,
+    LATER_COLUMNS,
+    UPSERT_KEY,
+    AggregateRow,
+    RunFacts,
+    run_rows,
+)
+
+__all__ = [
+    "AGGREGATE_FILE",
+    "AGGREGATE_SCHEMA",
+    "LATER_COLUMNS",
+    "UPSERT_KEY",
+    "AggregateRow",
+    "ResultsDir",
+    "RunDir",
+    "RunFacts",
+    "RunFiles",
+    "StoredRecord",
+    "run_rows",
+]
 
 AGGREGATE_FILE = "aggregate.csv"
-
-# Column order is part of the interface: these come first, in this order.
-AGGREGATE_SCHEMA: dict[str, Any] = {
-    "model": pl.String,
-    "benchmark": pl.String,
-    "task": pl.String,
-    "task_type": pl.String,
-    "n_shot": pl.Int64,
-    "metric": pl.String,
-    "performance": pl.Float64,
-    "stderr": pl.Float64,
-    "n_samples": pl.Int64,
-    "seed": pl.Int64,
-    "limit": pl.Int64,
-    "settings": pl.String,
-    "run_id": pl.String,
-    "default_settings": pl.Boolean,
-    "incomplete": pl.Boolean,
-    "n_skipped": pl.Int64,
-    "output_file": pl.String,
-    "finished_at": pl.String,
-    "scorer_version": pl.Int64,
-}
-#: Columns added after files were first written: a file without them reads with them null.
-LATER_COLUMNS = ("scorer_version",)
-
-# A row replaces an earlier one only when all of these match: a --limit smoke run, another
-# seed or another precision never replaces a full run's row.
-UPSERT_KEY = ("model", "task", "n_shot", "metric", "seed", "limit", "settings")
-
-
-@frozen
-class AggregateRow:
-    """One line of aggregate.csv. ``performance`` is a fraction; ``stderr`` a bootstrap SEM; ``scorer_version``
-    the version of the kind's grading rules (MCQ's parser), None for a kind without such rules."""
-
-    model: str
-    benchmark: str
-    task: str
-    task_type: str
-    n_shot: int
-    metric: str
-    performance: float
-    stderr: float | None
-    n_samples: int
-    seed: int
-    limit: int | None
-    settings: str
-    run_id: str
-    default_settings: bool
-    incomplete: bool
-    n_skipped: int
-    output_file: str
-    finished_at: str
-    scorer_version: int | None = None
+OUTPUTS_DIR = "outputs"
+REPORT_FILE = "report.html"
+RUNS_DIR = Path(".mill") / "runs"
 
 
 def model_slug(identity: str) -> str:
@@ -134,6 +120,222 @@ def ensure_output_dir(path: Path) -> Path:
     return path
 
 
+@frozen
+class RunFiles:
+    """The files of one stored run: its per-sample file and its record (the JSON manifest beside it)."""
+
+    root: Path
+    per_sample: Path
+
+    @property
+    def record(self) -> Path:
+        return self.per_sample.with_suffix(".json")
+
+    @property
+    def output_file(self) -> str:
+        """The per-sample file relative to the results directory, as ``aggregate.csv`` names it."""
+        return str(self.per_sample.relative_to(self.root))
+
+    def kept(self, scorer_version: int) -> Path:
+        """Where a rescore keeps the per-sample file graded by ``scorer_version`` (written once, never replaced)."""
+        return self.per_sample.with_name(f"{self.per_sample.stem}.scorer{scorer_version}.parquet")
+
+
+@frozen
+class StoredRecord:
+    """A run's record as read back: ``record`` None when the file is not one (``problem`` says why, as a phrase
+    after the file's name: "is missing"), and ``intact`` whether the file matches the hash it records of itself."""
+
+    files: RunFiles
+    record: RunRecord | None
+    problem: str = ""
+    intact: bool = False
+
+
+@frozen
+class RunDir:
+    """The committed work of one run in progress, ``.mill/runs/{digest}/`` (its files: :mod:`mill.core.chunks`)."""
+
+    path: Path
+
+    @property
+    def record_file(self) -> Path:
+        return self.path / "run.json"
+
+    def damaged(self, name: str) -> Path:
+        """Where a damaged file of the run is set aside (never deleted): ``damaged/{name}``."""
+        return self.path / "damaged" / name
+
+    def member(self, name: str) -> Path:
+        """A file of the run directory by name (a chunk, its checksum, ``run_info.json``)."""
+        return self.path / name
+
+    def lock_file(self, worker: int) -> Path:
+        return self.path / ("lock" if worker == 0 else f"lock-r{worker}")
+
+    def run_info_file(self, worker: int) -> Path:
+        return self.path / ("run_info.json" if worker == 0 else f"run_info-r{worker}.json")
+
+    def journal_file(self, worker: int) -> Path:
+        return self.path / ("journal.jsonl" if worker == 0 else f"journal-r{worker}.jsonl")
+
+
+@frozen
+class ResultsDir:
+    """An output directory of ``mill eval``: its paths, its locks, and the atomic writes of everything in it."""
+
+    root: Path
+
+    @property
+    def aggregate_file(self) -> Path:
+        return self.root / AGGREGATE_FILE
+
+    @property
+    def report_file(self) -> Path:
+        return self.root / REPORT_FILE
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / OUTPUTS_DIR
+
+    @property
+    def runs(self) -> Path:
+        """Where runs in progress commit their chunks, one :class:`RunDir` per run identity."""
+        return self.root / RUNS_DIR
+
+    def ensure(self) -> ResultsDir:
+        """Create the directory if needed and check it takes writes (:func:`ensure_output_dir`)."""
+        ensure_output_dir(self.root)
+        return self
+
+    def check_exists(self) -> None:
+        """Raises ResultsError when the directory does not exist (a typo must not pass for an empty one)."""
+        if not self.root.is_dir():
+            raise ResultsError(
+                f"the output directory {self.root} does not exist; give the one `mill eval` wrote to with "
+                "--output_dir (or MILL_OUTPUT_DIR)"
+            )
+
+    def run_dir(self, digest: str) -> RunDir:
+        return RunDir(self.runs / digest)
+
+    def run_files(self, model_identity: str, stem: str) -> RunFiles:
+        """The files of a run of ``model_identity`` named ``stem`` (:func:`run_stem`)."""
+        return RunFiles(self.root, self.outputs / model_slug(model_identity) / f"{stem}.parquet")
+
+    def files_of(self, output_file: str) -> RunFiles:
+        """The files of the run an ``aggregate.csv`` row names by its ``output_file``."""
+        return RunFiles(self.root, self.root / output_file)
+
+    def stored_runs(self) -> list[RunFiles]:
+        """Every run with a record under ``outputs/{model_slug}/``, sorted by path."""
+        return [RunFiles(self.root, p.with_suffix(".parquet")) for p in sorted(self.outputs.glob("*/*.json"))]
+
+    def aggregate_lock(self) -> AbstractContextManager[None]:
+        """The lock every writer of ``aggregate.csv`` holds (and a rebuild, from its first read to its last write)."""
+        return results_lock(self.root / f"{AGGREGATE_FILE}.lock")
+
+    def keep_aggregate_copy(self) -> Path:
+        """Copy ``aggregate.csv`` (atomically) to ``aggregate.csv.{UTC time}.bak``, a name no other backup has;
+        the caller holds :meth:`aggregate_lock`, so no other Mill process picks the same name meanwhile."""
+        path = self.aggregate_file
+        stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+        kept = path.with_name(f"{path.name}.{stamp}.bak")
+        n = 0
+        while kept.exists() or kept.is_symlink():
+            n += 1
+            kept = path.with_name(f"{path.name}.{stamp}.{n}.bak")
+        try:
+            write_bytes_atomic(kept, [path.read_bytes()])
+        except OSError as exc:
+            raise ResultsWriteError(kept, exc) from None
+        return kept
+
+    def write_per_sample(self, files: RunFiles, frame: pl.DataFrame) -> str:
+        """Write one row per sample (``frame`` sorted by ``key``); returns the file's sha256.
+
+        Raises:
+            ResultsWriteError: the file could not be written (a full disk).
+        """
+        return _written(files.per_sample, lambda: write_parquet_atomic(files.per_sample, frame))
+
+    def keep_per_sample(self, files: RunFiles, scorer_version: int) -> Path:
+        """Copy the per-sample file aside as graded by ``scorer_version``, unless a copy is there already."""
+        kept = files.kept(scorer_version)
+        if not kept.exists():
+            _written(kept, lambda: write_bytes_atomic(kept, [files.per_sample.read_bytes()]))
+        return kept
+
+    def write_record(self, files: RunFiles, record: RunRecord) -> None:
+        """Write ``record`` (its hashes already sealed: :meth:`RunRecord.with_digests`) beside the per-sample file.
+
+        Raises:
+            ResultsWriteError: the file could not be written.
+        """
+        _written(files.record, lambda: write_json_atomic(files.record, to_json(record)))
+
+    def read_record(self, files: RunFiles) -> StoredRecord:
+        """The record of ``files``'s run, or why it cannot be read (missing, not JSON, not a record)."""
+        path = files.record
+        if not path.is_file():
+            return StoredRecord(files, None, "is missing")
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return StoredRecord(files, None, f"cannot be read ({exc})")
+        if not isinstance(document, dict):
+            return StoredRecord(files, None, "is not a JSON object")
+        try:
+            record = from_json(document)
+        except ValueError as exc:
+            return StoredRecord(files, None, f"is not a Mill run record ({'; '.join(str(exc).splitlines())})")
+        return StoredRecord(files, record, intact=intact(document))
+
+    def read_stored_run(self, row: Mapping[str, Any]) -> tuple[pl.DataFrame, RunRecord]:
+        """The per-sample frame and record of the stored run an ``aggregate.csv`` row names.
+
+        Raises:
+            ResultsError: either file is missing or unreadable, naming the run and what to do.
+        """
+        files = self.files_of(row["output_file"])
+        stored = self.read_record(files)
+        problem = f"the manifest {files.record} {stored.problem}"
+        frame = None
+        try:
+            frame = pl.read_parquet(files.per_sample)
+        except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+            problem = f"{files.per_sample} cannot be read ({exc})"
+        if stored.record is None or frame is None:
+            raise ResultsError(
+                f"{problem}; re-run the evaluation of {row['model']} on {row['task']}, or remove its rows from "
+                f"{AGGREGATE_FILE}"
+            )
+        return frame, stored.record
+
+    def write_report(self, html: str, target: Path | None = None) -> Path:
+        """Write ``mill report``'s page to ``target`` (default ``report.html`` here), atomically."""
+        path = target or self.report_file
+        _written(path, lambda: write_bytes_atomic(path, [html.encode("utf-8")]))
+        return path
+
+
+_T = TypeVar("_T")
+
+
+def _written(path: Path, write: Callable[[], _T]) -> _T:
+    """``write()``, its OSError raised as a ResultsWriteError naming ``path``."""
+    try:
+        return write()
+    except OSError as exc:
+        raise ResultsWriteError(path, exc) from None
+
+
+def records(results: ResultsDir) -> Iterator[StoredRecord]:
+    """Every stored run's record (or why it cannot be read), sorted by path."""
+    for files in results.stored_runs():
+        yield results.read_record(files)
+
+
 def read_aggregate(output_dir: Path) -> pl.DataFrame:
     """Every row of ``aggregate.csv`` (an empty frame with the schema when there is none).
 
@@ -144,16 +346,12 @@ def read_aggregate(output_dir: Path) -> pl.DataFrame:
         return _read_checked(output_dir)
     except DamagedResultsError:
         # A writer may have been between its renames: under the lock the file and its checksum agree.
-        with _aggregate_lock(output_dir):
+        with ResultsDir(output_dir).aggregate_lock():
             return _read_checked(output_dir)
 
 
-def _aggregate_lock(output_dir: Path) -> AbstractContextManager[None]:
-    return results_lock(output_dir / f"{AGGREGATE_FILE}.lock")
-
-
 def _read_checked(output_dir: Path) -> pl.DataFrame:
-    path = output_dir / AGGREGATE_FILE
+    path = ResultsDir(output_dir).aggregate_file
     if not path.exists():
         return pl.DataFrame(schema=AGGREGATE_SCHEMA)
     # A file without a checksum was written before Mill recorded one: trusted if it parses.
@@ -237,14 +435,14 @@ def update_run_metrics(
             .alias("scorer_version"),
         )
 
-    if (output_dir / AGGREGATE_FILE).exists():
+    if ResultsDir(output_dir).aggregate_file.exists():
         _rewrite_aggregate(output_dir, change)
 
 
 def _rewrite_aggregate(output_dir: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> Path:
     """Replace ``aggregate.csv`` by ``change`` of its rows, under the lock that serialises its writers."""
     ensure_output_dir(output_dir)
-    with _aggregate_lock(output_dir):
+    with ResultsDir(output_dir).aggregate_lock():
         # Under the lock no other writer is mid-update, so a temporary file left here belongs to a
         # process killed while updating.
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
@@ -266,33 +464,17 @@ def rebuild_aggregate(
     Raises:
         ResultsWriteError: a file could not be written.
     """
-    path = output_dir / AGGREGATE_FILE
+    path = ResultsDir(output_dir).aggregate_file
     ensure_output_dir(output_dir)
-    with _aggregate_lock(output_dir):
+    with ResultsDir(output_dir).aggregate_lock():
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
         try:
             previous: pl.DataFrame | None = _read_checked(output_dir)
         except DamagedResultsError:
             previous = None
         frame = pl.DataFrame([asdict(row) for row in rows_from(previous)], schema=AGGREGATE_SCHEMA)
-        kept = _keep_copy(path) if path.exists() else None
+        kept = ResultsDir(output_dir).keep_aggregate_copy() if path.exists() else None
         return _replace_aggregate(output_dir, frame), kept
-
-
-def _keep_copy(path: Path) -> Path:
-    """Copy ``path`` (atomically) to ``{path}.{UTC time}.bak``, a name no other backup has; the caller holds
-    the lock, so no other Mill process picks the same name meanwhile."""
-    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
-    kept = path.with_name(f"{path.name}.{stamp}.bak")
-    n = 0
-    while kept.exists() or kept.is_symlink():
-        n += 1
-        kept = path.with_name(f"{path.name}.{stamp}.{n}.bak")
-    try:
-        write_bytes_atomic(kept, [path.read_bytes()])
-    except OSError as exc:
-        raise ResultsWriteError(kept, exc) from None
-    return kept
 
 
 def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
@@ -301,7 +483,7 @@ def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
     The sidecar lists the old and the new checksum while the CSV is renamed, then the new one alone, so
     that a process killed at any point leaves a file that checks.
     """
-    path = output_dir / AGGREGATE_FILE
+    path = ResultsDir(output_dir).aggregate_file
     data = frame.write_csv().encode()
     new = sha256_bytes(data)
     writing = sidecar_path(path)
@@ -318,94 +500,19 @@ def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
     return path
 
 
-@frozen
-class RunFacts:
-    """What every aggregate row of one run shares."""
-
-    model: str
-    benchmark: str
-    task_type: str
-    n_samples: int
-    seed: int
-    limit: int | None
-    settings: str
-    default_settings: bool
-    run_id: str
-    incomplete: bool
-    n_skipped: int
-    output_file: str
-    finished_at: str
-    scorer_version: int | None = None
-
-
-def run_rows(
-    facts: RunFacts,
-    variant: str,
-    metrics: Mapping[str, MetricValue],
-    headline: tuple[str, str] | None,
-) -> list[AggregateRow]:
-    """One row per metric of ``variant``, plus the benchmark's rollup row unless ``headline`` is None.
-
-    ``headline`` is (variant metric, benchmark headline metric): the rollup row has ``task`` =
-    the benchmark name and carries the variant metric under the headline name, keeping the
-    variant's ``task_type``, so that a CLIP and a VLM line up under one task in ``mill collect``.
-    When the variant is named like its benchmark and its metric is the headline, the variant
-    row is the rollup row. None (a variant the model does not get by default) adds no rollup row.
-    """
-    shared = asdict(facts)
-    rows = [
-        AggregateRow(task=variant, n_shot=0, metric=name, performance=m.value, stderr=m.stderr, **shared)
-        for name, m in metrics.items()
-    ]
-    if headline is None:
-        return rows
-    source, target = headline
-    if (variant, source) != (facts.benchmark, target):
-        value = metrics[source]
-        rows.append(
-            AggregateRow(
-                task=facts.benchmark,
-                n_shot=0,
-                metric=target,
-                performance=value.value,
-                stderr=value.stderr,
-                **shared,
-            )
-        )
-    return rows
-
-
 def per_sample_path(output_dir: Path, identity: str, stem: str) -> Path:
-    return output_dir / "outputs" / model_slug(identity) / f"{stem}.parquet"
+    return ResultsDir(output_dir).run_files(identity, stem).per_sample
 
 
 def write_per_sample(path: Path, frame: pl.DataFrame) -> str:
-    """Write one row per sample; ``frame`` is sorted by ``key`` (the order never depends on batching or
-    workers). Returns the file's sha256, which the run's manifest records.
+    """Write one row per sample to ``path`` (a :attr:`RunFiles.per_sample`); returns the file's sha256.
 
     Raises:
         ResultsWriteError: the file could not be written (a full disk).
     """
-    try:
-        return write_parquet_atomic(path, frame)
-    except OSError as exc:
-        raise ResultsWriteError(path, exc) from None
+    return _written(path, lambda: write_parquet_atomic(path, frame))
 
 
-def read_stored_run(output_dir: Path, row: Mapping[str, Any]) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The per-sample frame and manifest of the stored run an ``aggregate.csv`` row names (its ``output_file``).
-
-    Raises:
-        ResultsError: either file is missing or unreadable, naming the run and what to do.
-    """
-    parquet = output_dir / row["output_file"]
-    manifest_path = parquet.with_suffix(".json")
-    try:
-        frame = pl.read_parquet(parquet)
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise ResultsError(
-            f"{parquet} or its manifest {manifest_path.name} cannot be read ({exc}); re-run the evaluation of "
-            f"{row['model']} on {row['task']}, or remove its rows from aggregate.csv"
-        ) from None
-    return frame, manifest
+def read_stored_run(output_dir: Path, row: Mapping[str, Any]) -> tuple[pl.DataFrame, RunRecord]:
+    """:meth:`ResultsDir.read_stored_run` of ``output_dir``."""
+    return ResultsDir(output_dir).read_stored_run(row)
