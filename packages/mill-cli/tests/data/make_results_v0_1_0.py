@@ -22,7 +22,7 @@ import polars as pl
 
 from mill.backends.llm.tiny import write_tiny_vlm
 from mill.core.checksum import with_manifest_digest
-from mill.core.results import read_aggregate, upsert_aggregate, AggregateRow
+from mill.core.results import AggregateRow, read_aggregate, upsert_aggregate
 from mill.testing.cli import run_in_process
 
 LIMIT = "24"

@@ -379,8 +379,8 @@ def _naming_problem(name: str, matches: pl.DataFrame, output_dir: Path, include_
     if matches.is_empty():
         hint = "" if include_all else " (a --limit run needs --all)"
         return (
-            f"no stored run in {ResultsDir(output_dir).aggregate_file} is named {name!r}{hint}: name a model as the model "
-            "column of `mill collect --all` shows it, or a run by its run_id"
+            f"no stored run in {ResultsDir(output_dir).aggregate_file} is named {name!r}{hint}: name a model as the "
+            "model column of `mill collect --all` shows it, or a run by its run_id"
         )
     listed = "; ".join(
         f"{row['model']}[{row['settings']}] on {row['task']} seed {row['seed']}"
