@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+import polars as pl
 import pytest
 
 from mill.core.mcq import PARSER_VERSION
-from mill.core.results import read_aggregate
+from mill.core.results import ResultsDir, read_aggregate, records
 
 Mill = Callable[..., Any]
 RESULTS = Path(__file__).parent / "data" / "results-v0.1.0"
@@ -68,3 +70,19 @@ def test_report_writes_a_page(mill: Mill, results: Path, tmp_path: Path) -> None
     assert outcome.code == 0, outcome.err
     text = page.read_text()
     assert "shapes_mcq_likelihood" in text and "mill-shapes/mill-shapes" in text
+
+
+def test_every_record_reads_and_yields_the_rows_it_wrote(results: Path) -> None:
+    """Mill 0.1.0's manifests structure into the typed record, and the rows derived from each (rolling up as
+    aggregate.csv says: 0.1.0 did not record it) are the rows that version wrote."""
+    store = ResultsDir(results)
+    aggregate = read_aggregate(results)
+    for stored in records(store):
+        assert stored.record is not None and stored.intact and stored.record.verifiable, stored.problem
+        written = aggregate.filter(pl.col("output_file") == stored.files.output_file)
+        rolls_up = not written.filter(pl.col("task") == stored.record.subject.benchmark).is_empty()
+        derived = pl.DataFrame(
+            [attrs.asdict(row) for row in stored.record.rows(stored.files.output_file, rolls_up=rolls_up)]
+        )
+        key = ["task", "metric"]
+        assert derived.sort(key).equals(written.select(derived.columns).sort(key))

@@ -18,6 +18,7 @@ import attrs
 import cattrs
 from attrs import field, frozen
 
+from mill.core.batch_size import SAMPLES_BY_BATCH_SIZE_KEY
 from mill.core.checksum import MANIFEST_HASH_KEY, manifest_digest
 from mill.core.convert import make_converter, structure
 from mill.core.metrics import MetricValue
@@ -114,6 +115,16 @@ class Provenance:
     n_reused: int = 0
     started_at: str | None = None
     rescored: Sequence[RescoreNote] = ()
+
+    @property
+    def samples_by_batch_size(self) -> dict[int, int]:
+        """How many samples were computed in batches of each size, as the backend's ``run_info`` records it
+        (empty for a backend that does not say). Under reduced precision a sample's result may depend on its
+        batch's size (docs/outputs.md), so a run resumed at another size holds several, as expected."""
+        counts = self.run_info.get(SAMPLES_BY_BATCH_SIZE_KEY)
+        if not isinstance(counts, Mapping):
+            return {}
+        return {int(size): n for size, n in counts.items() if str(size).isdigit() and isinstance(n, int)}
 
 
 @frozen

@@ -312,12 +312,6 @@ class ResultsDir:
             )
         return frame, stored.record
 
-    def write_report(self, html: str, target: Path | None = None) -> Path:
-        """Write ``mill report``'s page to ``target`` (default ``report.html`` here), atomically."""
-        path = target or self.report_file
-        _written(path, lambda: write_bytes_atomic(path, [html.encode("utf-8")]))
-        return path
-
 
 _T = TypeVar("_T")
 
