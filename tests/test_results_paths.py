@@ -1,4 +1,4 @@
-"""One owner of the results directory: no module but :mod:`mill.core.results` works out a path under an output
+"""One owner of the results directory: no module but :mod:`mill.core.results_dir` works out a path under an output
 directory. A static scan of every distribution's sources (issue 20): a path joined onto an output directory
 (``output_dir / ...``, ``Path(output_dir, ...)``, ``os.path.join(output_dir, ...)``, ``output_dir.joinpath(...)``),
 or a run's file derived from another (``parquet.with_suffix(".json")``), anywhere else fails it."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OWNER = ROOT / "packages" / "mill-core" / "src" / "mill" / "core" / "results.py"
+OWNER = ROOT / "packages" / "mill-core" / "src" / "mill" / "core" / "results_dir.py"
 #: Names that hold an output directory (or a run's directory in it) wherever Mill's sources use them.
 DIRECTORY_NAMES = frozenset({"output_dir", "out", "results_dir", "run_dir", "output_directory"})
 #: Names that hold one of a run's files, from which another would be derived.
@@ -59,7 +59,7 @@ def test_no_module_but_the_owner_builds_a_results_path() -> None:
         for path in source_files()
         for line, what in results_paths(path.read_text(encoding="utf-8"))
     ]
-    assert not found, "paths under the output directory built outside mill.core.results:\n" + "\n".join(found)
+    assert not found, "paths under the output directory built outside mill.core.results_dir:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize(

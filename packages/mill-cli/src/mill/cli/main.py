@@ -36,7 +36,8 @@ from mill.core.plugins import installed_backends
 from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
 from mill.core.rescore import rescore_outputs
-from mill.core.results import AggregateRow, ResultsDir, read_aggregate
+from mill.core.results import AggregateRow, read_aggregate
+from mill.core.results_dir import ResultsDir
 from mill.core.suite import (
     SuiteTable,
     discover_suites,

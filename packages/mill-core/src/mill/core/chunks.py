@@ -42,7 +42,7 @@ from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_
 from mill.core.checksum import SIDECAR_SUFFIX, damage_of, recorded_digests, sidecar_path, write_sidecar
 from mill.core.errors import MillWarning, ResultsError, ResultsWriteError
 from mill.core.lock import results_lock
-from mill.core.results import RUNS_DIR, ResultsDir, RunDir, ensure_output_dir
+from mill.core.results_dir import RUNS_DIR, ResultsDir, RunDir, ensure_output_dir
 from mill.core.run_identity import RunIdentity
 
 __all__ = ["RUNS_DIR", "ChunkStore", "MemoryChunkStore", "committed_samples", "journal_path"]

@@ -27,7 +27,8 @@ from attrs import frozen
 from mill.core.errors import MillError
 from mill.core.metrics import class_ids, resample_chunks, resampled_class_recall
 from mill.core.record import RunRecord
-from mill.core.results import ResultsDir, read_aggregate, read_stored_run
+from mill.core.results import read_aggregate
+from mill.core.results_dir import ResultsDir, read_stored_run
 
 DEFAULT_RESAMPLES = 10_000
 """Paired bootstrap resamples behind every interval, unless the caller asks for another number."""

@@ -24,7 +24,8 @@ from mill.core.errors import DamagedResultsError, DataError
 from mill.core.metrics import MetricValue
 from mill.core.planning import PlannedRun, RunOptions
 from mill.core.record import Headline, Outcome, Provenance, RunRecord, Settings, Shard, Skipped, Subject, to_json
-from mill.core.results import AggregateRow, ResultsDir, run_stem, settings_digest, upsert_aggregate
+from mill.core.results import AggregateRow, upsert_aggregate
+from mill.core.results_dir import ResultsDir, run_stem, settings_digest
 from mill.core.sample import Dataset
 from mill.core.task_kind import Scored, scorer_version
 

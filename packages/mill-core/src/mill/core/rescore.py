@@ -22,7 +22,8 @@ from mill.core.errors import ResultsError
 from mill.core.mcq import UnparsablePolicy, grade_answer, option_letters
 from mill.core.record import RescoreNote, RunRecord
 from mill.core.registry import SpecRegistry
-from mill.core.results import ResultsDir, RunFiles, update_run_metrics
+from mill.core.results import update_run_metrics
+from mill.core.results_dir import ResultsDir, RunFiles
 from mill.core.task_kind import Regraded, Rescorer, UnknownKindError, Variant, get_kind
 
 RESCORE_INPUT_COLUMNS = ("key", "gold_letter", "options", "response", "parsed_letter")

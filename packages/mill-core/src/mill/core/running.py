@@ -21,7 +21,7 @@ from mill.core.environment import MILL_DISTRIBUTIONS, versions
 from mill.core.errors import ResultsError, ResultsWriteError
 from mill.core.planning import PlannedRun, RunOptions, load_backend
 from mill.core.recording import Answered, RunResult, Store, record_run
-from mill.core.results import ResultsDir
+from mill.core.results_dir import ResultsDir
 from mill.core.run_identity import RunIdentity
 from mill.core.sample import DataOpener, Dataset
 from mill.core.task_kind import raw_schema

@@ -23,17 +23,8 @@ from mill.core.arguments import SEEDS
 from mill.core.checksum import sha256_file
 from mill.core.metrics import MetricValue
 from mill.core.record import RunRecord
-from mill.core.results import (
-    AGGREGATE_SCHEMA,
-    UPSERT_KEY,
-    AggregateRow,
-    ResultsDir,
-    RunFiles,
-    StoredRecord,
-    read_aggregate,
-    rebuild_aggregate,
-    records,
-)
+from mill.core.results import AGGREGATE_SCHEMA, UPSERT_KEY, AggregateRow, read_aggregate, rebuild_aggregate
+from mill.core.results_dir import ResultsDir, RunFiles, StoredRecord, records
 from mill.core.task_kind import UnknownKindError, get_kind
 
 # Metrics are recomputed exactly (seeded bootstrap); the tolerance only absorbs CSV float formatting.

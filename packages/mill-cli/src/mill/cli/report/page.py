@@ -24,7 +24,7 @@ from mill.core.atomic import write_bytes_atomic
 from mill.core.comparison import ComparedRun, ComparisonError, compare
 from mill.core.errors import MillError
 from mill.core.metrics import MetricValue
-from mill.core.results import ResultsDir
+from mill.core.results_dir import ResultsDir
 from mill.data.lookup import local_shard, read_images
 
 #: Misclassified images shown per zero-shot run, and their thumbnail size in pixels.

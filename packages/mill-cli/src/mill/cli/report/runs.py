@@ -15,7 +15,8 @@ from mill.core.errors import ResultsError, SpecError
 from mill.core.metrics import MetricValue
 from mill.core.record import RunRecord
 from mill.core.registry import SpecRegistry
-from mill.core.results import ResultsDir, read_aggregate
+from mill.core.results import read_aggregate
+from mill.core.results_dir import ResultsDir
 from mill.core.spec import load_spec
 
 

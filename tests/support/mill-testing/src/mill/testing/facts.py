@@ -11,7 +11,8 @@ from attrs import evolve
 
 from mill.core.metrics import MetricValue
 from mill.core.record import Outcome, Provenance, RunRecord, Settings, Subject
-from mill.core.results import ResultsDir, RunFacts, run_rows, upsert_aggregate
+from mill.core.results import RunFacts, run_rows, upsert_aggregate
+from mill.core.results_dir import ResultsDir
 
 #: A full 50,000-sample ImageNet zero-shot run with default settings.
 FACTS = RunFacts(
