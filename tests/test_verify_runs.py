@@ -12,8 +12,10 @@ import attrs
 import polars as pl
 import pytest
 
+from mill.core.evaluation import evaluate
 from mill.core.mcq import PARSER_VERSION
-from mill.core.results import AggregateRow, ResultsDir, read_aggregate, upsert_aggregate
+from mill.core.results import AggregateRow, read_aggregate, upsert_aggregate
+from mill.core.results_dir import ResultsDir, records
 from mill.testing.cli import Outcome, run_in_process
 
 DEMO_CLIP = "clip[path=mill-shapes,pretrained=mill-shapes]"
@@ -84,3 +86,15 @@ def test_fresh_rescored_and_rebuilt_runs_all_verify(results: Path) -> None:
     assert read_aggregate(results).sort("output_file", "task", "metric").equals(before)
     _verified(results)
     assert _scorer_versions(results) == {PARSER_VERSION}
+
+
+def test_evaluate_says_where_it_wrote(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default output directory is resolved once, by evaluate(); the caller reads it from the result."""
+    monkeypatch.setenv("MILL_OUTPUT_DIR", str(tmp_path / "from-env"))
+    result = evaluate(DEMO_CLIP, "shapes", limit=8, cache_dir=cache_dir)
+    assert result.output_dir == tmp_path / "from-env"
+    results = ResultsDir(result.output_dir)
+    (stored,) = list(records(results))
+    assert stored.intact and stored.record == result.record
+    assert result.runs[0].per_sample_file == stored.files.per_sample
+    assert evaluate(DEMO_CLIP, "shapes", limit=8, cache_dir=cache_dir, output_dir=None).output_dir is None

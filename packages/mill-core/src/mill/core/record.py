@@ -107,14 +107,14 @@ class Provenance:
     finished_at: str | None = None
     command: str = ""
     data_source: str = ""
-    shards: Sequence[Shard] = ()
+    shards: Sequence[Shard] = field(default=(), converter=tuple)
     versions: Mapping[str, str | None] = field(factory=dict)
     device_type: str | None = None
     run_info: Mapping[str, Any] = field(factory=dict)
     run_dir: str | None = None
     n_reused: int = 0
     started_at: str | None = None
-    rescored: Sequence[RescoreNote] = ()
+    rescored: Sequence[RescoreNote] = field(default=(), converter=tuple)
 
     @property
     def samples_by_batch_size(self) -> dict[int, int]:
@@ -136,7 +136,7 @@ class Outcome:
     n_samples: int | None = None
     n_skipped: int = 0
     incomplete: bool = False
-    skipped: Sequence[Skipped] = ()
+    skipped: Sequence[Skipped] = field(default=(), converter=tuple)
     scorer_version: int | None = None
 
 
