@@ -125,6 +125,13 @@ def test_a_run_whose_served_shard_changed_starts_afresh_saying_why(
         False,
         True,
     ]
+    # The record keeps the server's version of each copy read: only the changed shard's moved.
+    assert all(str(shard["version"]).startswith("etag:") for shard in manifest["shards"])
+    assert [s["version"] == b["version"] for s, b in zip(manifest["shards"], before["shards"], strict=True)] == [
+        True,
+        False,
+        True,
+    ]
 
 
 def _manifest(out: Path) -> dict[str, Any]:

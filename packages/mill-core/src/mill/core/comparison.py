@@ -26,7 +26,9 @@ from attrs import frozen
 
 from mill.core.errors import MillError
 from mill.core.metrics import class_ids, resample_chunks, resampled_class_recall
-from mill.core.results import read_aggregate, read_stored_run
+from mill.core.record import RunRecord
+from mill.core.results import read_aggregate
+from mill.core.results_dir import ResultsDir, read_stored_run
 
 DEFAULT_RESAMPLES = 10_000
 """Paired bootstrap resamples behind every interval, unless the caller asks for another number."""
@@ -339,14 +341,14 @@ def compared_run(result: Any, name: str | None = None) -> ComparedRun:
     Raises:
         NotOneRunError: an ``EvalResult`` that holds several runs (pick one from ``.runs``).
     """
-    manifest: Mapping[str, Any] = result.manifest
+    record: RunRecord = result.record
     return ComparedRun(
-        name=name or f"{manifest['model']} {manifest['variant']}",
-        benchmark=str(manifest["benchmark"]),
-        variant=str(manifest["variant"]),
-        spec_hash=manifest.get("spec_hash"),
+        name=name or f"{record.subject.model} {record.subject.variant}",
+        benchmark=record.subject.benchmark,
+        variant=record.subject.variant,
+        spec_hash=record.subject.spec_hash,
         samples=result.samples,
-        run_id=str(manifest.get("run_id", "")),
+        run_id=record.provenance.run_id,
     )
 
 
@@ -394,8 +396,8 @@ def _naming_problem(name: str, matches: pl.DataFrame, output_dir: Path, include_
     if matches.is_empty():
         hint = "" if include_all else " (a --limit run needs --all)"
         return (
-            f"no stored run in {output_dir / 'aggregate.csv'} is named {name!r}{hint}: name a model as the model "
-            "column of `mill collect --all` shows it, or a run by its run_id"
+            f"no stored run in {ResultsDir(output_dir).aggregate_file} is named {name!r}{hint}: name a model as the "
+            "model column of `mill collect --all` shows it, or a run by its run_id"
         )
     listed = "; ".join(
         f"{row['model']}[{row['settings']}] on {row['task']} seed {row['seed']}"
@@ -410,14 +412,14 @@ def _naming_problem(name: str, matches: pl.DataFrame, output_dir: Path, include_
 
 
 def _read_stored(output_dir: Path, row: Mapping[str, Any]) -> ComparedRun:
-    samples, manifest = read_stored_run(output_dir, row)
-    variant = str(manifest.get("variant", row["task"]))
+    samples, record = read_stored_run(output_dir, row)
+    variant = record.subject.variant or str(row["task"])
     settings = "" if row["default_settings"] in (True, None) else f"[{row['settings']}]"
     return ComparedRun(
         name=f"{row['model']}{settings} {variant}",
         benchmark=str(row["benchmark"]),
         variant=variant,
-        spec_hash=manifest.get("spec_hash"),
+        spec_hash=record.subject.spec_hash,
         samples=samples,
         run_id=str(row["run_id"]),
     )
