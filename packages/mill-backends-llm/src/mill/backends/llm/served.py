@@ -26,7 +26,7 @@ import numpy as np
 
 from mill.backends.llm.args import OpenAIArgs, run_setting
 from mill.backends.llm.base import GenerativeBackend
-from mill.backends.llm.checkpoint import Checkpoint
+from mill.backends.llm.checkpoint import TOKENIZER_FILES, Checkpoint
 from mill.backends.llm.endpoint import Endpoint, EndpointError, RetryPolicy
 from mill.backends.llm.journal import Journal, request_digest
 from mill.backends.llm.letters import (
@@ -237,6 +237,7 @@ class ServedBackend(GenerativeBackend):
             from transformers import AutoProcessor
 
             checkpoint = Checkpoint(path, "openai", None, False)
+            checkpoint.offline_unless_hub_reachable(TOKENIZER_FILES, what="the tokenizer")
             processor = AutoProcessor.from_pretrained(path, **checkpoint.load_kwargs())  # type: ignore[no-untyped-call]
         except (OSError, ValueError) as error:
             raise BackendArgumentError(
