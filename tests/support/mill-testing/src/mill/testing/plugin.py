@@ -7,9 +7,11 @@ included, so it imports mill-core only.
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import socket
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,14 +97,19 @@ def _hub_online_mode(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def no_route_to_the_hub(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """A machine whose resolver knows no hosts, with ``hub_cache`` and the hub client's offline mode off; the
-    host names looked up are recorded (in the order asked)."""
+    """A machine whose resolver knows no host names (addresses such as 127.0.0.1 still connect), with
+    ``hub_cache`` and the hub client's offline mode off; the names looked up are recorded (in the order asked)."""
     _hub_online_mode(monkeypatch)
     looked_up: list[str] = []
+    resolve = socket.getaddrinfo
 
-    def no_dns(host: str, *args: object, **kwargs: object) -> object:
-        looked_up.append(host)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    def no_dns(host: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            looked_up.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        return resolve(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     return looked_up
