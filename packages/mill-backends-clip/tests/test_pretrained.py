@@ -5,10 +5,8 @@ preprocessing open_clip gives a SigLIP-style model."""
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -177,23 +175,6 @@ def test_hub_snapshot_without_weights_is_refused(hub_cache: Path, hub_model: Pat
         _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
 
 
-@pytest.fixture
-def no_route_to_the_hub(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """A machine whose resolver knows no hosts, with the hub client's offline mode off (as a user who did not
-    set HF_HUB_OFFLINE has it); the names looked up are recorded."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # restored after the test, whatever Mill set
-    looked_up: list[str] = []
-
-    def no_dns(host: str, *args: Any, **kwargs: Any) -> Any:
-        looked_up.append(host)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
-    return looked_up
-
-
 def test_offline_uncached_tag_weights_fail_at_once(no_route_to_the_hub: list[str], tmp_path: Path) -> None:
     # open_clip's factory would ask the hub client for two files, each retried for about 20 s.
     args = ClipArgs.from_mapping(
@@ -232,13 +213,10 @@ def test_offline_uncached_hub_model_fails_at_once(no_route_to_the_hub: list[str]
         _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
 
 
-def test_a_reachable_hub_is_left_to_the_hub_client(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reachable_hub_is_left_to_the_hub_client(reachable_hub: None) -> None:
     # Its timeouts and 5xx answers can pass: the client keeps its retries, and nothing is switched offline.
     from huggingface_hub import constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    loopback = socket.getaddrinfo("127.0.0.1", 443, type=socket.SOCK_DGRAM)
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: loopback)
     offline_unless_hub_reachable(None, "ViT-B-32", "laion2b_s34b_b79k")  # not cached, yet no error
     offline_unless_hub_reachable(HubRepo(REPO_ID), "", None)
     assert not constants.HF_HUB_OFFLINE

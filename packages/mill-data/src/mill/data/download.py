@@ -14,7 +14,7 @@ partial file is deleted.
 The same retry rule and the same messages apply to the Hugging Face Hub client's errors
 (:func:`retry_hub`), so an ``hf://`` source fails the way an http one does. Since the hub client retries a
 failed connection on its own, whether the Hub can be reached at all is asked before it is called
-(:func:`mill.core.network.route_problem`).
+(:func:`mill.core.hub.hub_route_problem`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from typing import Any, TypeVar
 from attrs import frozen
 
 from mill.core.errors import DataError
-from mill.core.network import route_problem, unreachable_reason
+from mill.core.hub import hub_route_problem
+from mill.core.network import unreachable_reason
 
 log = logging.getLogger(__name__)
 
@@ -440,14 +441,6 @@ def retry_hub(
             raise _hub_failure(error, repo=repo, url=url) from None
 
     return retrying(attempt, what=url, policy=policy, sleep=sleep)
-
-
-def hub_route_problem() -> str | None:
-    """Why the Hugging Face Hub's endpoint (``$HF_ENDPOINT``) cannot be reached from this machine, or None when it
-    may be, or when offline mode is on (the hub client then answers from its cache at once)."""
-    from huggingface_hub import constants
-
-    return None if constants.HF_HUB_OFFLINE else route_problem(constants.ENDPOINT)
 
 
 def _hub_failure(error: Exception, *, repo: str, url: str) -> Exception:

@@ -18,7 +18,12 @@ def read_config(path: str) -> Mapping[str, Any] | None:
     else:
         from huggingface_hub import hf_hub_download
 
+        from mill.core.hub import HubFiles, unreachable_hub_problem
+
         try:
+            # Offline, the hub client would retry for about 20 s before answering "not found".
+            if unreachable_hub_problem(HubFiles(path, (("config.json",),)), f"{path}'s config") is not None:
+                return None
             file = Path(hf_hub_download(path, "config.json"))
         except (OSError, ValueError):  # HFValidationError (not a repository id) is a ValueError
             # Not a repository, not reachable, no config: the default route reports it.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import posixpath
 import re
 from pathlib import Path
@@ -22,10 +21,9 @@ from typing import Any
 from attrs import frozen
 
 from mill.backends.clip.checksum import file_sha256
+from mill.core import hub as core_hub
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
-from mill.core.network import route_problem
-
-log = logging.getLogger(__name__)
+from mill.core.hub import HubFiles, cached_hub_file, hub_cache_dir
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -160,7 +158,7 @@ def tag_weights(architecture: str, tag: str) -> Weights:
     url = str(open_clip.get_pretrained_cfg(architecture, tag).get("url", ""))
     if hub_files is not None:
         repo_id, names = hub_files
-        cached = _cached_hub_file(repo_id, names)
+        cached = cached_hub_file(repo_id, names)
         commit = _snapshot_commit(cached) if cached is not None else None
         revision = f"{tag} (hf-hub:{repo_id}" + (f"@{commit}" if commit else "") + ")"
     else:
@@ -169,36 +167,21 @@ def tag_weights(architecture: str, tag: str) -> Weights:
 
 
 def offline_unless_hub_reachable(location: Location | None, architecture: str, tag: str | None) -> None:
-    """Before open_clip's factory asks the Hugging Face Hub for the weights of ``location`` or ``tag``: when this
-    machine cannot reach the Hub at all (:func:`mill.core.network.route_problem`), fail at once if the cache lacks
-    them, else put the hub client in offline mode for the rest of the process, so it reads them from the cache.
-
-    The hub client retries a failed connection for about 20 s per file, and open_clip asks for two files (a
-    ``.safetensors`` first, whichever is cached): offline, that was most of a minute before any message.
+    """Before open_clip's factory asks the Hugging Face Hub for the weights of ``location`` or ``tag``:
+    :func:`mill.core.hub.offline_unless_hub_reachable` for its repository (open_clip asks for two files, a
+    ``.safetensors`` first, each retried for about 20 s: offline, that was most of a minute before any message).
 
     Raises ModelNotFoundError naming the repository, why the Hub is out of reach and how to get the files.
     """
-    from huggingface_hub import constants
-
-    needed: tuple[tuple[str, ...], ...]  # each a choice of file names, one of which the cache must hold
     if isinstance(location, HubRepo):
-        repo_id, needed, what = location.repo_id, ((CONFIG_NAME,), HUB_WEIGHT_NAMES), location.model_name
+        files = HubFiles(location.repo_id, ((CONFIG_NAME,), HUB_WEIGHT_NAMES))
+        what = location.model_name
     elif location is None and tag is not None and (hub_files := tag_hub_files(architecture, tag)) is not None:
-        repo_id, needed = hub_files[0], (hub_files[1],)
-        what = f"the {tag!r} weights of {architecture} (hf-hub:{repo_id})"
+        files = HubFiles(hub_files[0], (hub_files[1],))
+        what = f"the {tag!r} weights of {architecture} (hf-hub:{hub_files[0]})"
     else:
         return
-    problem = None if constants.HF_HUB_OFFLINE else route_problem(constants.ENDPOINT)
-    if problem is None:
-        return
-    if any(_cached_hub_file(repo_id, names) is None for names in needed):
-        raise ModelNotFoundError(
-            f"clip backend: cannot fetch {what}: cannot reach the Hugging Face Hub: "
-            f"{problem} Download them where there is network (`hf download {repo_id}`) into the Hugging Face cache "
-            f"({hub_cache_dir()}, or the one HF_HUB_CACHE names), or give a local checkpoint file"
-        )
-    log.info("the Hugging Face Hub cannot be reached (%s): reading %s from its cache", problem, what)
-    constants.HF_HUB_OFFLINE = True
+    core_hub.offline_unless_hub_reachable(files, backend="clip", what=what, instead="or give a local checkpoint file")
 
 
 def hub_weights(repo: HubRepo) -> Weights:
@@ -208,7 +191,7 @@ def hub_weights(repo: HubRepo) -> Weights:
     factory (which asks for ``main``) loaded. Raises ModelNotFoundError when the cache lacks the config or
     the weights.
     """
-    config = _cached_hub_file(repo.repo_id, (CONFIG_NAME,))
+    config = cached_hub_file(repo.repo_id, (CONFIG_NAME,))
     commit = _snapshot_commit(config) if config is not None else None
     if config is None or commit is None:
         raise ModelNotFoundError(
@@ -216,7 +199,7 @@ def hub_weights(repo: HubRepo) -> Weights:
             f"download it with `hf download {repo.repo_id}` where there is network, or point HF_HUB_CACHE at "
             "the cache that holds it"
         )
-    weights = _cached_hub_file(repo.repo_id, HUB_WEIGHT_NAMES)
+    weights = cached_hub_file(repo.repo_id, HUB_WEIGHT_NAMES)
     if weights is None or weights.parent != config.parent:
         raise ModelNotFoundError(
             f"clip backend: {repo.model_name} at commit {commit} has no weight file "
@@ -254,7 +237,7 @@ def location_config(location: Location) -> dict[str, Any]:
     file = (
         location.folder / CONFIG_NAME
         if isinstance(location, LocalDir)
-        else _cached_hub_file(location.repo_id, (CONFIG_NAME,))
+        else cached_hub_file(location.repo_id, (CONFIG_NAME,))
     )
     if file is None:
         raise ModelNotFoundError(f"clip backend: {location.model_name} has no {CONFIG_NAME} in the Hugging Face cache")
@@ -272,24 +255,6 @@ def location_config(location: Location) -> dict[str, Any]:
 
 def local_weight_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in LOCAL_WEIGHT_SUFFIXES)
-
-
-def hub_cache_dir() -> str:
-    """The Hugging Face cache open_clip's downloads use (``HF_HUB_CACHE``), read when called."""
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _cached_hub_file(repo_id: str, names: tuple[str, ...]) -> Path | None:
-    """The first of ``names`` that the cache holds for ``repo_id`` at ``main`` (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in names:
-        cached = try_to_load_from_cache(repo_id, name, cache_dir=hub_cache_dir())
-        if isinstance(cached, str):
-            return Path(cached)
-    return None
 
 
 def _snapshot_commit(cached: Path) -> str | None:

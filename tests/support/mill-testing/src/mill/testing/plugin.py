@@ -7,8 +7,11 @@ included, so it imports mill-core only.
 from __future__ import annotations
 
 import http.server
+import ipaddress
+import socket
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +83,43 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+def _hub_online_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub client's offline mode off, as a user who did not set HF_HUB_OFFLINE has it; whatever Mill sets
+    (the client's constant, the environment its subprocesses read) is restored after the test."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def no_route_to_the_hub(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A machine whose resolver knows no host names (addresses such as 127.0.0.1 still connect), with
+    ``hub_cache`` and the hub client's offline mode off; the names looked up are recorded (in the order asked)."""
+    _hub_online_mode(monkeypatch)
+    looked_up: list[str] = []
+    resolve = socket.getaddrinfo
+
+    def no_dns(host: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            looked_up.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    return looked_up
+
+
+@pytest.fixture
+def reachable_hub(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that can reach every host (each name resolves to loopback, which has a route), with
+    ``hub_cache`` and the hub client's offline mode off. Nothing may actually connect: use it for what Mill
+    decides before the client is called."""
+    _hub_online_mode(monkeypatch)
+    loopback = socket.getaddrinfo("127.0.0.1", 443, type=socket.SOCK_DGRAM)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: loopback)
