@@ -167,7 +167,7 @@ def test_engine_runs_end_to_end_and_resumes_after_an_interruption(tmp_path: Path
     assert sorted(aggregate["metric"].to_list()) == ["acc", "acc2", "mean_per_class_recall"]
     per_sample = pl.read_parquet(out / rows[0].output_file)
     assert per_sample.columns == [
-        "key", "shard", "gold", "gold_label", "prediction", "prediction_label", "top2", "correct"
+        "key", "shard", "gold", "gold_label", "prediction", "prediction_label", "top2", "correct", "batch_size"
     ]  # fmt: skip
     assert per_sample["key"].to_list() == KEYS
     assert per_sample["gold_label"].to_list() == [f"class {y}" for y in LABELS]
@@ -462,7 +462,7 @@ def test_likelihood_run_grades_the_likeliest_letter_and_keeps_out_of_the_rollup(
     assert {row.task_type for row in rows} == {"likelihood_mcq"}
     assert set(read_aggregate(tmp_path / "out")["task"]) == {"fake_mcq_likelihood"}
     frame = pl.read_parquet(tmp_path / "out" / rows[0].output_file)
-    assert frame.columns == list(likelihood_mcq.OUTPUT_SCHEMA)
+    assert frame.columns == [*likelihood_mcq.OUTPUT_SCHEMA, "batch_size"]  # the engine keeps the batch size
     question = likelihood_mcq.kind.build_task(_mcq_spec(), "fake_mcq_likelihood", LIKELIHOOD, 7).question
     for row in frame.iter_rows(named=True):
         asked = question(row["key"], row["gold"])

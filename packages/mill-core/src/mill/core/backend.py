@@ -9,7 +9,7 @@ rejected before anything expensive happens.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -115,6 +115,16 @@ class ResumableBackend(Backend, Protocol):
 
 
 @runtime_checkable
+class BatchSizedBackend(Backend, Protocol):
+    """A backend that batches through :class:`~mill.core.batch_size.AdaptiveBatchSize` and so knows which batch
+    size computed each sample (under reduced precision it may change the sample's result, docs/outputs.md). The
+    engine calls :meth:`batch_sizes` with the keys of every frame of answers it is handed and keeps them in the
+    per-sample ``batch_size`` column."""
+
+    def batch_sizes(self, keys: Sequence[str]) -> list[int | None]: ...
+
+
+@runtime_checkable
 class JournallingBackend(Backend, Protocol):
     """A backend whose answers cost money or time per request (a served or hosted model). Chunks commit every
     ``chunk_size`` samples; between commits such a backend keeps each answered request in an append-only
@@ -149,6 +159,7 @@ class BackendPlugin(Protocol):
 __all__ = [
     "Backend",
     "BackendArgs",
+    "BatchSizedBackend",
     "BackendPlugin",
     "Capabilities",
     "JournallingBackend",

@@ -34,7 +34,8 @@ def answer_batches(
     progress: Progress,
 ) -> Iterator[R]:
     """``collect(batch, answer)`` for every batch of ``data``, where ``answer`` is ``combine`` of ``compute`` over
-    the batch's images in slices of at most ``batch_size.size``.
+    the batch's images in slices of at most ``batch_size.size`` (each sample's noted with its key:
+    :meth:`AdaptiveBatchSize.take_sizes`).
 
     One batch in flight: batch i+1 is computed (queued on the device) before batch i is collected (which copies its
     answer back and waits for the device), so the accelerator is not idle while the host collects. Progress phase
@@ -50,6 +51,7 @@ def answer_batches(
                 len(batch.keys),
                 lambda start, stop: compute(batch.images[start:stop]),  # noqa: B023
                 where=lambda: f"shard {batch.shards[0]}, sample {batch.keys[0]!r}",  # noqa: B023
+                keys=batch.keys,
             )
             answer = combine(parts)
             if pending is not None:

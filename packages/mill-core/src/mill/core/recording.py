@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from attrs import frozen
+from attrs import evolve, frozen
 
 from mill.core.backend import Backend
+from mill.core.batch_size import BATCH_SIZE_COLUMN, SAMPLES_BY_BATCH_SIZE_KEY, counts_by_batch_size, keep_batch_sizes
 from mill.core.chunks import ChunkStore, MemoryChunkStore
 from mill.core.convert import CONVERTER
 from mill.core.environment import MILL_DISTRIBUTIONS, versions
@@ -119,7 +120,9 @@ def _score(answered: Answered) -> tuple[Scored, pl.DataFrame]:
             f"(first: {skipped['skipped'][0]}); check the data"
         )
     evaluated = raw.filter(pl.col("skipped").is_null()).drop("skipped")
-    return run.kind.score(answered.task, run.variant, evaluated, answered.seed), skipped
+    scored = run.kind.score(answered.task, run.variant, evaluated.drop(BATCH_SIZE_COLUMN), answered.seed)
+    # The engine's column, not the kind's: each sample keeps the batch size that computed it.
+    return evolve(scored, frame=keep_batch_sizes(scored.frame, evaluated)), skipped
 
 
 def build_record(answered: Answered, scored: Scored, skipped: pl.DataFrame, finished: dt.datetime) -> RunRecord:
@@ -160,6 +163,16 @@ def build_record(answered: Answered, scored: Scored, skipped: pl.DataFrame, fini
     return RunRecord(subject, settings, _provenance(answered, finished), outcome)
 
 
+def _run_info(answered: Answered) -> dict[str, Any]:
+    """The backend's run info, its count of samples per batch size replaced by the count of the samples kept: the
+    backend counts what it computed, which includes a batch in flight when an earlier process was cut."""
+    info = dict(answered.backend.run_info())
+    counts = counts_by_batch_size(answered.raw.filter(pl.col("skipped").is_null()))
+    if counts is not None:
+        info[SAMPLES_BY_BATCH_SIZE_KEY] = {str(size): counts[size] for size in sorted(counts, reverse=True)}
+    return info
+
+
 def _provenance(answered: Answered, finished: dt.datetime) -> Provenance:
     info, store, out = answered.backend.info, answered.store, answered.options.output_dir
     return Provenance(
@@ -175,7 +188,7 @@ def _provenance(answered: Answered, finished: dt.datetime) -> Provenance:
             "cuda": info.cuda_version,
         },
         device_type=info.device_type,
-        run_info=dict(answered.backend.run_info()),
+        run_info=_run_info(answered),
         run_dir=None if store.path is None or out is None else str(store.path.relative_to(out)),
         n_reused=answered.n_reused,
         started_at=store.started_at,

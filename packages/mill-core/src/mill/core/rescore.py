@@ -18,6 +18,7 @@ import attrs
 import polars as pl
 from attrs import frozen
 
+from mill.core.batch_size import BATCH_SIZE_COLUMN, keep_batch_sizes
 from mill.core.convert import CONVERTER, structure
 from mill.core.errors import ResultsError
 from mill.core.record import RescoreNote, RunRecord
@@ -109,7 +110,10 @@ def _rescore_run(
         ) from None
     if record.settings.seed is None:
         raise ResultsError(f"{files.record}: not a Mill run manifest (it records no seed to grade with)")
-    regraded = rescorer.rescore(variant, frame, record.settings.seed)
+    regraded = rescorer.rescore(variant, frame.drop(BATCH_SIZE_COLUMN, strict=False), record.settings.seed)
+    # The grade changes, not how each answer was computed: the batch sizes stay.
+    kept_sizes = keep_batch_sizes(regraded.scored.frame, frame)
+    regraded = attrs.evolve(regraded, scored=attrs.evolve(regraded.scored, frame=kept_sizes))
     status: RescoreStatus
     if stored == rescorer.version:
         status = "current"

@@ -14,7 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from mill.core.backend import Backend, JournallingBackend, ResumableBackend, RunContext
+from mill.core.backend import Backend, BatchSizedBackend, JournallingBackend, ResumableBackend, RunContext
+from mill.core.batch_size import BATCH_SIZE_COLUMN
 from mill.core.chunks import ChunkStore, MemoryChunkStore, committed_samples
 from mill.core.collectives import Collectives, SingleProcess, rank_keys
 from mill.core.environment import MILL_DISTRIBUTIONS, versions
@@ -183,7 +184,7 @@ class _Committer:
         """
         try:
             for frame in self.run.kind.answer(self.backend, task, self.data):
-                self.pending.append(frame)
+                self.pending.append(self._with_batch_sizes(frame))
                 self.n_pending += len(frame)
                 if self.n_pending >= self.chunk_size:
                     self.commit()
@@ -196,6 +197,13 @@ class _Committer:
         except KeyboardInterrupt:
             self.commit()
             raise self._interrupted(n_total) from None
+
+    def _with_batch_sizes(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with the size of the batch that computed each sample (null when the backend does not say)."""
+        if not isinstance(self.backend, BatchSizedBackend):
+            return frame
+        sizes = self.backend.batch_sizes(frame["key"].to_list())
+        return frame.with_columns(pl.Series(BATCH_SIZE_COLUMN, sizes, dtype=pl.Int64))
 
     def commit(self) -> None:
         # Taken off the queue before writing: if the write is cut short, these samples are simply

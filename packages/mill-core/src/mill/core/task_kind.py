@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import polars as pl
 from attrs import frozen
 
+from mill.core.batch_size import BATCH_SIZE_SCHEMA
 from mill.core.errors import MillError
 from mill.core.metrics import MetricValue
 from mill.core.sample import SampleSource
@@ -154,8 +155,9 @@ def scorer_version(kind: TaskKind) -> int | None:
 
 
 def raw_schema(kind: TaskKind) -> dict[str, Any]:
-    """Every column of a kind's committed chunks, in order."""
-    return {**SAMPLE_COLUMNS, **kind.raw_schema, **SKIPPED_COLUMN}
+    """Every column of a kind's committed chunks, in order (the batch size that computed each sample is the
+    engine's, :data:`~mill.core.batch_size.BATCH_SIZE_COLUMN`)."""
+    return {**SAMPLE_COLUMNS, **kind.raw_schema, **BATCH_SIZE_SCHEMA, **SKIPPED_COLUMN}
 
 
 @functools.cache

@@ -20,6 +20,7 @@ import polars as pl
 from attrs import asdict, frozen
 
 from mill.core.arguments import SEEDS
+from mill.core.batch_size import counts_by_batch_size
 from mill.core.checksum import sha256_file
 from mill.core.metrics import MetricValue
 from mill.core.record import RunRecord
@@ -134,7 +135,27 @@ def _recompute(record: RunRecord, files: RunFiles) -> RunCheck:
             Status.MISMATCHED,
             f"the metrics recomputed from {files.per_sample} differ: {', '.join(sorted(differing))}",
         )
+    if detail := _batch_size_difference(record, frame, files):
+        return RunCheck(Status.MISMATCHED, detail)
     return RunCheck(Status.VERIFIED, "", record.rows(files.output_file), record)
+
+
+def _batch_size_difference(record: RunRecord, frame: pl.DataFrame, files: RunFiles) -> str:
+    """Whether the record's count of samples per batch size disagrees with the per-sample file's ``batch_size``
+    column ('' if not). Several sizes in one run are expected (an out-of-memory fall-back, a run resumed at
+    another size); a file without the column (older, or from a backend that does not batch) is not checked."""
+    counted = counts_by_batch_size(frame)
+    recorded = record.provenance.samples_by_batch_size
+    if counted is None or counted == recorded:
+        return ""
+    return (
+        f"the manifest {files.record} counts samples per batch size as {_by_size(recorded)}, the batch_size "
+        f"column of {files.per_sample} as {_by_size(counted)}"
+    )
+
+
+def _by_size(counts: Mapping[int, int]) -> str:
+    return ", ".join(f"{n} at {size}" for size, n in sorted(counts.items(), reverse=True)) or "nothing"
 
 
 def _row_difference(row: Mapping[str, Any], expected: Sequence[AggregateRow]) -> str:

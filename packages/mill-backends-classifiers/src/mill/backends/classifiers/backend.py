@@ -9,7 +9,7 @@ wrong accuracy; a head with another number of outputs than the task's is refused
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -88,6 +88,10 @@ class ClassifierBackend:
     def resume(self, previous: Mapping[str, Any]) -> None:
         """Start at the batch size an interrupted process of this run fell back to."""
         self._batch.resume(previous)
+
+    def batch_sizes(self, keys: Sequence[str]) -> list[int | None]:
+        """The size of the image batch that computed each of ``keys`` (:meth:`AdaptiveBatchSize.take_sizes`)."""
+        return self._batch.take_sizes(keys)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Float32 logits ``[n_images, n_outputs]`` of preprocessed ``images``."""

@@ -83,6 +83,10 @@ class ClipBackend:
         """Start at the batch size an interrupted process of this run fell back to."""
         self._batch.resume(previous)
 
+    def batch_sizes(self, keys: Sequence[str]) -> list[int | None]:
+        """The size of the image batch that computed each of ``keys`` (:meth:`AdaptiveBatchSize.take_sizes`)."""
+        return self._batch.take_sizes(keys)
+
     def classifier_key(self, task: ZeroShotTask) -> str:
         """The cache key of ``task``'s classifier: everything its weights depend on."""
         return classifier_cache_key(
@@ -247,6 +251,7 @@ class ClipBackend:
                     len(batch.keys),
                     lambda start, stop: self.image_features(batch.images[start:stop]),  # noqa: B023
                     where=lambda: f"shard {batch.shards[0]}, sample {batch.keys[0]!r}",  # noqa: B023
+                    keys=batch.keys,
                 )
                 images = F.normalize(torch.cat(parts).float(), dim=-1)
                 self._check_finite(batch, torch.isfinite(images).all(dim=-1), "image")

@@ -104,6 +104,10 @@ class HfBackend(GenerativeBackend):
         """Start at the batch size an interrupted process of this run fell back to."""
         self._batch.resume(previous)
 
+    def batch_sizes(self, keys: Sequence[str]) -> list[int | None]:
+        """The size of the generation batch that computed each of ``keys`` (:meth:`AdaptiveBatchSize.take_sizes`)."""
+        return self._batch.take_sizes(keys)
+
     @property
     def chat_processor(self) -> Any:
         return self._processor
