@@ -37,7 +37,9 @@ def test_torchrun_two_ranks_equal_one_process(
         output_dir / zero_shot.first.per_sample_path().relative_to(zero_shot.first.output_dir)
     )
     assert single.get_column("prediction").n_unique() >= 5  # equality below is not vacuous
-    assert distributed.equals(single)
+    # The same results; which batch computed a sample is each rank's own (a rank's last batch is partial elsewhere).
+    assert distributed.drop("batch_size").equals(single.drop("batch_size"))
+    assert distributed["batch_size"].null_count() == 0
     columns = ["model", "task", "metric", "performance", "stderr", "n_samples"]
     assert (
         read_aggregate(output_dir)

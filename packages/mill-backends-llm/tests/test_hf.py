@@ -159,6 +159,10 @@ def test_a_batch_that_runs_out_of_memory_is_retried_at_half_size_and_the_run_goe
     assert _responses(results) == _responses(reference)  # every sample once, each with its own answer
     assert [r.keys for r in results] == [r.keys for r in reference]
     assert refused == [8, 4] and computed == [2, 2, 2, 2]
+    # Each answer names the size it was generated at, in the order answered (what the engine records per sample).
+    keys = [key for result in results for key in result.keys]
+    assert backend.batch_sizes(keys) == [2] * 8
+    assert backend.batch_sizes(keys[:1]) == [None]  # each is taken once
     info = backend.run_info()
     assert info["batch_size"] == 2
     assert info["out_of_memory_fallbacks"] == [{"from": 8, "to": 4}, {"from": 4, "to": 2}]

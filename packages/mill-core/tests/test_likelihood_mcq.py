@@ -35,7 +35,15 @@ def test_the_question_is_the_generative_kinds(imagenet: Spec) -> None:
 def test_a_tie_goes_to_the_earlier_letter_and_widths_must_match(imagenet: Spec) -> None:
     variant = evolve(imagenet.variants["imagenet_mcq_likelihood"], n_options=3)
     task = likelihood_mcq.kind.build_task(imagenet, "v", variant, 3)
-    columns = {"key": ["a"], "shard": ["s"], "gold": [0], "prompt": ["p"], "letter_mass": [0.8], "skipped": [None], "batch_size": [None]}
+    columns = {
+        "key": ["a"],
+        "shard": ["s"],
+        "gold": [0],
+        "prompt": ["p"],
+        "letter_mass": [0.8],
+        "skipped": [None],
+        "batch_size": [None],
+    }
     raw = pl.DataFrame({**columns, "letter_logprobs": [[-2.0, -1.0, -1.0]]}).select(
         [pl.col(name).cast(dtype) for name, dtype in raw_schema(likelihood_mcq.kind).items()]
     )
@@ -46,7 +54,9 @@ def test_a_tie_goes_to_the_earlier_letter_and_widths_must_match(imagenet: Spec) 
     too_narrow = raw.drop("skipped", "batch_size").with_columns(pl.Series("letter_logprobs", [[-1.0, -2.0]]))
     with pytest.raises(ValueError, match="2 letter log-probabilities for 3 letters"):
         likelihood_mcq.score(task, variant, too_narrow, 0)
-    overflowed = raw.drop("skipped", "batch_size").with_columns(pl.Series("letter_logprobs", [[float("nan"), -1.0, -2.0]]))
+    overflowed = raw.drop("skipped", "batch_size").with_columns(
+        pl.Series("letter_logprobs", [[float("nan"), -1.0, -2.0]])
+    )
     with pytest.raises(NonFiniteError, match=r"non-finite \(NaN or inf\) letter scores for 1 of 1 samples: 'a'"):
         likelihood_mcq.score(task, variant, overflowed, 0)
 
