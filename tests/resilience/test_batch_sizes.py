@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from mill.backends.clip.backend import ClipBackend
+from mill.core.checksum import MANIFEST_HASH_KEY, manifest_digest
 from mill.core.chunks import RUNS_DIR
 from mill.core.verify import Status, verify
-from mill.core.checksum import MANIFEST_HASH_KEY, manifest_digest
 
 # The model's batch size (conftest.small_batch_clip) and the size it falls back to.
 REQUESTED, FALLEN_BACK = 4, 2

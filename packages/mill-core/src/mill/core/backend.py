@@ -159,8 +159,8 @@ class BackendPlugin(Protocol):
 __all__ = [
     "Backend",
     "BackendArgs",
-    "BatchSizedBackend",
     "BackendPlugin",
+    "BatchSizedBackend",
     "Capabilities",
     "JournallingBackend",
     "ModelInfo",

@@ -80,9 +80,7 @@ class AdaptiveBatchSize:
         backend that answers each batch in one :meth:`map` call, in order, before the next); None once none is
         left (the answer did not come through :meth:`map`).
         """
-        return [
-            self._size_by_key.pop(key) if key in self._size_by_key else self._take_unkeyed() for key in keys
-        ]
+        return [self._size_by_key.pop(key) if key in self._size_by_key else self._take_unkeyed() for key in keys]
 
     def _take_unkeyed(self) -> int | None:
         return self._unkeyed_sizes.popleft() if self._unkeyed_sizes else None
