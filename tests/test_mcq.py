@@ -32,6 +32,7 @@ MCQ_COLUMNS = [
     "parsed_letter",
     "prediction",
     "correct",
+    "batch_size",
 ]
 LETTERS = "ABCDEFGHIJ"
 
@@ -79,6 +80,7 @@ def test_vlm_on_imagenet_runs_the_mcq_variant(mcq_run: Any, shape: Any) -> None:
 def test_per_sample_parquet(base: pl.DataFrame, classnames: tuple[str, ...], shape: Any) -> None:
     assert base.columns == MCQ_COLUMNS
     assert base.height == shape.mcq_limit
+    assert base["batch_size"].null_count() == 0  # hf generates through the out-of-memory fall-back
     keys = base.get_column("key").to_list()
     assert keys == sorted(keys)
     # The subset spreads over every shard.
@@ -255,6 +257,7 @@ LIKELIHOOD_COLUMNS = [
     "letter_mass",
     "prediction",
     "correct",
+    "batch_size",
 ]
 
 
@@ -276,6 +279,7 @@ def test_likelihood_variant_end_to_end_without_a_rollup(
     frame = run.per_sample()
     assert frame.columns == LIKELIHOOD_COLUMNS
     assert frame.height == shape.mcq_limit
+    assert frame["batch_size"].null_count() == frame.height  # one unbatched forward pass per sample
     for row in frame.iter_rows(named=True):
         assert row["option_indices"] == protocol_options(42, "imagenet_mcq_likelihood", row["key"], row["gold"])
         assert row["options"] == [classnames[i] for i in row["option_indices"]]

@@ -17,7 +17,10 @@ from mill.core.registry import SpecRegistry
 from mill.core.results import model_slug
 from mill.testing.hub import seed_hub_cache
 
-ZERO_SHOT_COLUMNS = ["key", "shard", "gold", "gold_label", "prediction", "prediction_label", "top5", "correct"]
+ZERO_SHOT_COLUMNS = [
+    *("key", "shard", "gold", "gold_label", "prediction", "prediction_label", "top5", "correct"),
+    "batch_size",  # the engine's: which batch size computed the sample
+]
 
 
 def test_aggregate_rows(zero_shot: Any, shape: Any) -> None:
@@ -43,6 +46,7 @@ def test_per_sample_parquet(zero_shot: Any, shape: Any) -> None:
     frame = run.per_sample()
     assert frame.columns == ZERO_SHOT_COLUMNS
     assert frame.height == shape.n_samples
+    assert frame["batch_size"].null_count() == 0  # clip batches through the out-of-memory fall-back
     keys = frame.get_column("key").to_list()
     assert keys == sorted(keys)
     classnames = SpecRegistry.discover().specs["imagenet"].classnames
