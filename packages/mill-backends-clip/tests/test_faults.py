@@ -66,8 +66,8 @@ def test_a_batch_that_runs_out_of_memory_is_retried_at_half_size_and_the_run_goe
     info = backend.run_info()
     assert info["batch_size"] == 4
     assert info["out_of_memory_fallbacks"] == [{"from": 16, "to": 8}, {"from": 8, "to": 4}]
-    # Which batch sizes produced the samples (under bf16 autocast that can change a result): all at 4 here.
-    assert info["samples_by_batch_size"] == {"4": 60}
+    # Which batch size produced each sample (under bf16 autocast that can change a result): all at 4 here.
+    assert backend.batch_sizes([key for key, _ in answers]) == [4] * 60
 
 
 def test_a_resumed_backend_starts_at_the_recorded_size(
@@ -78,15 +78,15 @@ def test_a_resumed_backend_starts_at_the_recorded_size(
         {
             "batch_size": 4,
             "out_of_memory_fallbacks": [{"from": 16, "to": 8}, {"from": 8, "to": 4}],
-            "samples_by_batch_size": {"16": 32},  # what the interrupted process committed before falling back
         }
     )
     tower = _Tower(backend.model.encode_image, limit=4, error=lambda: torch.OutOfMemoryError("out of memory"))
     backend.model.encode_image = tower
-    assert len(_answers(backend, task, dataset)) == 60
+    answers = _answers(backend, task, dataset)
+    assert len(answers) == 60
     assert tower.refused == [] and set(tower.computed) == {4}
+    assert backend.batch_sizes([key for key, _ in answers]) == [4] * 60
     assert backend.run_info()["out_of_memory_fallbacks"] == [{"from": 16, "to": 8}, {"from": 8, "to": 4}]
-    assert backend.run_info()["samples_by_batch_size"] == {"16": 32, "4": 60}
     # A record without fall-backs leaves the requested size alone.
     fresh = load_tiny(batch_size=16)
     fresh.resume({"batch_size": 64, "out_of_memory_fallbacks": []})

@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: ``run_info`` keys: the size batches run at now, each fall-back (``{"from": 64, "to": 32}``), and how many
-#: samples were computed in batches of each size (``{"64": 1024, "17": 17}``: under bf16 autocast a sample's
-#: result may depend on its batch's size, see docs/outputs.md).
+#: ``run_info`` keys: the size batches run at now and each fall-back (``{"from": 64, "to": 32}``), which the
+#: backend gives; and how many of the run's samples were computed in batches of each size (``{"64": 1024, "17":
+#: 17}``: under bf16 autocast a sample's result may depend on its batch's size, see docs/outputs.md), which the
+#: engine counts from the per-sample column when it records the run.
 BATCH_SIZE_KEY = "batch_size"
 FALLBACKS_KEY = "out_of_memory_fallbacks"
 SAMPLES_BY_BATCH_SIZE_KEY = "samples_by_batch_size"
@@ -63,8 +64,6 @@ class AdaptiveBatchSize:
             raise ValueError(f"batch size {requested} is not positive")
         self.size = requested
         self.fallbacks: list[dict[str, int]] = []
-        #: Samples computed per batch size actually run (a last, partial batch counts under its own size).
-        self.samples_by_size: dict[int, int] = {}
         self._release = release
         self._name = name or "batch"
         # Items computed by map and not yet taken: the size of the slice each was computed in, by key when map
@@ -87,20 +86,11 @@ class AdaptiveBatchSize:
 
     def run_info(self) -> dict[str, Any]:
         """What the manifest records, and what :meth:`resume` reads back."""
-        return {
-            BATCH_SIZE_KEY: self.size,
-            FALLBACKS_KEY: [dict(f) for f in self.fallbacks],
-            SAMPLES_BY_BATCH_SIZE_KEY: {str(size): n for size, n in sorted(self.samples_by_size.items(), reverse=True)},
-        }
+        return {BATCH_SIZE_KEY: self.size, FALLBACKS_KEY: [dict(f) for f in self.fallbacks]}
 
     def resume(self, previous: Mapping[str, Any]) -> None:
-        """Start where an earlier process of the same run left off: at its smaller size, with its fall-backs and
-        its counts of samples per batch size (those of its committed samples)."""
-        counts = previous.get(SAMPLES_BY_BATCH_SIZE_KEY)
-        if isinstance(counts, dict):
-            for size_text, n in counts.items():
-                if str(size_text).isdigit() and isinstance(n, int):
-                    self.samples_by_size[int(size_text)] = self.samples_by_size.get(int(size_text), 0) + n
+        """Start where an earlier process of the same run left off: at its smaller size, with its fall-backs (the
+        sizes its committed samples were computed at are in their chunks' :data:`BATCH_SIZE_COLUMN`)."""
         size = previous.get(BATCH_SIZE_KEY)
         fallbacks = previous.get(FALLBACKS_KEY)
         if not isinstance(size, int) or not isinstance(fallbacks, list) or not fallbacks:
@@ -139,7 +129,6 @@ class AdaptiveBatchSize:
                 failed = stop - start
                 message = str(error).splitlines()[0] if str(error) else type(error).__name__
             else:
-                self.samples_by_size[stop - start] = self.samples_by_size.get(stop - start, 0) + stop - start
                 if keys:
                     self._size_by_key.update(dict.fromkeys(keys[start:stop], stop - start))
                 else:

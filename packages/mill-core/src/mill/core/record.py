@@ -120,9 +120,10 @@ class Provenance:
 
     @property
     def samples_by_batch_size(self) -> dict[int, int]:
-        """How many samples were computed in batches of each size, as the backend's ``run_info`` records it
-        (empty for a backend that does not say). Under reduced precision a sample's result may depend on its
-        batch's size (docs/outputs.md), so a run resumed at another size holds several, as expected."""
+        """How many samples were computed in batches of each size, as ``run_info`` records it: the count of the
+        per-sample file's ``batch_size`` column (empty for a backend that does not say). Under reduced precision a
+        sample's result may depend on its batch's size (docs/outputs.md); a run that fell back, or was resumed at
+        another size, holds several, as expected."""
         counts = self.run_info.get(SAMPLES_BY_BATCH_SIZE_KEY)
         if not isinstance(counts, Mapping):
             return {}

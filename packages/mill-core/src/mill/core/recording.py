@@ -164,8 +164,8 @@ def build_record(answered: Answered, scored: Scored, skipped: pl.DataFrame, fini
 
 
 def _run_info(answered: Answered) -> dict[str, Any]:
-    """The backend's run info, its count of samples per batch size replaced by the count of the samples kept: the
-    backend counts what it computed, which includes a batch in flight when an earlier process was cut."""
+    """The backend's run info, with the count of the run's samples per batch size that computed them (when the
+    backend says which, :class:`~mill.core.backend.BatchSizedBackend`)."""
     info = dict(answered.backend.run_info())
     counts = counts_by_batch_size(answered.raw.filter(pl.col("skipped").is_null()))
     if counts is not None:
