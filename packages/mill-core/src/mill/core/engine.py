@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import polars as pl
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from mill.core.atomic import write_json_atomic
 from mill.core.backend import (
@@ -60,7 +60,7 @@ from mill.core.results import (
 )
 from mill.core.run_identity import RunIdentity
 from mill.core.sample import DataOpener, Dataset, OnBadSample, ReadOptions
-from mill.core.spec import Spec
+from mill.core.spec import Spec, spec_as_opened
 from mill.core.task_kind import Scored, TaskKind, Variant, get_kind, installed_kinds, raw_schema, scorer_version
 
 #: Samples per committed chunk unless ``MILL_CHUNK_SIZE`` says otherwise.
@@ -322,6 +322,9 @@ def execute(
         ensure_output_dir(options.output_dir)
     seed = spec.seed if options.seed is None else options.seed
     data = open_data(spec, options.data_dirs.get(spec.name, options.default_data_dir), options.read_options())
+    # Class names or templates read from the data export join the spec (and its hash: the run identity) here.
+    run = evolve(run, spec=spec_as_opened(spec, data))
+    spec = run.spec
     if options.limit is not None:
         context.progress.start(f"subset: {len(data)} of the samples, spread over all shards (--limit)", None)
         context.progress.finish()

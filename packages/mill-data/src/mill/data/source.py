@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from attrs import frozen
@@ -127,17 +127,81 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
 
 
-def where_to_put_shards(source: str, split: str, benchmark: str | None) -> str:
-    """The part of an error message telling the user how to provide shards locally (pure)."""
+def where_to_put_shards(source: str, split: str, benchmark: str | None, export_files: Sequence[str] = ()) -> str:
+    """The part of an error message telling the user how to provide shards (and the ``export_files`` the spec reads
+    beside them) locally (pure)."""
     bench = benchmark or "<benchmark>"
     local = f"${DATA_DIR_ENV}/{bench}"
-    lines = [f"Put the shards in {local}/{split}/*.tar, or pass --data_dir DIR with DIR/{split}/*.tar."]
+    beside = "".join(f" and DIR/{name}" for name in export_files)
+    lines = [f"Put the shards in {local}/{split}/*.tar, or pass --data_dir DIR with DIR/{split}/*.tar{beside}."]
     if source.startswith("hf://"):
         repo, _ = parse_hf_source(source)
+        patterns = " ".join([f"'{split}/*'", *export_files])
         lines.append(
-            f"To download them: hf download {repo} --repo-type dataset --include '{split}/*' --local-dir {local}"
+            f"To download them: hf download {repo} --repo-type dataset --include {patterns} --local-dir {local}"
         )
     return "\n".join(lines)
+
+
+def read_export_files(
+    source: str, names: Sequence[str], *, split: str, cache_dir: Path | None, benchmark: str | None = None
+) -> dict[str, bytes]:
+    """The bytes of the files ``names`` at the root of the export ``source`` (beside its ``split`` folder), as
+    clip_benchmark's ``wds`` loader reads ``classnames.txt`` and ``zeroshot_classification_templates.txt``;
+    remote files are downloaded into ``cache_dir`` first, like shards.
+
+    Raises:
+        DataError: a file is missing or cannot be downloaded (the message says where it belongs).
+    """
+    hint = where_to_put_shards(source, split, benchmark, names)
+    if source.startswith("hf://"):
+        assert cache_dir is not None
+        repo, _ = parse_hf_source(source)
+        paths = [_hf_file(repo, name, cache_dir=cache_dir, hint=hint) for name in names]
+    elif source.startswith(("http://", "https://")):
+        assert cache_dir is not None
+        base = source.rstrip("/") + "/"
+        paths = []
+        for name in names:
+            target = _cache_path(cache_dir, base + name)
+            _download(base + name, target, policy=RetryPolicy.from_env(), hint=hint)
+            paths.append(target)
+    else:
+        root = Path(source).expanduser()
+        paths = [root / name for name in names]
+        for path in paths:
+            if not path.is_file():
+                raise DataError(
+                    f"{path} is missing: {benchmark or 'this benchmark'}'s spec reads it from the export, beside "
+                    f"its {split}/ folder (as clip_benchmark does).\n{hint}"
+                )
+    return {name: path.read_bytes() for name, path in zip(names, paths, strict=True)}
+
+
+def _hf_file(repo: str, name: str, *, cache_dir: Path, hint: str, policy: RetryPolicy | None = None) -> Path:
+    """``name`` of the Hub dataset ``repo``, downloaded once into ``{cache_dir}/shards/hf/{repo}``."""
+    import huggingface_hub
+
+    local_dir = cache_dir / "shards" / "hf" / repo
+    target = local_dir / name
+    if target.exists():
+        return target
+    try:
+        downloaded = retry_hub(
+            functools.partial(
+                huggingface_hub.hf_hub_download, repo, name, repo_type="dataset", local_dir=str(local_dir)
+            ),
+            repo=repo,
+            url=f"https://huggingface.co/datasets/{repo}/resolve/main/{name}",
+            policy=policy,
+            cleanup=lambda: _remove_hub_partials(local_dir),
+        )
+    except DataError as error:
+        raise DataError(f"{error}\n{hint}") from None
+    # hf_hub_download writes to an .incomplete file, resumes it on a retry, and moves it into place when done.
+    if Path(downloaded) != target:
+        shutil.move(downloaded, target)
+    return target
 
 
 # --- http(s) ---------------------------------------------------------------------------------------------
@@ -257,24 +321,7 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
         raise DataError(f"dataset {repo} on the Hugging Face Hub has no files matching {pattern!r}\n{hint}")
     shards = []
     for name in names:
-        target = local_dir / name
-        if not target.exists():
-            try:
-                # hf_hub_download writes to an .incomplete file, resumes it on a retry, and moves it into
-                # place when done.
-                downloaded = retry_hub(
-                    functools.partial(
-                        huggingface_hub.hf_hub_download, repo, name, repo_type="dataset", local_dir=str(local_dir)
-                    ),
-                    repo=repo,
-                    url=f"https://huggingface.co/datasets/{repo}/resolve/main/{name}",
-                    policy=policy,
-                    cleanup=lambda: _remove_hub_partials(local_dir),
-                )
-            except DataError as error:
-                raise DataError(f"{error}\n{hint}") from None
-            if Path(downloaded) != target:
-                shutil.move(downloaded, target)
+        target = _hf_file(repo, name, cache_dir=cache_dir, hint=hint, policy=policy)
         shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
     return tuple(shards)
 
