@@ -141,7 +141,13 @@ def open_spec_data(spec: Spec, data_dir: str | None, options: ReadOptions) -> Sh
     files: dict[str, bytes] = {}
     if spec.export is not None:
         dataset = spec.dataset
-        shards = resolve_shards(source, split=dataset.split, cache_dir=options.cache_dir, benchmark=spec.name)
+        shards = resolve_shards(
+            source,
+            split=dataset.split,
+            cache_dir=options.cache_dir,
+            benchmark=spec.name,
+            export_files=spec.export.names,
+        )
         files = read_export_files(
             source, spec.export.names, split=dataset.split, cache_dir=options.cache_dir, benchmark=spec.name
         )

@@ -76,11 +76,13 @@ def resolve_shards(
     split: str,
     cache_dir: Path | None,
     benchmark: str | None = None,
+    export_files: Sequence[str] = (),
 ) -> tuple[ShardInfo, ...]:
     """The shards of ``split`` in ``source``, downloaded into ``cache_dir`` first when remote (a remote
     source needs one: downloads are kept there).
 
-    ``benchmark`` only improves error messages (where to put a local copy).
+    ``benchmark`` and ``export_files`` (files the spec reads beside the shards) only improve error messages (where
+    to put a local copy).
 
     Raises:
         DataError: the local directory is missing or holds no shards; a remote source is unreachable or a
@@ -90,10 +92,14 @@ def resolve_shards(
         raise DataError(f"{source} is remote: downloading its shards needs a cache directory (cache_dir)")
     if source.startswith("hf://"):
         assert cache_dir is not None
-        return _hf_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+        return _hf_shards(
+            source, split=split, cache_dir=cache_dir, hint=where_to_put_shards(source, split, benchmark, export_files)
+        )
     if source.startswith(("http://", "https://")):
         assert cache_dir is not None
-        return _http_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+        return _http_shards(
+            source, split=split, cache_dir=cache_dir, hint=where_to_put_shards(source, split, benchmark, export_files)
+        )
     if "://" in source:
         raise DataError(
             f"unsupported data source {source!r}: use a local directory, an http(s) URL or "
@@ -132,8 +138,11 @@ def where_to_put_shards(source: str, split: str, benchmark: str | None, export_f
     beside them) locally (pure)."""
     bench = benchmark or "<benchmark>"
     local = f"${DATA_DIR_ENV}/{bench}"
-    beside = "".join(f" and DIR/{name}" for name in export_files)
-    lines = [f"Put the shards in {local}/{split}/*.tar, or pass --data_dir DIR with DIR/{split}/*.tar{beside}."]
+    files = " and ".join(export_files)
+    beside = (f" (with {files} in {local})", f" (and {files} in DIR)") if export_files else ("", "")
+    lines = [
+        f"Put the shards in {local}/{split}/*.tar{beside[0]}, or pass --data_dir DIR with DIR/{split}/*.tar{beside[1]}."
+    ]
     if source.startswith("hf://"):
         repo, _ = parse_hf_source(source)
         patterns = " ".join([f"'{split}/*'", *export_files])
@@ -207,7 +216,7 @@ def _hf_file(repo: str, name: str, *, cache_dir: Path, hint: str, policy: RetryP
 # --- http(s) ---------------------------------------------------------------------------------------------
 
 
-def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
+def _http_shards(source: str, *, split: str, cache_dir: Path, hint: str) -> tuple[ShardInfo, ...]:
     policy = RetryPolicy.from_env()
     if "{" in source:
         # Imported here: importing webdataset imports torch, which only reading shards needs.
@@ -220,19 +229,19 @@ def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | N
         base = source.rsplit("/", 1)[0] + "/"
     else:
         base = source.rstrip("/") + "/"
-        count = _http_shard_count(base, split=split, cache_dir=cache_dir, benchmark=benchmark, policy=policy)
+        count = _http_shard_count(base, split=split, cache_dir=cache_dir, hint=hint, policy=policy)
         urls = [f"{base}{split}/{i}.tar" for i in range(count)]
     shards = []
     for url in urls:
         target = _cache_path(cache_dir, url)
         if not target.exists():
-            _download(url, target, policy=policy, hint=where_to_put_shards(source, split, benchmark))
+            _download(url, target, policy=policy, hint=hint)
         name = url[len(base) :] if url.startswith(base) else url.rsplit("/", 1)[-1]
         shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
     return tuple(shards)
 
 
-def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str | None, policy: RetryPolicy) -> int:
+def _http_shard_count(base: str, *, split: str, cache_dir: Path, hint: str, policy: RetryPolicy) -> int:
     url = f"{base}{split}/nshards.txt"
     cached = _cache_path(cache_dir, url)
     # The count is refetched each run (the export may grow) but the cached copy lets a run that already
@@ -243,7 +252,7 @@ def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str 
         )
     except DataError as error:
         if not cached.exists():
-            raise DataError(f"{error}\n{where_to_put_shards(base, split, benchmark)}") from error
+            raise DataError(f"{error}\n{hint}") from error
     text = cached.read_text().strip()
     try:
         count = int(text)
@@ -291,7 +300,7 @@ def parse_hf_source(source: str) -> tuple[str, str | None]:
     return f"{parts[1]}/{parts[2]}", (parts[3] if len(parts) == 4 and parts[3] else None)
 
 
-def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
+def _hf_shards(source: str, *, split: str, cache_dir: Path, hint: str) -> tuple[ShardInfo, ...]:
     # Imported here: the hub client is only needed for hf:// sources.
     import huggingface_hub
 
@@ -299,7 +308,6 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
     pattern = pattern or f"{split}/*.tar"
     local_dir = cache_dir / "shards" / "hf" / repo
     listing = local_dir / ".mill-listing.json"
-    hint = where_to_put_shards(source, split, benchmark)
     policy = RetryPolicy.from_env()
     try:
         # With a cached listing to fall back on, one attempt: an offline run should not wait through retries.
