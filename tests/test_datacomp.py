@@ -24,6 +24,7 @@ from wilds.common.metrics.all_metrics import F1, Accuracy
 from wilds.datasets.wilds_dataset import WILDSDataset
 
 from mill.backends.clip.tiny import TinyModel
+from mill.cli.report.runs import gather_runs
 from mill.core.chunks import RUNS_DIR
 from mill.core.registry import SpecRegistry, builtin_spec_dir
 from mill.core.results import read_aggregate
@@ -204,6 +205,14 @@ def test_class_names_read_from_the_export_give_clip_benchmarks_predictions_and_j
     assert manifest_again["spec_hash"] != manifest["spec_hash"]
     assert len(list((tmp_path / "out" / RUNS_DIR).iterdir())) == 2
     assert "kitten" in again.get_column("gold_label").to_list()
+    # The report names the classes as the runs' own files do (the spec itself holds none).
+    (run,) = gather_runs(tmp_path / "out")
+    assert run.classnames[3] == "kitten" and len(run.classnames) == 10
+    page = tmp_path / "report.html"
+    report = mill_in_process("report", "--output_dir", str(tmp_path / "out"), "--out", str(page))
+    assert report.code == 0, report.err
+    text = page.read_text()
+    assert all(name in text for name in set(again.get_column("gold_label").to_list()))
 
 
 def _patched_wilds(monkeypatch: pytest.MonkeyPatch) -> None:
