@@ -385,6 +385,34 @@ def _check_variants(spec: _SpecFile, variants: Mapping[str, Variant], file: Path
         raise SpecError(f"{file}: headline_metric: {spec.headline_metric!r} is no variant's metric")
 
 
+@frozen
+class _ResolvedClasses:
+    """A spec's classes as read: names (a subset's, when there is one), the class file's and subset or projection
+    file's bytes, and what :class:`Spec` records of a subset or projection."""
+
+    names: tuple[str, ...] = ()
+    raw: bytes = b""
+    subset_raw: bytes = b""
+    parent_indices: tuple[int, ...] | None = None
+    label_map: dict[int, int] | None = None
+    parent_count: int | None = None
+    parent_classes: tuple[tuple[int, ...], ...] | None = None
+
+
+def _resolved_classes(classes: ClassesSpec, file: Path) -> _ResolvedClasses:
+    names, raw = _classnames(classes, file)
+    if classes.subset is not None and classes.projection is not None:
+        raise SpecError(f"{file}: classes: give at most one of 'subset' and 'projection'")
+    if classes.subset is not None:
+        subset_names, indices, label_map, subset_raw = _subset(classes.subset, names, file)
+        parent_classes = tuple((index,) for index in indices)
+        return _ResolvedClasses(subset_names, raw, subset_raw, indices, label_map, len(names), parent_classes)
+    if classes.projection is not None:
+        projected, subset_raw = _projection(classes.projection, len(names), file)
+        return _ResolvedClasses(names, raw, subset_raw, None, None, classes.projection.parent_count, projected)
+    return _ResolvedClasses(names, raw)
+
+
 def load_spec(file: Path) -> Spec:
     """Read and validate one spec file.
 
@@ -400,37 +428,12 @@ def load_spec(file: Path) -> Spec:
     seed_problem = SEEDS.problem(parsed.seed)
     if seed_problem:
         raise SpecError(f"{file}: seed: {seed_problem}")
-    classnames: tuple[str, ...] = ()
-    templates: tuple[str, ...] = ()
-    classes_raw = templates_raw = subset_raw = b""
-    parent_indices: tuple[int, ...] | None = None
-    label_map: dict[int, int] | None = None
-    parent_count: int | None = None
-    parent_classes: tuple[tuple[int, ...], ...] | None = None
-    if parsed.classes is not None:
-        classnames, classes_raw = _classnames(parsed.classes, file)
-        if parsed.classes.subset is not None and parsed.classes.projection is not None:
-            raise SpecError(f"{file}: classes: give at most one of 'subset' and 'projection'")
-        if parsed.classes.subset is not None:
-            parent_count = len(classnames)
-            classnames, parent_indices, label_map, subset_raw = _subset(parsed.classes.subset, classnames, file)
-            parent_classes = tuple((index,) for index in parent_indices)
-        elif parsed.classes.projection is not None:
-            parent_count = parsed.classes.projection.parent_count
-            parent_classes, subset_raw = _projection(parsed.classes.projection, len(classnames), file)
+    classes = _ResolvedClasses() if parsed.classes is None else _resolved_classes(parsed.classes, file)
+    classnames, parent_classes = classes.names, classes.parent_classes
     export = _export_files(parsed)
     n_classes = export.classes.count if export is not None and export.classes is not None else len(classnames)
     variants = {name: _variant(name, value, file, n_classes) for name, value in variants_data.items()}
-    if parsed.templates is not None:
-        templates, templates_raw = _inline_or_file(
-            parsed.templates.list, parsed.templates.file, file, "templates", "list", parsed.templates.export_file
-        )
-        if not templates and parsed.templates.export_file is None:
-            where = (
-                "templates.list" if parsed.templates.list is not None else f"templates.file: {parsed.templates.file}"
-            )
-            raise SpecError(f"{file}: {where}: no template; give at least one, with a {{c}} placeholder")
-    _check_placeholders(templates, f"{file}: templates")
+    templates, templates_raw = ((), b"") if parsed.templates is None else _templates(parsed.templates, file)
     _check_variants(parsed, variants, file)
     _check_metadata(parsed.dataset, file)
     dataset = parsed.dataset
@@ -440,7 +443,7 @@ def load_spec(file: Path) -> Spec:
         dataset = evolve(dataset, source=str(file.parent / dataset.source))
     digest = hashlib.sha256()
     # The subset or projection file's digest joins only when there is one, so existing specs keep their hash.
-    for part in (raw, classes_raw, templates_raw, *((subset_raw,) if parent_classes is not None else ())):
+    for part in (raw, classes.raw, templates_raw, *((classes.subset_raw,) if parent_classes is not None else ())):
         digest.update(hashlib.sha256(part).digest())
     return Spec(
         name=parsed.name,
@@ -454,12 +457,22 @@ def load_spec(file: Path) -> Spec:
         reported=parsed.reported,
         path=file,
         content_hash=digest.hexdigest(),
-        parent_indices=parent_indices,
-        label_map=label_map,
-        parent_count=parent_count,
+        parent_indices=classes.parent_indices,
+        label_map=classes.label_map,
+        parent_count=classes.parent_count,
         parent_classes=parent_classes,
         export=export,
     )
+
+
+def _templates(templates: TemplatesSpec, file: Path) -> tuple[tuple[str, ...], bytes]:
+    """The templates given inline or in their file (none yet for an ``export_file``), and the file's bytes."""
+    lines, raw = _inline_or_file(templates.list, templates.file, file, "templates", "list", templates.export_file)
+    if not lines and templates.export_file is None:
+        where = "templates.list" if templates.list is not None else f"templates.file: {templates.file}"
+        raise SpecError(f"{file}: {where}: no template; give at least one, with a {{c}} placeholder")
+    _check_placeholders(lines, f"{file}: templates")
+    return lines, raw
 
 
 def _export_files(spec: _SpecFile) -> ExportFiles | None:

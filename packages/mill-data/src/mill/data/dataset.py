@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -192,38 +193,14 @@ def open_dataset(
     """
     source = dataset.source if source is None else source
     limit, on_bad_sample, cache_dir = options.limit, options.on_bad_sample, options.cache_dir
-    image_member, label_member, expected_count = dataset.image_member, dataset.label_member, dataset.n_samples
-    text_member = dataset.text_member
     if limit is not None and limit <= 0:
         raise DataError(f"--limit must be a positive number of samples, got {limit}")
     if on_bad_sample not in ("fail", "skip"):
         raise DataError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
     if shards is None:
         shards = resolve_shards(source, split=dataset.split, cache_dir=cache_dir, benchmark=benchmark)
-    samples: list[SampleRef] = []
-    shard_of_key: dict[str, str] = {}
-    indexed = []
-    for shard in shards:
-        index = index_shard(shard, label_member=label_member, cache_dir=cache_dir)
-        indexed.append(index.shard)  # with its content hash, which the run identity records
-        selected = select_samples(
-            index,
-            image_member=image_member,
-            label_member=label_member,
-            n_classes=n_classes,
-            label_map=label_map,
-            text_member=text_member,
-        )
-        if dataset.metadata_member is not None:
-            selected = with_metadata(selected, index, dataset.metadata_member, len(dataset.metadata_fields))
-        for ref in selected:
-            first = shard_of_key.setdefault(ref.key, ref.shard)
-            if first != ref.shard:
-                raise DataError(
-                    f"sample key {ref.key!r} appears in shard {first} and in shard {ref.shard}: keys must be "
-                    "unique across the dataset; remove the duplicate shard from the data directory"
-                )
-            samples.append(ref)
+    samples, indexed = _index_samples(shards, dataset, n_classes=n_classes, label_map=label_map, cache_dir=cache_dir)
+    expected_count = dataset.n_samples
     total = len(samples)
     names = ", ".join(s.name for s in shards[:_NAMES_SHOWN]) + (", ..." if len(shards) > _NAMES_SHOWN else "")
     if total == 0:
@@ -246,6 +223,47 @@ def open_dataset(
         limit=limit,
         on_bad_sample=on_bad_sample,
     )
+
+
+def _index_samples(
+    shards: Sequence[ShardInfo],
+    dataset: DatasetSpec,
+    *,
+    n_classes: int,
+    label_map: Mapping[int, int] | None,
+    cache_dir: Path | None,
+) -> tuple[list[SampleRef], list[ShardInfo]]:
+    """Every sample of ``shards`` (:func:`select_samples`, with its metadata row when the dataset has one), and
+    the shards with their content hashes, which the run identity records.
+
+    Raises:
+        DataError: as :func:`select_samples` and :func:`with_metadata`; a key appears in two shards.
+    """
+    samples: list[SampleRef] = []
+    shard_of_key: dict[str, str] = {}
+    indexed = []
+    for shard in shards:
+        index = index_shard(shard, label_member=dataset.label_member, cache_dir=cache_dir)
+        indexed.append(index.shard)
+        selected = select_samples(
+            index,
+            image_member=dataset.image_member,
+            label_member=dataset.label_member,
+            n_classes=n_classes,
+            label_map=label_map,
+            text_member=dataset.text_member,
+        )
+        if dataset.metadata_member is not None:
+            selected = with_metadata(selected, index, dataset.metadata_member, len(dataset.metadata_fields))
+        for ref in selected:
+            first = shard_of_key.setdefault(ref.key, ref.shard)
+            if first != ref.shard:
+                raise DataError(
+                    f"sample key {ref.key!r} appears in shard {first} and in shard {ref.shard}: keys must be "
+                    "unique across the dataset; remove the duplicate shard from the data directory"
+                )
+            samples.append(ref)
+    return samples, indexed
 
 
 def spread_indices(total: int, n: int) -> list[int]:
