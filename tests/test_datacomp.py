@@ -338,3 +338,21 @@ def test_iwildcam_macro_f1_equals_the_wilds_packages(
     expected = F1(average="macro").compute(logits.argmax(dim=1), target)["F1-macro_all"]
     assert values["macro_f1"] == pytest.approx(expected)
     assert values["macro_f1"] != pytest.approx(values["acc"])
+
+
+def test_check_export_compares_an_exports_templates_with_the_packages(
+    script: Callable[[str], Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # CIFAR-10's spec reads its names from the export and holds clip_benchmark's templates, which DataComp's loader
+    # reads from the export's own file: scripts/check_export.py says whether the two agree.
+    spec = SpecRegistry.discover(env={}).specs["cifar10"]
+    export = _write(tmp_path / "wds_cifar10_test", [i % 10 for i in range(20)], 10, None)
+    write_export_files(export, CIFAR10, spec.templates)
+    assert script("check_export").main(["cifar10", str(export)]) == 1  # 20 samples, not 10,000
+    out = capsys.readouterr().out
+    assert "MISMATCH: 20 samples, the spec expects 10000" in out and "templates" not in out
+    write_export_files(export, CIFAR10, ["a photo of a {c}."])
+    script("check_export").main(["cifar10", str(export)])
+    assert (
+        "MISMATCH: zeroshot_classification_templates.txt differs from the spec's templates" in capsys.readouterr().out
+    )
