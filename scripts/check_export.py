@@ -31,7 +31,8 @@ from pathlib import Path
 from mill.core.errors import MillError
 from mill.core.registry import SpecRegistry
 from mill.core.sample import ReadOptions
-from mill.core.spec import Spec, spec_as_opened
+from mill.core.spec import Spec
+from mill.core.specfile import spec_as_opened
 from mill.data import open_spec_data
 
 if sys.version_info >= (3, 11):

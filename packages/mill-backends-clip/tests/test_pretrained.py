@@ -5,7 +5,10 @@ preprocessing open_clip gives a SigLIP-style model."""
 from __future__ import annotations
 
 import shutil
+import socket
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,7 +18,14 @@ from transformers import AutoTokenizer
 
 from mill.backends.clip import ClipArgs
 from mill.backends.clip.backend import ClipBackend
-from mill.backends.clip.pretrained import HubRepo, LocalDir, parse_location, tag_weights
+from mill.backends.clip.pretrained import (
+    HubRepo,
+    LocalDir,
+    hub_cache_dir,
+    offline_unless_hub_reachable,
+    parse_location,
+    tag_weights,
+)
 from mill.backends.clip.tiny import TINY_SIGLIP_CONTEXT_LENGTH, write_tiny_siglip
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
@@ -165,3 +175,70 @@ def test_hub_snapshot_without_weights_is_refused(hub_cache: Path, hub_model: Pat
     (snapshot / "open_clip_model.safetensors").unlink()
     with pytest.raises(ModelNotFoundError, match=rf"{COMMIT_A} has no weight file"):
         _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+
+
+@pytest.fixture
+def no_route_to_the_hub(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A machine whose resolver knows no hosts, with the hub client's offline mode off (as a user who did not
+    set HF_HUB_OFFLINE has it); the names looked up are recorded."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # restored after the test, whatever Mill set
+    looked_up: list[str] = []
+
+    def no_dns(host: str, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    return looked_up
+
+
+def test_offline_uncached_tag_weights_fail_at_once(no_route_to_the_hub: list[str], tmp_path: Path) -> None:
+    # open_clip's factory would ask the hub client for two files, each retried for about 20 s.
+    args = ClipArgs.from_mapping(
+        {"path": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "device": "cpu", "num_workers": 0}
+    )
+    started = time.monotonic()
+    with pytest.raises(ModelNotFoundError) as caught:
+        ClipBackend.load(args, RunContext(cache_dir=tmp_path / "cache"))
+    assert time.monotonic() - started < 3
+    assert str(caught.value) == (
+        "clip backend: cannot fetch the 'laion2b_s34b_b79k' weights of ViT-B-32 "
+        "(hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K): cannot reach the Hugging Face Hub: the host name does not "
+        "resolve (Name or service not known); is this machine offline? Download them where there is network "
+        f"(`hf download laion/CLIP-ViT-B-32-laion2B-s34B-b79K`) into the Hugging Face cache ({hub_cache_dir()}, or "
+        "the one HF_HUB_CACHE names), or give a local checkpoint file"
+    )
+    assert no_route_to_the_hub == ["huggingface.co"]
+
+
+def test_offline_cached_hub_model_loads_from_the_cache(
+    no_route_to_the_hub: list[str], hub_cache: Path, hub_model: Path, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+
+    _seed_hub_cache(hub_cache, hub_model, COMMIT_A)
+    started = time.monotonic()
+    backend = _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+    assert time.monotonic() - started < 10
+    assert backend.info.revision == f"hf-hub:{REPO_ID}@{COMMIT_A}"
+    # Asked once; the hub client then stays offline instead of retrying each file it looks for.
+    assert no_route_to_the_hub == ["huggingface.co"] and constants.HF_HUB_OFFLINE
+
+
+def test_offline_uncached_hub_model_fails_at_once(no_route_to_the_hub: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=rf"cannot fetch hf-hub:{REPO_ID}: cannot reach the Hugging Face Hub"):
+        _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+
+
+def test_a_reachable_hub_is_left_to_the_hub_client(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its timeouts and 5xx answers can pass: the client keeps its retries, and nothing is switched offline.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    loopback = socket.getaddrinfo("127.0.0.1", 443, type=socket.SOCK_DGRAM)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: loopback)
+    offline_unless_hub_reachable(None, "ViT-B-32", "laion2b_s34b_b79k")  # not cached, yet no error
+    offline_unless_hub_reachable(HubRepo(REPO_ID), "", None)
+    assert not constants.HF_HUB_OFFLINE

@@ -14,7 +14,6 @@ from mill.core.metrics import (
     MetricValue,
     accuracy,
     accuracy_with_stderr,
-    bootstrap_stderr,
     macro_f1,
     macro_f1_with_stderr,
     mean_per_class_recall,
@@ -24,6 +23,7 @@ from mill.core.metrics import (
     worst_group_accuracy,
     worst_group_accuracy_with_stderr,
 )
+from mill.testing.bootstrap import bootstrap_stderr
 
 # --- Point metrics --------------------------------------------------------------------------------
 

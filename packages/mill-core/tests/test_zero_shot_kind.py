@@ -11,7 +11,7 @@ import pytest
 from mill.core.errors import SpecError
 from mill.core.kinds.zero_shot import ZeroShotTask, kind, output_schema
 from mill.core.registry import builtin_spec_dir
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 from mill.core.task_kind import SAMPLE_COLUMNS
 
 

@@ -13,7 +13,8 @@ import pytest
 from mill.core.errors import DataError
 from mill.core.registry import SpecRegistry
 from mill.core.sample import ReadOptions
-from mill.core.spec import Spec, spec_as_opened
+from mill.core.spec import Spec
+from mill.core.specfile import spec_as_opened
 from mill.data.dataset import open_spec_data
 from mill.data.synthetic import synthetic_image, write_export_files, write_metadata_shards
 

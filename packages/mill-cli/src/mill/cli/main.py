@@ -26,8 +26,23 @@ from rich.markup import escape
 from mill.cli import distributed
 from mill.cli.console import content_table, progress_console, table_console
 from mill.cli.display import PlainProgress, RichProgress
+from mill.cli.log_output import printed_once
 from mill.cli.shared_options import forward_to_subcommand
-from mill.core.comparison import DEFAULT_RESAMPLES, ComparisonTable, compare_runs, comparison_tables, stored_runs
+from mill.cli.suite_tables import SuiteTable, suite_reported_tables, suite_tables, suites_to_show
+from mill.cli.tables import (
+    ComparisonTable,
+    MetricTable,
+    ReportedTable,
+    UsageTable,
+    comparison_tables,
+    json_records,
+    legend,
+    metric_tables,
+    reported_tables,
+    select_rows,
+    usage_table,
+)
+from mill.core.comparison import DEFAULT_RESAMPLES, compare_runs, stored_runs
 from mill.core.engine import PlannedRun, RunInterrupted, default_cache_dir, default_output_dir
 from mill.core.errors import MillError, MillWarning, ResultsError
 from mill.core.evaluation import evaluate
@@ -37,25 +52,7 @@ from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
 from mill.core.rescore import rescore_outputs
 from mill.core.results import AGGREGATE_FILE, AggregateRow, read_aggregate
-from mill.core.suite import (
-    SuiteTable,
-    discover_suites,
-    expand_benchmarks,
-    suite_reported_tables,
-    suite_tables,
-    suites_to_show,
-)
-from mill.core.tables import (
-    MetricTable,
-    ReportedTable,
-    UsageTable,
-    json_records,
-    legend,
-    metric_tables,
-    reported_tables,
-    select_rows,
-    usage_table,
-)
+from mill.core.suite import discover_suites, expand_benchmarks
 from mill.data import open_spec_data
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -609,7 +606,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 default_show(message, category, *args, **kwargs)
 
         warnings.showwarning = show
-        _run(argv)
+        with printed_once():
+            _run(argv)
 
 
 def _run(argv: Sequence[str] | None) -> None:

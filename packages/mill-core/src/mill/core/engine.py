@@ -60,7 +60,8 @@ from mill.core.results import (
 )
 from mill.core.run_identity import RunIdentity
 from mill.core.sample import DataOpener, Dataset, OnBadSample, ReadOptions
-from mill.core.spec import Spec, spec_as_opened
+from mill.core.spec import Spec
+from mill.core.specfile import spec_as_opened
 from mill.core.task_kind import Scored, TaskKind, Variant, get_kind, installed_kinds, raw_schema, scorer_version
 
 #: Samples per committed chunk unless ``MILL_CHUNK_SIZE`` says otherwise.

@@ -1,9 +1,10 @@
 """Re-scoring stored results with the current grading rules, without running the model (``mill rescore``).
 
-:func:`rescore_mcq` is pure: a per-sample MCQ frame in, a frame out. A parser change (see
-``mill.core.mcq.PARSER_VERSION``) then costs a re-parse of the stored responses, not hours of inference.
-:func:`rescore_outputs` applies a kind's :class:`~mill.core.task_kind.Rescorer` to the runs stored in a
-results directory and updates their files in place.
+A kind with versioned rules grades a stored per-sample frame again through its
+:class:`~mill.core.task_kind.Rescorer` (the generative multiple-choice kind's is
+:func:`mill.core.kinds.generative_mcq.rescore_mcq`): a parser change then costs a re-parse of the stored
+responses, not hours of inference. :func:`rescore_outputs` applies it to the runs stored in a results directory
+and updates their files in place.
 """
 
 from __future__ import annotations
@@ -20,61 +21,9 @@ from attrs import frozen
 from mill.core.atomic import write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from mill.core.convert import CONVERTER, structure
 from mill.core.errors import ResultsError
-from mill.core.mcq import UnparsablePolicy, grade_answer, option_letters
 from mill.core.registry import SpecRegistry
 from mill.core.results import update_run_metrics
 from mill.core.task_kind import Regraded, Rescorer, UnknownKindError, Variant, get_kind
-
-RESCORE_INPUT_COLUMNS = ("key", "gold_letter", "options", "response", "parsed_letter")
-"""The per-sample MCQ columns a re-score reads; it rewrites ``parsed_letter``, ``prediction`` and
-``correct`` (adding the last two if absent)."""
-
-
-@frozen
-class Rescored:
-    """A re-scored per-sample frame and how many answers' parsed letter changed.
-
-    ``changed`` counts rows whose ``parsed_letter`` differs from the stored one (a letter becoming
-    None, or None becoming a letter, counts). Under the ``random`` policy a prediction may also
-    change without the parsed letter changing only if the stored frame was scored with another seed.
-    """
-
-    frame: pl.DataFrame
-    changed: int
-
-
-def rescore_mcq(frame: pl.DataFrame, policy: UnparsablePolicy, seed: int) -> Rescored:
-    """Re-parse and re-grade every stored response of ``frame``, a per-sample MCQ table.
-
-    Each row's letters are ``A``, ``B``, ... for its ``options`` (option names in letter order),
-    graded against ``gold_letter`` with ``policy`` and ``seed`` exactly as at evaluation time. The
-    columns ``parsed_letter``, ``prediction`` and ``correct`` are replaced in place; every other
-    column, the row order and the column order are kept. A null response counts as empty.
-
-    Raises:
-        ResultsError: if ``frame`` lacks one of :data:`RESCORE_INPUT_COLUMNS`.
-        ValueError: for an unknown policy.
-    """
-    missing = [column for column in RESCORE_INPUT_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ResultsError(
-            f"cannot re-score a per-sample table without the column(s) {', '.join(missing)} "
-            f"(it has {', '.join(frame.columns) or 'none'}); re-run the evaluation to rebuild it"
-        )
-    scores = [
-        grade_answer(response or "", options, option_letters(len(options)), gold, policy, seed)
-        for response, options, gold in zip(
-            frame["response"].to_list(), frame["options"].to_list(), frame["gold_letter"].to_list(), strict=True
-        )
-    ]
-    rescored = frame.with_columns(
-        pl.Series("parsed_letter", [score.parsed_letter for score in scores], dtype=pl.String),
-        pl.Series("prediction", [score.prediction for score in scores], dtype=pl.String),
-        pl.Series("correct", [score.correct for score in scores], dtype=pl.Boolean),
-    )
-    changed = int(frame["parsed_letter"].cast(pl.String).ne_missing(rescored["parsed_letter"]).sum())
-    return Rescored(frame=rescored, changed=changed)
-
 
 #: The version a run graded by versioned rules was graded with when its manifest records none: results
 #: written before Mill recorded versions were parsed by the first rules.

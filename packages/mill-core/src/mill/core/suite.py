@@ -8,32 +8,25 @@ A suite file lives in a ``suites/`` folder beside the specs (the built-in ``spec
     benchmarks = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "objectnet"]
 
 ``mill eval MODEL SUITE`` runs every member (validated up front, like a comma list); ``mill collect`` shows
-the members and their mean only where every member has a result with the same settings. The mean is a view:
-it is never written to aggregate.csv.
+the members and their mean only where every member has a result with the same settings (the CLI's
+``mill.cli.suite_tables``). The mean is a view: it is never written to aggregate.csv.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import polars as pl
 from attrs import frozen
 
 from mill.core.errors import SpecError, UnknownBenchmarkError
 from mill.core.registry import SPEC_PATH_ENV, SpecRegistry, builtin_spec_dir
-from mill.core.spec import Spec
-from mill.core.spec import _structure as structure
-from mill.core.tables import MISSING, REPORTED_COLUMNS, ReportedTable, _cell
+from mill.core.specfile import structure_in_file
 from mill.core.tomlfile import read_toml
 
 #: The folder, beside a directory of specs, that holds suite files.
 SUITES_FOLDER = "suites"
-#: The column of a suite table that holds the mean, named so that it cannot pass for a benchmark's result.
-MEAN_COLUMN = "mean (unweighted)"
-#: What makes two results comparable in a suite mean.
-SAME_SETTINGS = ("task_type", "settings", "default_settings", "limit")
 
 
 @frozen
@@ -53,23 +46,6 @@ class Suite:
     path: Path
 
 
-@frozen
-class SuiteTable:
-    """One suite's members and mean, per model and settings: ``Model``, a column per member, :data:`MEAN_COLUMN`."""
-
-    suite: str
-    metric: str
-    frame: pl.DataFrame
-
-    @property
-    def title(self) -> str:
-        return f"{self.suite} (suite): {self.metric}, {MEAN_COLUMN} of the members"
-
-    @property
-    def key_columns(self) -> dict[str, str]:
-        return {"suite": self.suite, "metric": self.metric}
-
-
 def load_suite(file: Path) -> Suite:
     """Read one suite file.
 
@@ -77,7 +53,7 @@ def load_suite(file: Path) -> Suite:
         SpecError: naming the file and key (unknown keys, wrong types, no members, a member listed twice).
     """
     data, _ = read_toml(file, "suite", SpecError)
-    parsed = structure(data, _SuiteFile, file, "")
+    parsed = structure_in_file(data, _SuiteFile, file, "")
     if not parsed.benchmarks:
         raise SpecError(f"{file}: benchmarks: a suite needs at least one benchmark")
     if len(set(parsed.benchmarks)) != len(parsed.benchmarks):
@@ -122,118 +98,3 @@ def expand_benchmarks(names: Sequence[str], suites: Mapping[str, Suite], registr
 
 def _is_benchmark(name: str, registry: SpecRegistry) -> bool:
     return name in registry.specs or any(name in spec.variants for spec in registry.specs.values())
-
-
-def suites_to_show(
-    rows: pl.DataFrame, suites: Mapping[str, Suite], named: Sequence[str], *, metric: str | None = None
-) -> list[Suite]:
-    """The suites a collect summarises: those ``named`` (``--benchmarks``), else every suite with results
-    for at least two of its members (one member's table already shows that member)."""
-    if metric not in (None, "acc"):
-        return []
-    if named:
-        return [suites[name] for name in named if name in suites]
-    tasks = set(rows.get_column("task").to_list()) if not rows.is_empty() else set()
-    return [suite for suite in suites.values() if len(tasks & set(suite.benchmarks)) >= 2]
-
-
-def _member_cells(rows: pl.DataFrame, suite: Suite, specs: Mapping[str, Spec]) -> pl.DataFrame:
-    """The latest result of each member's rollup task and headline metric, per model and settings."""
-    wanted = [
-        (pl.col("task") == member) & (pl.col("metric") == (specs[member].headline_metric if member in specs else "acc"))
-        for member in suite.benchmarks
-    ]
-    if rows.is_empty() or not wanted:
-        return rows.clear()
-    condition = wanted[0]
-    for extra in wanted[1:]:
-        condition = condition | extra
-    return (
-        rows.filter(condition)
-        .with_columns(pl.col("default_settings").fill_null(True), cell=_cell())
-        .sort("finished_at")
-        .group_by(["model", *SAME_SETTINGS, "task"], maintain_order=True)
-        .agg(pl.col("cell").last(), pl.col("performance").last(), pl.col("finished_at").last())
-    )
-
-
-def _mean_label(values: Sequence[float | None], n: int) -> tuple[float | None, str]:
-    present = [v for v in values if v is not None]
-    if len(present) < n:
-        return None, f"{MISSING} ({len(present)} of {n})"
-    mean = sum(present) / n
-    return mean, f"{mean:.4f}"
-
-
-def suite_tables(rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str, Spec]) -> list[SuiteTable]:
-    """For every suite with a result for any member: one row per model and settings, each member's cell (as
-    in :func:`mill.core.tables.metric_tables`, :data:`MISSING` when absent) and the unweighted mean of the
-    members, or ``— (k of n)`` unless all ``n`` members have a result with those settings."""
-    tables = []
-    for suite in suites:
-        cells = _member_cells(rows, suite, specs)
-        if cells.is_empty():
-            continue
-        n = len(suite.benchmarks)
-        records: list[dict[str, str]] = []
-        for _, group in cells.group_by(["model", *SAME_SETTINGS], maintain_order=True):
-            by_task = {row["task"]: row for row in group.iter_rows(named=True)}
-            record = {"Model": str(group.get_column("model")[0])}
-            for member in suite.benchmarks:
-                record[member] = str(by_task[member]["cell"]) if member in by_task else MISSING
-            values = [by_task[m]["performance"] if m in by_task else None for m in suite.benchmarks]
-            record[MEAN_COLUMN] = _mean_label(values, n)[1]
-            records.append(record)
-        schema = {column: pl.String for column in ("Model", *suite.benchmarks, MEAN_COLUMN)}
-        frame = pl.DataFrame(records, schema=schema).sort("Model", maintain_order=True)
-        first = specs.get(suite.benchmarks[0])
-        tables.append(SuiteTable(suite.name, first.headline_metric if first else "acc", frame))
-    return tables
-
-
-def suite_reported_tables(
-    rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str, Spec], *, models: Sequence[str] = ()
-) -> list[ReportedTable]:
-    """Each suite's mean beside the mean of its members' published numbers: Model | Mill | Reported | Source | Δ.
-
-    A side's mean exists only where every member has a value (Mill: a result with one set of settings,
-    default settings preferred, then the latest; Reported: a ``[[reported]]`` entry for the member's rollup
-    task and headline metric); otherwise it reads ``— (k of n)``.
-    """
-    tables = []
-    for suite in suites:
-        members = [specs[m] for m in suite.benchmarks if m in specs]
-        n = len(suite.benchmarks)
-        published: dict[str, dict[str, float]] = {}
-        for spec in members:
-            for baseline in spec.reported:
-                task, metric = baseline.variant or spec.name, baseline.metric or spec.headline_metric
-                if (task, metric) == (spec.name, spec.headline_metric) and (not models or baseline.model in models):
-                    published.setdefault(baseline.model, {})[spec.name] = baseline.value
-        cells = _member_cells(rows, suite, specs)
-        measured: dict[str, tuple[float | None, str]] = {}
-        ordered = cells.sort(["default_settings", "finished_at"]) if not cells.is_empty() else cells
-        for _, group in ordered.group_by(["model", *SAME_SETTINGS], maintain_order=True):
-            by_task = {row["task"]: row["performance"] for row in group.iter_rows(named=True)}
-            result = _mean_label([by_task.get(m) for m in suite.benchmarks], n)
-            model = str(group.get_column("model")[0])
-            if result[0] is not None or model not in measured or measured[model][0] is None:
-                measured[model] = result
-        if not published and not measured:
-            continue
-        source = f"mean of the {n} members' [[reported]]"
-        records = []
-        for model in [*published, *sorted(set(measured) - set(published))]:
-            mill_value, mill_text = measured.get(model, (None, MISSING))
-            ours = published.get(model, {})
-            reported_value, reported_text = (
-                _mean_label([ours.get(m) for m in suite.benchmarks], n) if ours else (None, MISSING)
-            )
-            delta = MISSING
-            if mill_value is not None and reported_value is not None:
-                delta = f"{round(mill_value - reported_value, 4) + 0.0:+.4f}"
-            values = (model, mill_text, reported_text, source if ours else MISSING, delta)
-            records.append(dict(zip(REPORTED_COLUMNS, values, strict=True)))
-        frame = pl.DataFrame(records, schema={column: pl.String for column in REPORTED_COLUMNS})
-        tables.append(ReportedTable(suite.name, f"{MEAN_COLUMN} (suite)", "acc", frame))
-    return tables

@@ -23,7 +23,7 @@ import torch
 from attrs import frozen
 
 from mill.backends.classifiers.args import RunArgs, TimmArgs, TorchvisionArgs, TransformersArgs
-from mill.backends.classifiers.plugin import read_config
+from mill.backends.classifiers.model_config import read_config
 from mill.core.backend import ModelInfo
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
 from mill.core.held_model import parameters_digest

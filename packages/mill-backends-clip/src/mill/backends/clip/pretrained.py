@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import posixpath
 import re
 from pathlib import Path
@@ -22,6 +23,9 @@ from attrs import frozen
 
 from mill.backends.clip.checksum import file_sha256
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
+from mill.core.network import route_problem
+
+log = logging.getLogger(__name__)
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -135,23 +139,66 @@ def random_weights() -> Weights:
     return Weights(name="random", revision=None, key=f"random:seed={RANDOM_INIT_SEED}")
 
 
+def tag_hub_files(architecture: str, tag: str) -> tuple[str, tuple[str, ...]] | None:
+    """The Hub repository an open_clip tag's weights are downloaded from and the file names open_clip asks for
+    there, in its order (either will do); None when the tag's weights come from elsewhere (a URL)."""
+    import open_clip
+
+    hub = str(open_clip.get_pretrained_cfg(architecture, tag).get("hf_hub", ""))
+    if not hub:
+        return None
+    # open_clip's convention: 'org/repo/' names the default weight file, 'org/repo/f.bin' a given one.
+    repo_id, filename = posixpath.split(hub)
+    return repo_id, ((filename,) if filename else HUB_WEIGHT_NAMES)
+
+
 def tag_weights(architecture: str, tag: str) -> Weights:
     """An open_clip tag, plus where open_clip fetched it from and, when the Hub cache reveals it, the commit."""
     import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(architecture, tag)
-    hub = str(cfg.get("hf_hub", ""))
-    url = str(cfg.get("url", ""))
-    if hub:
-        # open_clip's convention: 'org/repo/' names the default weight file, 'org/repo/f.bin' a given one.
-        repo_id, filename = posixpath.split(hub)
-        names = (filename,) if filename else HUB_WEIGHT_NAMES
+    hub_files = tag_hub_files(architecture, tag)
+    url = str(open_clip.get_pretrained_cfg(architecture, tag).get("url", ""))
+    if hub_files is not None:
+        repo_id, names = hub_files
         cached = _cached_hub_file(repo_id, names)
         commit = _snapshot_commit(cached) if cached is not None else None
         revision = f"{tag} (hf-hub:{repo_id}" + (f"@{commit}" if commit else "") + ")"
     else:
         revision = f"{tag} ({url})" if url else tag
     return Weights(name=tag, revision=revision, key=f"tag:{revision}")
+
+
+def offline_unless_hub_reachable(location: Location | None, architecture: str, tag: str | None) -> None:
+    """Before open_clip's factory asks the Hugging Face Hub for the weights of ``location`` or ``tag``: when this
+    machine cannot reach the Hub at all (:func:`mill.core.network.route_problem`), fail at once if the cache lacks
+    them, else put the hub client in offline mode for the rest of the process, so it reads them from the cache.
+
+    The hub client retries a failed connection for about 20 s per file, and open_clip asks for two files (a
+    ``.safetensors`` first, whichever is cached): offline, that was most of a minute before any message.
+
+    Raises ModelNotFoundError naming the repository, why the Hub is out of reach and how to get the files.
+    """
+    from huggingface_hub import constants
+
+    needed: tuple[tuple[str, ...], ...]  # each a choice of file names, one of which the cache must hold
+    if isinstance(location, HubRepo):
+        repo_id, needed, what = location.repo_id, ((CONFIG_NAME,), HUB_WEIGHT_NAMES), location.model_name
+    elif location is None and tag is not None and (hub_files := tag_hub_files(architecture, tag)) is not None:
+        repo_id, needed = hub_files[0], (hub_files[1],)
+        what = f"the {tag!r} weights of {architecture} (hf-hub:{repo_id})"
+    else:
+        return
+    problem = None if constants.HF_HUB_OFFLINE else route_problem(constants.ENDPOINT)
+    if problem is None:
+        return
+    if any(_cached_hub_file(repo_id, names) is None for names in needed):
+        raise ModelNotFoundError(
+            f"clip backend: cannot fetch {what}: cannot reach the Hugging Face Hub: "
+            f"{problem} Download them where there is network (`hf download {repo_id}`) into the Hugging Face cache "
+            f"({hub_cache_dir()}, or the one HF_HUB_CACHE names), or give a local checkpoint file"
+        )
+    log.info("the Hugging Face Hub cannot be reached (%s): reading %s from its cache", problem, what)
+    constants.HF_HUB_OFFLINE = True
 
 
 def hub_weights(repo: HubRepo) -> Weights:

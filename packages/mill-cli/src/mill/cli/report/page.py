@@ -2,7 +2,8 @@
 
 Everything is inline (CSS, SVG charts, thumbnails as ``data:`` URIs) and the page has no script, so it
 opens the same from a laptop, a cluster's file browser or an e-mail attachment, and fetches nothing.
-The statistics come from :mod:`mill.core.analysis`; this module only lays them out.
+The statistics come from :mod:`mill.core.analysis` and the kinds (:mod:`mill.core.kinds.generative_mcq`); this
+module only lays them out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mill.core import analysis
 from mill.core.atomic import write_bytes_atomic
 from mill.core.comparison import ComparedRun, ComparisonError, compare
 from mill.core.errors import MillError
+from mill.core.kinds import generative_mcq
 from mill.data.lookup import local_shard, read_images
 
 #: Misclassified images shown per zero-shot run, and their thumbnail size in pixels.
@@ -284,8 +286,8 @@ def _thumbnail(data: bytes) -> str | None:
 
 
 def _mcq(run: ReportRun) -> str:
-    summary = analysis.mcq_summary(run.frame).row(0, named=True)
-    unparsed = analysis.unparsed_responses(run.frame, N_UNPARSED)
+    summary = generative_mcq.mcq_summary(run.frame).row(0, named=True)
+    unparsed = generative_mcq.unparsed_responses(run.frame, N_UNPARSED)
     lines = (
         f"<p>Accuracy {_pm(summary['accuracy'], summary['stderr'])} (binomial) over {summary['n']} questions; "
         f"{summary['n_unparsed']} replies named no option (unparsed rate {summary['unparsed_rate']:.3f}).</p>"
@@ -297,12 +299,12 @@ def _mcq(run: ReportRun) -> str:
             '<div class="columns">',
             _figure(
                 "Accuracy by the gold option's position (± binomial stderr)",
-                charts.accuracy_by_position(analysis.accuracy_by_gold_position(run.frame)),
+                charts.accuracy_by_position(generative_mcq.accuracy_by_gold_position(run.frame)),
                 [run],
             ),
             _figure(
                 "Letters chosen, beside gold letters",
-                charts.letter_distribution(analysis.chosen_letters(run.frame)),
+                charts.letter_distribution(generative_mcq.chosen_letters(run.frame)),
                 [run],
             ),
             "</div>",

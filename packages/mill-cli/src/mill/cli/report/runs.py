@@ -14,7 +14,7 @@ from mill.core.comparison import class_labels
 from mill.core.errors import ResultsError, SpecError
 from mill.core.registry import SpecRegistry
 from mill.core.results import read_aggregate, read_stored_run
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 
 
 @frozen

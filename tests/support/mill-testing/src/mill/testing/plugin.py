@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from mill.core.metrics import MetricValue
 from mill.core.results import RunFacts
 from mill.testing.cli import Mill, run_in_process
-from mill.testing.facts import FACTS
+from mill.testing.facts import FACTS, ZERO_SHOT_METRICS
 from mill.testing.fake_openai import FakeOpenAI, start_fake_openai
 from mill.testing.loopback import base_url, start_server
 
@@ -57,6 +58,12 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
 def facts() -> RunFacts:
     """One full ImageNet zero-shot run's facts (:data:`~mill.testing.facts.FACTS`); vary it with ``evolve``."""
     return FACTS
+
+
+@pytest.fixture
+def zero_shot() -> dict[str, MetricValue]:
+    """Zero-shot metrics to store with the ``facts`` fixture (:data:`~mill.testing.facts.ZERO_SHOT_METRICS`)."""
+    return dict(ZERO_SHOT_METRICS)
 
 
 @pytest.fixture
