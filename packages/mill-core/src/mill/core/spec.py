@@ -150,7 +150,8 @@ class Spec:
     """A validated benchmark: what the rest of Mill consumes.
 
     ``classnames`` have the overrides applied (empty, like ``templates``, for a benchmark without class
-    labels); ``content_hash`` covers the TOML file and every file it references, so a changed class list or
+    labels, or until the data is opened for a spec that reads them from its export: ``export``); ``content_hash``
+    covers the TOML file and every file it references (the export's, once read), so a changed class list or
     template file changes the run identity.
     """
 
