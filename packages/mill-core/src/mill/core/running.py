@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
+from attrs import evolve
 
 from mill.core.backend import Backend, JournallingBackend, ResumableBackend, RunContext
 from mill.core.chunks import ChunkStore, MemoryChunkStore, committed_samples
@@ -24,6 +25,7 @@ from mill.core.recording import Answered, RunResult, Store, record_run
 from mill.core.results_dir import ResultsDir
 from mill.core.run_identity import RunIdentity
 from mill.core.sample import DataOpener, Dataset
+from mill.core.specfile import spec_as_opened
 from mill.core.task_kind import raw_schema
 
 
@@ -55,6 +57,9 @@ def execute(
         ResultsDir(options.output_dir).ensure()
     seed = spec.seed if options.seed is None else options.seed
     data = open_data(spec, options.data_dirs.get(spec.name, options.default_data_dir), options.read_options())
+    # Class names or templates read from the data export join the spec (and its hash: the run identity) here.
+    run = evolve(run, spec=spec_as_opened(spec, data))
+    spec = run.spec
     if options.limit is not None:
         context.progress.start(f"subset: {len(data)} of the samples, spread over all shards (--limit)", None)
         context.progress.finish()
