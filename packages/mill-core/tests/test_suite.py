@@ -13,9 +13,13 @@ from mill.core.registry import SpecRegistry
 from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
 from mill.core.suite import (
     MEAN_COLUMN,
+    Suite,
+    SuiteMean,
     discover_suites,
     expand_benchmarks,
     load_suite,
+    missing_members,
+    suite_mean,
     suite_reported_tables,
     suite_tables,
     suites_to_show,
@@ -60,6 +64,8 @@ def test_suite_with_unknown_member_names_the_file(tmp_path: Path, registry: Spec
         ('name = "s"\ndescription = "d"\nbenchmarks = ["a", "a"]\n', "more than once"),
         ('name = "s"\ndescription = "d"\nbenchmarks = ["a"]\nweights = [1]\n', r"unknown key\(s\) weights"),
         ('name = "s"\nbenchmarks = ["a"]\n', "description: required key is missing"),
+        ('name = "s"\ndescription = "d"\nbenchmarks = ["a"]\n[unavailable]\na = "no kind"\n', "unavailable.a"),
+        ('name = "s"\ndescription = "d"\nbenchmarks = ["a"]\n[unavailable]\nb = " "\n', "with the reason"),
     ],
 )
 def test_suite_mistakes(tmp_path: Path, text: str, message: str) -> None:
@@ -79,7 +85,9 @@ def test_mean_only_where_every_member_has_a_result(tmp_path: Path, facts: RunFac
     rows = select_rows(read_aggregate(tmp_path))
     suites = discover_suites(env={})
     shown = suites_to_show(rows, suites, [])
-    assert [s.name for s in shown] == ["imagenet_family", "imagenet_robustness"]
+    # Every built-in suite holding two or more of these members (DataComp's holds all five).
+    expected = ["datacomp", "datacomp_distribution_shifts", "imagenet_family", "imagenet_robustness"]
+    assert [s.name for s in shown] == expected
     (table,) = suite_tables(rows, [suites["imagenet_robustness"]], registry.specs)
     assert table.frame.columns == ["Model", *ROBUSTNESS, MEAN_COLUMN]
     cells = {(r["Model"], r["imagenet_a"]): r for r in table.frame.to_dicts()}
@@ -109,3 +117,80 @@ def test_reported_mean_beside_mill(tmp_path: Path, facts: RunFacts, registry: Sp
     assert row["Δ"] == f"{round(mill_mean - reported_mean, 4) + 0.0:+.4f}"
     assert by_model["ViT-B-32/openai"]["Mill"] == "—"
     assert len(by_model) == 4
+
+
+# A suite in DataComp's shape over specs main already has: three headline metrics, and a member Mill cannot run.
+MINI = """name = "mini"
+description = "d"
+benchmarks = ["pets", "mnist", "flickr30k"]
+[unavailable]
+winogavil = "a task kind Mill does not have"
+"""
+
+
+@pytest.fixture
+def mini(tmp_path: Path) -> dict[str, Suite]:
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "mini.toml").write_text(MINI)
+    return discover_suites(env={"MILL_SPEC_PATH": str(tmp_path)})
+
+
+def _store_metrics(out: Path, facts: RunFacts, benchmark: str, metrics: dict[str, float], headline: str) -> None:
+    values = {name: MetricValue(value, 0.01) for name, value in metrics.items()}
+    rows = run_rows(evolve(facts, benchmark=benchmark), benchmark, values, (headline, headline))
+    upsert_aggregate(out, rows)
+
+
+def test_suite_mean_by_hand() -> None:
+    table = {"a": 0.1, "b": 0.2, "c": 0.6}
+    plain = evolve_suite(("a", "b", "c"), {})
+    assert suite_mean(plain, table) == SuiteMean(pytest.approx(0.3), 3, 3, ())
+    assert suite_mean(plain, table).text == "0.3000"
+    assert suite_mean(plain, {"a": 0.1, "c": None}).text == "— (1 of 3)"
+    # DataComp's average is np.mean over the main metrics it has: with WinoGAViL unavailable, over the others,
+    # and the text says so.
+    datacomp_like = evolve_suite(("a", "b", "c"), {"wino": "no kind"})
+    assert suite_mean(datacomp_like, table).value == pytest.approx((0.1 + 0.2 + 0.6) / 3)
+    assert suite_mean(datacomp_like, table).text == "0.3000 (3 of 4, wino missing)"
+    assert suite_mean(datacomp_like, {"a": 0.1}).text == "— (1 of 4, wino missing)"
+    # A value for the unavailable member (there is none in Mill, but a stray row) is not averaged in.
+    assert suite_mean(datacomp_like, {**table, "wino": 1.0}).value == pytest.approx(0.3)
+
+
+def evolve_suite(benchmarks: tuple[str, ...], unavailable: dict[str, str]) -> Suite:
+    return Suite("s", "d", benchmarks, Path("s.toml"), unavailable)
+
+
+def test_mean_of_headline_metrics_over_the_evaluable_members(
+    tmp_path: Path, facts: RunFacts, registry: SpecRegistry, mini: dict[str, Suite]
+) -> None:
+    out = tmp_path / "results"
+    # Each member's headline metric is averaged (pets: mean per-class recall, not its top-1), as DataComp's
+    # main metrics are: (0.5 + 0.25 + 0.75) / 3 = 0.5.
+    _store_metrics(out, facts, "pets", {"acc": 0.9, "mean_per_class_recall": 0.5}, "mean_per_class_recall")
+    _store_metrics(out, facts, "mnist", {"acc": 0.25}, "acc")
+    partial = evolve(facts, model="partial/model")
+    _store_metrics(out, partial, "mnist", {"acc": 0.25}, "acc")
+    rows = select_rows(read_aggregate(out))
+    (table,) = suite_tables(rows, [mini["mini"]], registry.specs)
+    assert table.metric == "headline metric"
+    assert table.frame.columns == ["Model", "pets", "mnist", "flickr30k", MEAN_COLUMN]
+    means = {r["Model"]: r[MEAN_COLUMN] for r in table.frame.to_dicts()}
+    assert means == {facts.model: "— (2 of 4, winogavil missing)", "partial/model": "— (1 of 4, winogavil missing)"}
+    _store_metrics(out, facts, "flickr30k", {"mean_recall@1": 0.75, "image_to_text_R@1": 0.8}, "mean_recall@1")
+    rows = select_rows(read_aggregate(out))
+    (table,) = suite_tables(rows, [mini["mini"]], registry.specs)
+    means = {r["Model"]: r[MEAN_COLUMN] for r in table.frame.to_dicts()}
+    assert means[facts.model] == "0.5000 (3 of 4, winogavil missing)"
+    assert expand_benchmarks(["mini"], mini, registry) == ["pets", "mnist", "flickr30k"]
+
+
+def test_members_without_a_spec_are_all_named(tmp_path: Path, registry: SpecRegistry) -> None:
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "later.toml").write_text(
+        'name = "later"\ndescription = "d"\nbenchmarks = ["pets", "cifar_ten", "food_101"]\n'
+    )
+    suites = discover_suites(env={"MILL_SPEC_PATH": str(tmp_path)})
+    assert list(missing_members(suites["later"], registry)) == ["cifar_ten", "food_101"]
+    with pytest.raises(UnknownBenchmarkError, match=r"later\.toml: suite 'later': .*'cifar_ten'.*; .*'food_101'"):
+        expand_benchmarks(["later"], suites, registry)

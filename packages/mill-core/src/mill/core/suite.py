@@ -6,10 +6,12 @@ A suite file lives in a ``suites/`` folder beside the specs (the built-in ``spec
     name = "imagenet_robustness"
     description = "..."
     benchmarks = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "objectnet"]
+    unavailable = { winogavil = "why Mill cannot evaluate it" }   # optional
 
 ``mill eval MODEL SUITE`` runs every member (validated up front, like a comma list); ``mill collect`` shows
 the members and their mean only where every member has a result with the same settings. The mean is a view:
-it is never written to aggregate.csv.
+it is never written to aggregate.csv. A member listed under ``unavailable`` counts in the suite's size but is
+never run: the mean is over the others, and says so ("0.6123 (37 of 38, winogavil missing)").
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
-from attrs import frozen
+from attrs import Factory, frozen
 
 from mill.core.errors import SpecError, UnknownBenchmarkError
 from mill.core.registry import SPEC_PATH_ENV, SpecRegistry, builtin_spec_dir
@@ -41,6 +43,7 @@ class _SuiteFile:
     name: str
     description: str
     benchmarks: tuple[str, ...]
+    unavailable: dict[str, str] = Factory(dict)
 
 
 @frozen
@@ -51,6 +54,47 @@ class Suite:
     description: str
     benchmarks: tuple[str, ...]
     path: Path
+    #: Members the suite counts but Mill cannot evaluate (no task kind for them), each with the reason.
+    unavailable: Mapping[str, str] = Factory(dict)
+
+    @property
+    def size(self) -> int:
+        """How many members the suite has, those Mill cannot evaluate included."""
+        return len(self.benchmarks) + len(self.unavailable)
+
+
+@frozen
+class SuiteMean:
+    """A suite's score over its members' values (each member's headline metric): their unweighted mean, as
+    DataComp's ``aggregate_scores.py`` averages its datasets' main metrics, or None unless every member Mill
+    can evaluate has a value. Members Mill cannot evaluate are named in :attr:`text`, never silently dropped."""
+
+    value: float | None
+    present: int
+    size: int
+    unavailable: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """``0.6123``; ``0.6123 (37 of 38, winogavil missing)``; ``— (3 of 5)`` while members lack a value."""
+        missing = f", {', '.join(self.unavailable)} missing" if self.unavailable else ""
+        if self.value is None:
+            return f"{MISSING} ({self.present} of {self.size}{missing})"
+        return f"{self.value:.4f}" + (f" ({self.present} of {self.size}{missing})" if missing else "")
+
+
+def suite_mean(suite: Suite, values: Mapping[str, float | None]) -> SuiteMean:
+    """The mean of ``values`` (by member name) over ``suite``'s evaluable members (pure)."""
+    present = [value for member in suite.benchmarks if (value := values.get(member)) is not None]
+    mean = sum(present) / len(present) if len(present) == len(suite.benchmarks) else None
+    return SuiteMean(mean, len(present), suite.size, tuple(suite.unavailable))
+
+
+def suite_metric(suite: Suite, specs: Mapping[str, Spec]) -> str:
+    """The metric a suite's mean averages: the members' common headline metric, else "headline metric"
+    (DataComp's suite mixes top-1, mean per-class recall, retrieval recall and worst-group accuracy)."""
+    metrics = {specs[m].headline_metric if m in specs else "acc" for m in suite.benchmarks}
+    return metrics.pop() if len(metrics) == 1 else "headline metric"
 
 
 @frozen
@@ -82,7 +126,10 @@ def load_suite(file: Path) -> Suite:
         raise SpecError(f"{file}: benchmarks: a suite needs at least one benchmark")
     if len(set(parsed.benchmarks)) != len(parsed.benchmarks):
         raise SpecError(f"{file}: benchmarks: a benchmark is listed more than once")
-    return Suite(parsed.name, parsed.description, parsed.benchmarks, file)
+    for member, reason in parsed.unavailable.items():
+        if member in parsed.benchmarks or not reason.strip():
+            raise SpecError(f"{file}: unavailable.{member}: name a member not in benchmarks, with the reason")
+    return Suite(parsed.name, parsed.description, parsed.benchmarks, file, dict(parsed.unavailable))
 
 
 def discover_suites(env: Mapping[str, str] | None = None) -> dict[str, Suite]:
@@ -109,15 +156,24 @@ def expand_benchmarks(names: Sequence[str], suites: Mapping[str, Suite], registr
     for name in names:
         if name in suites and not _is_benchmark(name, registry):
             suite = suites[name]
-            for member in suite.benchmarks:
-                try:
-                    registry.select(member)
-                except UnknownBenchmarkError as exc:
-                    raise UnknownBenchmarkError(f"{suite.path}: suite {suite.name!r}: {exc}") from None
+            problems = missing_members(suite, registry).values()
+            if problems:
+                raise UnknownBenchmarkError(f"{suite.path}: suite {suite.name!r}: {'; '.join(problems)}")
             expanded.extend(suite.benchmarks)
         else:
             expanded.append(name)
     return expanded
+
+
+def missing_members(suite: Suite, registry: SpecRegistry) -> dict[str, str]:
+    """The members of ``suite`` that no spec defines, each with the registry's message (close matches)."""
+    missing = {}
+    for member in suite.benchmarks:
+        try:
+            registry.select(member)
+        except UnknownBenchmarkError as exc:
+            missing[member] = str(exc)
+    return missing
 
 
 def _is_benchmark(name: str, registry: SpecRegistry) -> bool:
@@ -157,14 +213,6 @@ def _member_cells(rows: pl.DataFrame, suite: Suite, specs: Mapping[str, Spec]) -
     )
 
 
-def _mean_label(values: Sequence[float | None], n: int) -> tuple[float | None, str]:
-    present = [v for v in values if v is not None]
-    if len(present) < n:
-        return None, f"{MISSING} ({len(present)} of {n})"
-    mean = sum(present) / n
-    return mean, f"{mean:.4f}"
-
-
 def suite_tables(rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str, Spec]) -> list[SuiteTable]:
     """For every suite with a result for any member: one row per model and settings, each member's cell (as
     in :func:`mill.core.tables.metric_tables`, :data:`MISSING` when absent) and the unweighted mean of the
@@ -174,20 +222,17 @@ def suite_tables(rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str
         cells = _member_cells(rows, suite, specs)
         if cells.is_empty():
             continue
-        n = len(suite.benchmarks)
         records: list[dict[str, str]] = []
         for _, group in cells.group_by(["model", *SAME_SETTINGS], maintain_order=True):
             by_task = {row["task"]: row for row in group.iter_rows(named=True)}
             record = {"Model": str(group.get_column("model")[0])}
             for member in suite.benchmarks:
                 record[member] = str(by_task[member]["cell"]) if member in by_task else MISSING
-            values = [by_task[m]["performance"] if m in by_task else None for m in suite.benchmarks]
-            record[MEAN_COLUMN] = _mean_label(values, n)[1]
+            record[MEAN_COLUMN] = suite_mean(suite, {m: row["performance"] for m, row in by_task.items()}).text
             records.append(record)
         schema = {column: pl.String for column in ("Model", *suite.benchmarks, MEAN_COLUMN)}
         frame = pl.DataFrame(records, schema=schema).sort("Model", maintain_order=True)
-        first = specs.get(suite.benchmarks[0])
-        tables.append(SuiteTable(suite.name, first.headline_metric if first else "acc", frame))
+        tables.append(SuiteTable(suite.name, suite_metric(suite, specs), frame))
     return tables
 
 
@@ -203,7 +248,6 @@ def suite_reported_tables(
     tables = []
     for suite in suites:
         members = [specs[m] for m in suite.benchmarks if m in specs]
-        n = len(suite.benchmarks)
         published: dict[str, dict[str, float]] = {}
         for spec in members:
             for baseline in spec.reported:
@@ -211,29 +255,29 @@ def suite_reported_tables(
                 if (task, metric) == (spec.name, spec.headline_metric) and (not models or baseline.model in models):
                     published.setdefault(baseline.model, {})[spec.name] = baseline.value
         cells = _member_cells(rows, suite, specs)
-        measured: dict[str, tuple[float | None, str]] = {}
+        measured: dict[str, SuiteMean] = {}
         ordered = cells.sort(["default_settings", "finished_at"]) if not cells.is_empty() else cells
         for _, group in ordered.group_by(["model", *SAME_SETTINGS], maintain_order=True):
             by_task = {row["task"]: row["performance"] for row in group.iter_rows(named=True)}
-            result = _mean_label([by_task.get(m) for m in suite.benchmarks], n)
+            result = suite_mean(suite, by_task)
             model = str(group.get_column("model")[0])
-            if result[0] is not None or model not in measured or measured[model][0] is None:
+            if result.value is not None or model not in measured or measured[model].value is None:
                 measured[model] = result
         if not published and not measured:
             continue
-        source = f"mean of the {n} members' [[reported]]"
+        source = f"mean of the {len(suite.benchmarks)} members' [[reported]]"
         records = []
         for model in [*published, *sorted(set(measured) - set(published))]:
-            mill_value, mill_text = measured.get(model, (None, MISSING))
+            mill = measured.get(model)
+            mill_value, mill_text = (mill.value, mill.text) if mill else (None, MISSING)
             ours = published.get(model, {})
-            reported_value, reported_text = (
-                _mean_label([ours.get(m) for m in suite.benchmarks], n) if ours else (None, MISSING)
-            )
+            reported = suite_mean(suite, ours) if ours else None
+            reported_value, reported_text = (reported.value, reported.text) if reported else (None, MISSING)
             delta = MISSING
             if mill_value is not None and reported_value is not None:
                 delta = f"{round(mill_value - reported_value, 4) + 0.0:+.4f}"
             values = (model, mill_text, reported_text, source if ours else MISSING, delta)
             records.append(dict(zip(REPORTED_COLUMNS, values, strict=True)))
         frame = pl.DataFrame(records, schema={column: pl.String for column in REPORTED_COLUMNS})
-        tables.append(ReportedTable(suite.name, f"{MEAN_COLUMN} (suite)", "acc", frame))
+        tables.append(ReportedTable(suite.name, f"{MEAN_COLUMN} (suite)", suite_metric(suite, specs), frame))
     return tables
