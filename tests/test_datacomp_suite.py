@@ -3,11 +3,17 @@ aggregate_scores.py, and (once every DataComp spec exists) each member is a spec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from mill.backends.clip import backend as clip_backend
 from mill.core.registry import SpecRegistry, builtin_spec_dir
 from mill.core.suite import discover_suites, expand_benchmarks
+from mill.data import write_synthetic_shards
 
 #: DataComp's main metrics as Mill's specs name them, where Mill's name is settled by the specs on main.
 KNOWN_METRICS = {"acc1": "acc", "mean_per_class_recall": "mean_per_class_recall", "mean_recall@1": "mean_recall@1"}
@@ -39,3 +45,36 @@ def test_every_datacomp_member_is_a_spec_scored_by_its_main_metric(script: Calla
         spec = registry.specs[name]
         if metric in KNOWN_METRICS:
             assert spec.headline_metric == KNOWN_METRICS[metric], (title, spec.headline_metric)
+
+
+SHIFTS = ("imagenet_sketch", "imagenet_v2", "imagenet_a", "imagenet_o", "imagenet_r", "objectnet")
+
+
+def test_a_suite_run_loads_the_clip_model_once(
+    mill_in_process: Any, clip_model: str, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DataComp's distribution-shift group through `mill eval`: six runs, one open_clip load, and each run's
+    manifest names its own classifier (nothing of one run leaks into the next one's facts)."""
+    for name in SHIFTS:
+        write_synthetic_shards(tmp_path / "data" / name, n_classes=6, per_class=1, n_shards=1, layout="clip_benchmark")
+    monkeypatch.setenv("MILL_DATA_DIR", str(tmp_path / "data"))
+    loads: list[object] = []
+    real_load = clip_backend.load_model
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(clip_backend, "load_model", counted)
+    out = tmp_path / "results"
+    done = mill_in_process(
+        "eval", clip_model, "datacomp_distribution_shifts", "--output_dir", str(out), "--cache_dir", str(cache_dir),
+        "--limit", "6", "--quiet",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    assert len(loads) == 1
+    manifests = [json.loads(path.read_text()) for path in sorted((out / "outputs").rglob("*.json"))]
+    benchmarks = {m["benchmark"]: m["run_info"]["classifier_cache_key"] for m in manifests if "run_info" in m}
+    assert set(benchmarks) == set(SHIFTS)
+    # V2 and Sketch share ImageNet's 1000 classes (one classifier); A, R and O have their own 200; ObjectNet 113.
+    assert len(set(benchmarks.values())) == 5

@@ -36,6 +36,7 @@ from mill.core.engine import (
 )
 from mill.core.errors import MillError, SettingError
 from mill.core.metrics import MetricValue
+from mill.core.model_loads import share_model_loads
 from mill.core.model_spec import split_top_level
 from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
@@ -137,7 +138,8 @@ def evaluate(
     _check_ranges(seed=seed, limit=limit, batch_size=batch_size, num_workers=num_workers)
     registry = SpecRegistry.discover([Path(file) for file in spec])
     benchmarks = expand_benchmarks(_names(benchmark), discover_suites(), registry)
-    planned = plan_runs(_models(model), benchmarks, registry)
+    # A suite's members (and any list of benchmarks) share each model's load.
+    planned = share_model_loads(plan_runs(_models(model), benchmarks, registry))
     default_data_dir, data_dirs = _data_dirs(data_dir)
     if default_data_dir and len({run.spec.name for run in planned}) > 1:
         raise MillError("with several benchmarks, name each source: data_dir imagenet=DIR,other=DIR2")
