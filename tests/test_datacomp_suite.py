@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mill.backends.clip import backend as clip_backend
+from mill.cli.main import EXIT_USER_ERROR
 from mill.core.registry import SpecRegistry, builtin_spec_dir
 from mill.core.suite import discover_suites, expand_benchmarks
 from mill.data import write_synthetic_shards
@@ -78,3 +79,37 @@ def test_a_suite_run_loads_the_clip_model_once(
     assert set(benchmarks) == set(SHIFTS)
     # V2 and Sketch share ImageNet's 1000 classes (one classifier); A, R and O have their own 200; ObjectNet 113.
     assert len(set(benchmarks.values())) == 5
+
+
+def test_offline_a_suite_fails_before_any_run_naming_every_missing_dataset(
+    mill_in_process: Any,
+    clip_model: str,
+    hub_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two of the six datasets are here, the others only on the Hub, which cannot be reached: one error, a line
+    per missing dataset with the export to download, and nothing run (no model load, no result)."""
+    for name in SHIFTS[:2]:
+        write_synthetic_shards(tmp_path / "data" / name, n_classes=6, per_class=1, n_shards=1, layout="clip_benchmark")
+    monkeypatch.setenv("MILL_DATA_DIR", str(tmp_path / "data"))
+    loads: list[object] = []
+    monkeypatch.setattr(clip_backend, "load_model", lambda *args, **kwargs: loads.append(args))
+    out = tmp_path / "results"
+    done = mill_in_process(
+        "eval", clip_model, "datacomp_distribution_shifts", "--output_dir", str(out),
+        "--cache_dir", str(tmp_path / "cache"), "--limit", "6", "--quiet",
+    )  # fmt: skip
+    assert done.code == EXIT_USER_ERROR
+    assert done.err.startswith("error: 4 of 6 benchmarks have no data here; nothing was run:\n")
+    assert "Traceback" not in done.err
+    registry = SpecRegistry.discover(env={})
+    for name in SHIFTS[2:]:
+        repo = registry.specs[name].dataset.source.removeprefix("hf://datasets/")
+        (line,) = [line for line in done.err.splitlines() if line.startswith(f"  {name}: ")]
+        assert "HF_HUB_OFFLINE" in line
+        assert f"hf download {repo} --repo-type dataset" in done.err
+        assert f"$MILL_DATA_DIR/{name}/test/*.tar" in done.err
+    assert not any(f"  {name}: " in done.err for name in SHIFTS[:2])
+    assert loads == []
+    assert not (out / "aggregate.csv").exists()

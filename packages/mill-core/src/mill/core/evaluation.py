@@ -38,6 +38,7 @@ from mill.core.errors import MillError, SettingError
 from mill.core.metrics import MetricValue
 from mill.core.model_loads import share_model_loads
 from mill.core.model_spec import split_top_level
+from mill.core.opened_datasets import open_every_dataset
 from mill.core.progress import Progress, SilentProgress
 from mill.core.registry import SpecRegistry
 from mill.core.results import AggregateRow
@@ -166,7 +167,8 @@ def evaluate(
         progress=shown,
         quiet=quiet,
     )
-    opener = open_data or installed_data_opener()
+    # Every benchmark's data before the first run: a missing dataset fails the call, not its turn in a suite.
+    opener = open_every_dataset(planned, options, open_data or installed_data_opener())
     results = []
     for run in planned:
         if on_run_start is not None and not quiet:
