@@ -3,16 +3,21 @@ aggregate_scores.py, and (once every DataComp spec exists) each member is a spec
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import evolve
 
 from mill.backends.clip import backend as clip_backend
 from mill.cli.main import EXIT_USER_ERROR
+from mill.core.metrics import MetricValue
 from mill.core.registry import SpecRegistry, builtin_spec_dir
+from mill.core.results import RunFacts, run_rows, upsert_aggregate
 from mill.core.suite import discover_suites, expand_benchmarks
 from mill.data import write_synthetic_shards
 
@@ -32,10 +37,14 @@ def test_suite_files_are_what_the_script_writes(script: Callable[[str], Any]) ->
     assert suites["datacomp_retrieval"].benchmarks == ("flickr30k", "mscoco")
 
 
-def test_every_datacomp_member_is_a_spec_scored_by_its_main_metric(script: Callable[[str], Any]) -> None:
+def test_every_datacomp_member_is_a_spec_scored_by_its_main_metric(
+    script: Callable[[str], Any], mill_in_process: Any, hub_cache: Path, tmp_path: Path
+) -> None:
     """Over the real specs/: passes once the specs of all 37 evaluable datasets exist (this branch's suites name
-    the ones added beside it)."""
+    the ones added beside it) and carry open_clip's figures (scripts/derive_openclip_reported.py run over them).
+    Offline and with no data, `mill eval MODEL datacomp` names all 37 datasets and runs nothing."""
     derive = script("derive_datacomp_suites")
+    models = [f"{name}/{tag}" for name, tag in script("derive_openclip_reported").MODELS]
     registry = SpecRegistry.discover(env={})
     suites = discover_suites(env={})
     members = expand_benchmarks(["datacomp"], suites, registry)
@@ -46,6 +55,14 @@ def test_every_datacomp_member_is_a_spec_scored_by_its_main_metric(script: Calla
         spec = registry.specs[name]
         if metric in KNOWN_METRICS:
             assert spec.headline_metric == KNOWN_METRICS[metric], (title, spec.headline_metric)
+        assert [r.model for r in spec.reported if r.model in models] == models, name
+    done = mill_in_process(
+        "eval", "clip[path=ViT-B-32,pretrained=laion2b_s34b_b79k]", "datacomp", "--output_dir", str(tmp_path / "out"),
+        "--cache_dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert done.code == EXIT_USER_ERROR
+    assert done.err.startswith("error: 37 of 37 benchmarks have no data here; nothing was run:\n")
+    assert all(f"\n  {name}: " in done.err for name in members)
 
 
 SHIFTS = ("imagenet_sketch", "imagenet_v2", "imagenet_a", "imagenet_o", "imagenet_r", "objectnet")
@@ -113,3 +130,30 @@ def test_offline_a_suite_fails_before_any_run_naming_every_missing_dataset(
     assert not any(f"  {name}: " in done.err for name in SHIFTS[:2])
     assert loads == []
     assert not (out / "aggregate.csv").exists()
+
+
+def test_collect_reported_shows_the_delta_per_dataset_and_for_the_suite(
+    mill_in_process: Any, facts: RunFacts, tmp_path: Path
+) -> None:
+    """DataComp's retrieval group for a model in open_clip's table: each dataset's Mill | Reported | Δ, and the
+    suite's means over the two datasets Mill runs, saying WinoGAViL is missing."""
+    registry = SpecRegistry.discover(env={})
+    mill = {"flickr30k": 0.75, "mscoco": 0.5}
+    for name, value in mill.items():
+        rows = run_rows(evolve(facts, benchmark=name), name, {"mean_recall@1": MetricValue(value, 0.01)}, None)
+        upsert_aggregate(tmp_path, rows)
+    published = {name: next(r.value for r in registry.specs[name].reported if r.model == facts.model) for name in mill}
+    done = mill_in_process(
+        "collect", "--output_dir", str(tmp_path), "--reported", "--benchmarks", "datacomp_retrieval", "--format", "csv"
+    )
+    assert done.code == 0, done.err
+    lines = list(csv.DictReader(io.StringIO(done.out)))
+    for name, value in mill.items():
+        (row,) = [r for r in lines if r.get("benchmark") == name and r["Model"] == facts.model]
+        assert row["Mill"] == f"{value:.4f}" and row["Reported"] == f"{published[name]:.4f}"
+        assert row["Δ"] == f"{round(value - published[name], 4) + 0.0:+.4f}"
+    (suite,) = [r for r in lines if r.get("benchmark") == "datacomp_retrieval" and r["Model"] == facts.model]
+    mill_mean, reported_mean = sum(mill.values()) / 2, sum(published.values()) / 2
+    assert suite["Mill"] == f"{mill_mean:.4f} (2 of 3, winogavil missing)"
+    assert suite["Reported"] == f"{reported_mean:.4f} (2 of 3, winogavil missing)"
+    assert suite["Δ"] == f"{round(mill_mean - reported_mean, 4) + 0.0:+.4f}"
