@@ -13,6 +13,7 @@ A member whose spec is not in ``specs/`` yet is listed and skipped: run this aga
     python scripts/derive_openclip_reported.py --csv FILE   # write the blocks (FILE: the CSV at the commit)
     python scripts/derive_openclip_reported.py              # fetch the CSV at the commit from GitHub
     python scripts/derive_openclip_reported.py --check --csv FILE   # exit 1 if a spec differs
+    python scripts/derive_openclip_reported.py --markdown --csv FILE   # docs/reproducibility/datacomp.md's tables
 
 Without ``--csv`` this needs network access to raw.githubusercontent.com.
 """
@@ -32,7 +33,7 @@ import tomllib
 
 # The other derivation scripts: this folder is on the path when run as a script, not when a test loads it.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from derive_datacomp_suites import MEMBERS, UNAVAILABLE
+from derive_datacomp_suites import MEMBERS, RETRIEVAL, SHIFTS, UNAVAILABLE, VTAB
 from derive_imagenet_family import REPORTED_BLOCK_START as BLOCK_START
 from derive_imagenet_family import DerivationError
 
@@ -48,6 +49,9 @@ MODELS = (
     ("ViT-B-16", "laion2b_s34b_b88k"),
     ("ViT-L-14", "laion2b_s32b_b82k"),
 )
+#: The CSV's column of DataComp's 38-dataset average, and the suites of DataComp's groups by group.
+AVERAGE_COLUMN = "Average perf. on 38 datasets"
+SUITE_GROUPS = {"distribution_shifts": SHIFTS, "vtab": VTAB, "retrieval": RETRIEVAL}
 #: Specs whose open_clip figures are written by hand (docs/reproducibility/imagenet_family.md): checked, not written.
 BY_HAND = ("imagenet", "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_o", "imagenet_r", "objectnet")
 
@@ -129,10 +133,33 @@ def updated_specs(specs_dir: Path, table: Mapping[str, Mapping[str, str]]) -> tu
     return texts, absent
 
 
+def markdown_tables(table: Mapping[str, Mapping[str, str]]) -> str:
+    """The figures of docs/reproducibility/datacomp.md: per dataset, then per suite (pure)."""
+    models = [f"{name}/{tag}" for name, tag in MODELS]
+    cells = " | ".join(f"{model} open_clip | Mill" for model in models)
+    lines = [f"| Dataset | Benchmark | {cells} |", "|---|---|" + "---|---|" * len(models)]
+    for _, column, name, _, _ in MEMBERS:
+        shown = f"— ({name}: not evaluable)" if name in UNAVAILABLE else f"`{name}`"
+        values = " | ".join(f"{figure(table, model, column)} | —" for model in models)
+        lines.append(f"| {column} | {shown} | {values} |")
+    suites = [("datacomp", None), *[(f"datacomp_{key}", group) for key, group in SUITE_GROUPS.items()]]
+    lines += ["", f"| Suite | {cells} |", "|---|" + "---|---|" * len(models)]
+    for suite, group in suites:
+        members = [m for m in MEMBERS if (group is None or m[4] == group) and m[2] not in UNAVAILABLE]
+        size = sum(1 for m in MEMBERS if group is None or m[4] == group)
+        means = [sum(float(figure(table, model, m[1])) for m in members) / len(members) for model in models]
+        note = f" ({len(members)} of {size}, winogavil missing)" if len(members) < size else ""
+        lines.append(f"| `{suite}` | " + " | ".join(f"{mean:.4f}{note} | —" for mean in means) + " |")
+    published = " | ".join(f"{figure(table, model, AVERAGE_COLUMN)} | —" for model in models)
+    lines.append(f"| open_clip's {AVERAGE_COLUMN!r} (WinoGAViL included) | {published} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", type=Path, default=None, help=f"{CSV_PATH} at commit {OPEN_CLIP_COMMIT}")
     parser.add_argument("--check", action="store_true", help="compare with specs/ instead of writing")
+    parser.add_argument("--markdown", action="store_true", help="print docs/reproducibility/datacomp.md's tables")
     args = parser.parse_args(argv)
     from derive_imagenet_family import SPECS
 
@@ -142,7 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             with urllib.request.urlopen(RAW_URL, timeout=60) as response:
                 data = response.read()
-        texts, absent = updated_specs(SPECS, read_table(data))
+        table = read_table(data)
+        if args.markdown:
+            print(markdown_tables(table), end="")
+            return 0
+        texts, absent = updated_specs(SPECS, table)
     except DerivationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -18,9 +18,10 @@ from mill.cli.main import EXIT_USER_ERROR
 from mill.core.metrics import MetricValue
 from mill.core.registry import SpecRegistry, builtin_spec_dir
 from mill.core.results import RunFacts, run_rows, upsert_aggregate
-from mill.core.suite import discover_suites, expand_benchmarks
+from mill.core.suite import Suite, discover_suites, expand_benchmarks, suite_mean
 from mill.data import write_synthetic_shards
 
+REPO = Path(__file__).resolve().parents[1]
 #: DataComp's main metrics as Mill's specs name them, where Mill's name is settled by the specs on main.
 KNOWN_METRICS = {"acc1": "acc", "mean_per_class_recall": "mean_per_class_recall", "mean_recall@1": "mean_recall@1"}
 
@@ -157,3 +158,38 @@ def test_collect_reported_shows_the_delta_per_dataset_and_for_the_suite(
     assert suite["Mill"] == f"{mill_mean:.4f} (2 of 3, winogavil missing)"
     assert suite["Reported"] == f"{reported_mean:.4f} (2 of 3, winogavil missing)"
     assert suite["Δ"] == f"{round(mill_mean - reported_mean, 4) + 0.0:+.4f}"
+
+
+def _page_tables() -> tuple[list[list[str]], list[list[str]]]:
+    """The per-dataset and per-suite tables of docs/reproducibility/datacomp.md, as rows of cells."""
+    text = (REPO / "docs" / "reproducibility" / "datacomp.md").read_text(encoding="utf-8")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    datasets = [r for r in rows if len(r) == 10 and r[0] != "Dataset"]
+    suites = [r for r in rows if len(r) == 9 and r[0] != "Suite"]
+    return datasets, suites
+
+
+def test_the_reproducibility_page_holds_the_specs_figures_and_datacomps_average(script: Callable[[str], Any]) -> None:
+    """The page's figures are the specs'; Mill's suite mean of all 38 of them is open_clip's published
+    38-dataset average (to its four decimals) for each model; the suite rows are Mill's means over the members."""
+    reported: Any = script("derive_openclip_reported")
+    members: Any = script("derive_datacomp_suites")
+    models = [f"{name}/{tag}" for name, tag in reported.MODELS]
+    datasets, suite_rows = _page_tables()
+    assert [row[0] for row in datasets] == [title for _, title, *_ in members.MEMBERS]
+    figures = {name: row for (_, _, name, *_), row in zip(members.MEMBERS, datasets, strict=True)}
+    specs = SpecRegistry.discover(env={}).specs
+    for name, row in figures.items():
+        for column, model in enumerate(models):
+            if name in specs:
+                (value,) = [r.value for r in specs[name].reported if r.model == model]
+                assert float(row[2 + 2 * column]) == value, (name, model)
+            assert row[3 + 2 * column] == "—"
+    everything = Suite("all", "d", tuple(figures), Path("all.toml"))
+    (published,) = [row for row in suite_rows if "Average perf. on 38 datasets" in row[0]]
+    suites = discover_suites(env={})
+    for column, model in enumerate(models):
+        values = {name: float(row[2 + 2 * column]) for name, row in figures.items()}
+        assert suite_mean(everything, values).value == pytest.approx(float(published[1 + 2 * column]), abs=5e-5)
+        for row in suite_rows[:-1]:
+            assert row[1 + 2 * column] == suite_mean(suites[row[0].strip("`")], values).text, (row[0], model)

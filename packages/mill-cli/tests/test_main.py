@@ -140,7 +140,7 @@ def test_ls_shows_a_suite_member_no_spec_defines_and_eval_names_each(
     )
     refused = mill("eval", "clip[path=ViT-B-32]", "later")
     assert refused.code == EXIT_USER_ERROR
-    assert "'cifar_ten'" in refused.err and "'food_101'" in refused.err and "Traceback" not in refused.err
+    assert "suite 'later': no spec defines cifar_ten, food_101;" in refused.err and "Traceback" not in refused.err
 
 
 def _facts(model: str, task_type: str, *, run_id: str, limit: int | None = None) -> RunFacts:

@@ -192,5 +192,6 @@ def test_members_without_a_spec_are_all_named(tmp_path: Path, registry: SpecRegi
     )
     suites = discover_suites(env={"MILL_SPEC_PATH": str(tmp_path)})
     assert list(missing_members(suites["later"], registry)) == ["cifar_ten", "food_101"]
-    with pytest.raises(UnknownBenchmarkError, match=r"later\.toml: suite 'later': .*'cifar_ten'.*; .*'food_101'"):
+    named = r"later\.toml: suite 'later': no spec defines cifar_ten, food_101;"
+    with pytest.raises(UnknownBenchmarkError, match=named):
         expand_benchmarks(["later"], suites, registry)

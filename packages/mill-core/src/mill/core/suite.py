@@ -156,9 +156,14 @@ def expand_benchmarks(names: Sequence[str], suites: Mapping[str, Suite], registr
     for name in names:
         if name in suites and not _is_benchmark(name, registry):
             suite = suites[name]
-            problems = missing_members(suite, registry).values()
-            if problems:
-                raise UnknownBenchmarkError(f"{suite.path}: suite {suite.name!r}: {'; '.join(problems)}")
+            missing = missing_members(suite, registry)
+            if len(missing) == 1:
+                raise UnknownBenchmarkError(f"{suite.path}: suite {suite.name!r}: {next(iter(missing.values()))}")
+            if missing:
+                raise UnknownBenchmarkError(
+                    f"{suite.path}: suite {suite.name!r}: no spec defines {', '.join(missing)}; add them with --spec"
+                    " FILE or a directory in MILL_SPEC_PATH (`mill ls` lists the known benchmarks)"
+                )
             expanded.extend(suite.benchmarks)
         else:
             expanded.append(name)
