@@ -4,8 +4,9 @@ DataComp (mlfoundations/datacomp at :data:`DATACOMP_COMMIT`) averages the 38 dat
 that have a ``main_metric`` (``aggregate_scores.py``: ``np.mean`` over their main metrics), and reports three
 groups beside ImageNet itself (``DATASET_GROUPS``): ImageNet distribution shifts, VTAB and retrieval.
 :data:`MEMBERS` transcribes the 38 (task key, display name, main metric, group) in the task list's order, with
-the Mill benchmark each is: the existing ImageNet-family and retrieval specs, and for the others the task key's
-last part, as ``scripts/derive_datacomp_specs.py`` names its specs. WinoGAViL needs a task kind Mill does not have
+the Mill benchmark each is, as ``scripts/derive_datacomp_specs.py`` names its specs: the task key's last part, and
+for the ImageNet family the family spec's name with ``_datacomp`` (the specs of DataComp's own copies, not the
+clip_benchmark exports the family specs read); Flickr30k and MSCOCO are the retrieval specs. WinoGAViL needs a task kind Mill does not have
 (choosing several candidate images for a cue): each suite lists it as ``unavailable``, so that its mean says
 "37 of 38" instead of averaging fewer members silently.
 
@@ -45,15 +46,15 @@ MEMBERS = (
     ("fgvc_aircraft", "FGVC Aircraft", "fgvc_aircraft", "mean_per_class_recall", ""),
     ("food101", "Food-101", "food101", "acc1", ""),
     ("gtsrb", "GTSRB", "gtsrb", "acc1", ""),
-    ("imagenet1k", "ImageNet 1k", "imagenet", "acc1", ""),
-    ("imagenet_sketch", "ImageNet Sketch", "imagenet_sketch", "acc1", SHIFTS),
-    ("imagenetv2", "ImageNet v2", "imagenet_v2", "acc1", SHIFTS),
-    ("imagenet-a", "ImageNet-A", "imagenet_a", "acc1", SHIFTS),
-    ("imagenet-o", "ImageNet-O", "imagenet_o", "acc1", SHIFTS),
-    ("imagenet-r", "ImageNet-R", "imagenet_r", "acc1", SHIFTS),
+    ("imagenet1k", "ImageNet 1k", "imagenet_datacomp", "acc1", ""),
+    ("imagenet_sketch", "ImageNet Sketch", "imagenet_sketch_datacomp", "acc1", SHIFTS),
+    ("imagenetv2", "ImageNet v2", "imagenet_v2_datacomp", "acc1", SHIFTS),
+    ("imagenet-a", "ImageNet-A", "imagenet_a_datacomp", "acc1", SHIFTS),
+    ("imagenet-o", "ImageNet-O", "imagenet_o_datacomp", "acc1", SHIFTS),
+    ("imagenet-r", "ImageNet-R", "imagenet_r_datacomp", "acc1", SHIFTS),
     ("vtab/kitti_closest_vehicle_distance", "KITTI Vehicle Distance", "kitti_closest_vehicle_distance", "acc1", VTAB),
     ("mnist", "MNIST", "mnist", "acc1", ""),
-    ("objectnet", "ObjectNet", "objectnet", "acc1", SHIFTS),
+    ("objectnet", "ObjectNet", "objectnet_datacomp", "acc1", SHIFTS),
     ("vtab/flowers", "Oxford Flowers-102", "flowers", "mean_per_class_recall", VTAB),
     ("vtab/pets", "Oxford-IIIT Pet", "pets", "mean_per_class_recall", VTAB),
     ("voc2007", "Pascal VOC 2007", "voc2007", "acc1", ""),

@@ -7,7 +7,8 @@ and each DataComp member spec in ``specs/`` (``scripts/derive_datacomp_suites.py
 of ``[[reported]]`` entries at the end of the spec, from the line :data:`BLOCK_START` on: the spec's variant
 named like it, its headline metric, the figure as the CSV spells it, and the CSV's URL at the commit.
 ``scripts/derive_datacomp_specs.py`` keeps the block when it rewrites a spec. The ImageNet-family specs hold their
-figures by hand (beside timm's and torchvision's); this checks them against the CSV instead of writing them.
+figures by hand (beside timm's and torchvision's); this checks them against the CSV instead of writing them (the
+DataComp suite's members are the ``_datacomp`` specs of DataComp's own copies, which get a block).
 A member whose spec is not in ``specs/`` yet is listed and skipped: run this again once it exists.
 
     python scripts/derive_openclip_reported.py --csv FILE   # write the blocks (FILE: the CSV at the commit)
@@ -52,8 +53,17 @@ MODELS = (
 #: The CSV's column of DataComp's 38-dataset average, and the suites of DataComp's groups by group.
 AVERAGE_COLUMN = "Average perf. on 38 datasets"
 SUITE_GROUPS = {"distribution_shifts": SHIFTS, "vtab": VTAB, "retrieval": RETRIEVAL}
-#: Specs whose open_clip figures are written by hand (docs/reproducibility/imagenet_family.md): checked, not written.
-BY_HAND = ("imagenet", "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_o", "imagenet_r", "objectnet")
+#: The ImageNet-family specs (on the clip_benchmark exports) hold open_clip's figures by hand
+#: (docs/reproducibility/imagenet_family.md): checked against the CSV's column, not written.
+BY_HAND = {
+    "imagenet": "ImageNet 1k",
+    "imagenet_v2": "ImageNet v2",
+    "imagenet_sketch": "ImageNet Sketch",
+    "imagenet_a": "ImageNet-A",
+    "imagenet_o": "ImageNet-O",
+    "imagenet_r": "ImageNet-R",
+    "objectnet": "ObjectNet",
+}
 
 
 def read_table(data: bytes, *, check_hash: bool = True) -> dict[str, dict[str, str]]:
@@ -126,10 +136,10 @@ def updated_specs(specs_dir: Path, table: Mapping[str, Mapping[str, str]]) -> tu
             absent.append(name)
             continue
         text = path.read_text(encoding="utf-8")
-        if name in BY_HAND:
-            check_by_hand(text, name, column, table)
-            continue
         texts[path.name] = without_block(text) + block(text, column, table)
+    for name, column in BY_HAND.items():
+        if (specs_dir / f"{name}.toml").is_file():
+            check_by_hand((specs_dir / f"{name}.toml").read_text(encoding="utf-8"), name, column, table)
     return texts, absent
 
 

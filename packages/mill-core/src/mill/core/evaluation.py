@@ -139,7 +139,6 @@ def evaluate(
     _check_ranges(seed=seed, limit=limit, batch_size=batch_size, num_workers=num_workers)
     registry = SpecRegistry.discover([Path(file) for file in spec])
     benchmarks = expand_benchmarks(_names(benchmark), discover_suites(), registry)
-    # A suite's members (and any list of benchmarks) share each model's load.
     planned = share_model_loads(plan_runs(_models(model), benchmarks, registry))
     default_data_dir, data_dirs = _data_dirs(data_dir)
     if default_data_dir and len({run.spec.name for run in planned}) > 1:
@@ -167,7 +166,6 @@ def evaluate(
         progress=shown,
         quiet=quiet,
     )
-    # Every benchmark's data before the first run: a missing dataset fails the call, not its turn in a suite.
     opener = open_every_dataset(planned, options, open_data or installed_data_opener())
     results = []
     for run in planned:
