@@ -1,14 +1,14 @@
 """Write the DataComp suites (``specs/suites/datacomp*.toml``) from DataComp's task list and scoring (re-runnable).
 
-DataComp (mlfoundations/datacomp at :data:`DATACOMP_COMMIT`) averages the 38 datasets of its ``tasklist.yml``
-that have a ``main_metric`` (``aggregate_scores.py``: ``np.mean`` over their main metrics), and reports three
-groups beside ImageNet itself (``DATASET_GROUPS``): ImageNet distribution shifts, VTAB and retrieval.
-:data:`MEMBERS` transcribes the 38 (task key, display name, main metric, group) in the task list's order, with
-the Mill benchmark each is, as ``scripts/derive_datacomp_specs.py`` names its specs: the task key's last part, and
-for the ImageNet family the family spec's name with ``_datacomp`` (the specs of DataComp's own copies, not the
-clip_benchmark exports the family specs read); Flickr30k and MSCOCO are the retrieval specs. WinoGAViL needs a task kind Mill does not have
-(choosing several candidate images for a cue): each suite lists it as ``unavailable``, so that its mean says
-"37 of 38" instead of averaging fewer members silently.
+DataComp (mlfoundations/datacomp at :data:`DATACOMP_COMMIT`) averages the 38 datasets of its ``tasklist.yml`` that
+get a main metric (``aggregate_scores.py``: ``np.mean`` over them; FairFace and UTKFace report none), and reports
+three groups beside ImageNet itself (``DATASET_GROUPS``): ImageNet distribution shifts, VTAB and retrieval.
+:data:`MEMBERS` transcribes the 38 (task key, display name, main metric, group) in the task list's order, with the
+Mill benchmark each is, as ``scripts/derive_datacomp_specs.py`` names its specs: the task key's last part, and for
+the ImageNet family the family spec's name with ``_datacomp`` (the specs of DataComp's own copies, not the
+clip_benchmark exports the family specs read); Flickr30k and MSCOCO are the retrieval specs. WinoGAViL needs a
+task kind Mill does not have (choosing several candidate images for a cue): each suite lists it as
+``unavailable``, so that its mean says "37 of 38" instead of averaging fewer members silently.
 
     python scripts/derive_datacomp_suites.py                       # write specs/suites/datacomp*.toml
     python scripts/derive_datacomp_suites.py --check               # exit 1 if a suite file differs
