@@ -476,7 +476,7 @@ def _dataset(root: Path, cache: Path) -> Any:
 
 def _task(benchmark: str) -> Any:
     from mill.core.kinds.zero_shot import ZeroShotTask
-    from mill.core.spec import load_spec
+    from mill.core.specfile import load_spec
 
     spec = load_spec(Path(benchmark) if benchmark.endswith(".toml") else ROOT / "specs" / f"{benchmark}.toml")
     return ZeroShotTask(spec.name, "default", spec.classnames, spec.templates)

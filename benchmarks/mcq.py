@@ -34,7 +34,7 @@ from mill.core.mcq import parse_answer
 from mill.core.plugins import load_plugin
 from mill.core.progress import SilentProgress
 from mill.core.sample import ReadOptions
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 from mill.data import ShardDataset, open_dataset, synthetic_dataset_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "imagenet.toml"

@@ -15,6 +15,7 @@ from attrs import evolve
 
 from mill.backends.clip import backend as clip_backend
 from mill.cli.main import EXIT_USER_ERROR
+from mill.cli.suite_tables import mean_text
 from mill.core.metrics import MetricValue
 from mill.core.registry import SpecRegistry, builtin_spec_dir
 from mill.core.results import RunFacts, run_rows, upsert_aggregate
@@ -218,4 +219,4 @@ def test_the_reproducibility_page_holds_the_specs_figures_and_datacomps_average(
         values = {name: float(row[2 + 2 * column]) for name, row in figures.items()}
         assert suite_mean(everything, values).value == pytest.approx(float(published[1 + 2 * column]), abs=5e-5)
         for row in suite_rows[:-1]:
-            assert row[1 + 2 * column] == suite_mean(suites[row[0].strip("`")], values).text, (row[0], model)
+            assert row[1 + 2 * column] == mean_text(suite_mean(suites[row[0].strip("`")], values)), (row[0], model)

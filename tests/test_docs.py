@@ -188,7 +188,7 @@ def test_every_spec_key_is_in_the_spec_reference() -> None:
     own_kinds = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.dist and ep.dist.name == "mill-core"]
     reference = (REPO / "docs" / "specs.md").read_text(encoding="utf-8")
     classes = [
-        spec._SpecFile,
+        spec.SpecFile,
         spec.DatasetSpec,
         spec.ClassesSpec,
         spec.TemplatesSpec,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mill.core.registry import SpecRegistry, builtin_spec_dir
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 
 Script = Callable[[str], ModuleType]
 

@@ -18,7 +18,7 @@ from attrs import frozen
 
 from mill.cli.main import EXIT_USER_ERROR
 from mill.core.results import read_aggregate
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 from mill.core.task_kind import get_kind
 from mill.data import write_synthetic_shards
 from mill.echo_kind import SPEC_FILE

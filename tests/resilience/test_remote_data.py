@@ -4,6 +4,7 @@ http.server, including a server that dies in the middle of a shard, once or for 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,49 @@ def test_a_missing_shard_is_one_error_line_naming_its_url(
         f"error: cannot download {base}/test/2.tar: not found (HTTP 404); check the URL, the split and the shard count"
     ]
     assert "Traceback" not in failed.err
+
+
+def test_a_run_whose_served_shard_changed_starts_afresh_saying_why(
+    clip_benchmark_root: Path, serve: Any, eval_argv: Any, run_mill: Any, tmp_path: Path, sizes: Any
+) -> None:
+    served = tmp_path / "served"
+    shutil.copytree(clip_benchmark_root, served)
+    base = serve(served)
+    argv = eval_argv(tmp_path / "out", "--data_dir", base)
+    assert run_mill(*argv).code == 0
+    again = run_mill(*argv)  # the server's copies are unchanged: everything is reused
+    assert again.code == 0 and "changed on the server" not in again.err, again.err
+    before = _manifest(tmp_path / "out")
+    assert before["n_reused"] == sizes.n_samples
+
+    # The server's shard 1 is replaced by the same samples drawn with another seed (another ETag).
+    other = tmp_path / "other"
+    write_synthetic_shards(other, n_classes=20, per_class=3, n_shards=3, layout="clip_benchmark", seed=1)
+    shutil.copy(other / "test" / "1.tar", served / "test" / "1.tar")
+    changed = run_mill(*argv)
+    assert changed.code == 0, changed.err
+    assert re.search(
+        r'warning: shard test/1\.tar changed on the server since it was downloaded \(etag:"\S+", now etag:"\S+"\): '
+        r"downloading it again; a run on the old copy starts afresh instead of resuming",
+        changed.err,
+    ), changed.err
+    manifest = _manifest(tmp_path / "out")
+    assert manifest["n_reused"] == 0 and manifest["n_samples"] == sizes.n_samples
+    assert [s["sha256"] == b["sha256"] for s, b in zip(manifest["shards"], before["shards"], strict=True)] == [
+        True,
+        False,
+        True,
+    ]
+    # The record keeps the server's version of each copy read: only the changed shard's moved.
+    assert all(str(shard["version"]).startswith("etag:") for shard in manifest["shards"])
+    assert [s["version"] == b["version"] for s, b in zip(manifest["shards"], before["shards"], strict=True)] == [
+        True,
+        False,
+        True,
+    ]
+
+
+def _manifest(out: Path) -> dict[str, Any]:
+    (manifest_file,) = (out / "outputs").rglob("*.json")
+    manifest: dict[str, Any] = json.loads(manifest_file.read_text())
+    return manifest

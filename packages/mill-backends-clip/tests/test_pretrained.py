@@ -5,6 +5,7 @@ preprocessing open_clip gives a SigLIP-style model."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,14 @@ from transformers import AutoTokenizer
 
 from mill.backends.clip import ClipArgs
 from mill.backends.clip.backend import ClipBackend
-from mill.backends.clip.pretrained import HubRepo, LocalDir, parse_location, tag_weights
+from mill.backends.clip.pretrained import (
+    HubRepo,
+    LocalDir,
+    hub_cache_dir,
+    offline_unless_hub_reachable,
+    parse_location,
+    tag_weights,
+)
 from mill.backends.clip.tiny import TINY_SIGLIP_CONTEXT_LENGTH, write_tiny_siglip
 from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
@@ -165,3 +173,50 @@ def test_hub_snapshot_without_weights_is_refused(hub_cache: Path, hub_model: Pat
     (snapshot / "open_clip_model.safetensors").unlink()
     with pytest.raises(ModelNotFoundError, match=rf"{COMMIT_A} has no weight file"):
         _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+
+
+def test_offline_uncached_tag_weights_fail_at_once(no_route_to_the_hub: list[str], tmp_path: Path) -> None:
+    # open_clip's factory would ask the hub client for two files, each retried for about 20 s.
+    args = ClipArgs.from_mapping(
+        {"path": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "device": "cpu", "num_workers": 0}
+    )
+    started = time.monotonic()
+    with pytest.raises(ModelNotFoundError) as caught:
+        ClipBackend.load(args, RunContext(cache_dir=tmp_path / "cache"))
+    assert time.monotonic() - started < 3
+    assert str(caught.value) == (
+        "clip backend: cannot fetch the 'laion2b_s34b_b79k' weights of ViT-B-32 "
+        "(hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K): cannot reach the Hugging Face Hub: the host name does not "
+        "resolve (Name or service not known); is this machine offline? Download them where there is network "
+        f"(`hf download laion/CLIP-ViT-B-32-laion2B-s34B-b79K`) into the Hugging Face cache ({hub_cache_dir()}, or "
+        "the one HF_HUB_CACHE names), or give a local checkpoint file"
+    )
+    assert no_route_to_the_hub == ["huggingface.co"]
+
+
+def test_offline_cached_hub_model_loads_from_the_cache(
+    no_route_to_the_hub: list[str], hub_cache: Path, hub_model: Path, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+
+    _seed_hub_cache(hub_cache, hub_model, COMMIT_A)
+    started = time.monotonic()
+    backend = _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+    assert time.monotonic() - started < 10
+    assert backend.info.revision == f"hf-hub:{REPO_ID}@{COMMIT_A}"
+    # Asked once; the hub client then stays offline instead of retrying each file it looks for.
+    assert no_route_to_the_hub == ["huggingface.co"] and constants.HF_HUB_OFFLINE
+
+
+def test_offline_uncached_hub_model_fails_at_once(no_route_to_the_hub: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match=rf"cannot fetch hf-hub:{REPO_ID}: cannot reach the Hugging Face Hub"):
+        _load(f"hf-hub:{REPO_ID}", tmp_path / "cache")
+
+
+def test_a_reachable_hub_is_left_to_the_hub_client(reachable_hub: None) -> None:
+    # Its timeouts and 5xx answers can pass: the client keeps its retries, and nothing is switched offline.
+    from huggingface_hub import constants
+
+    offline_unless_hub_reachable(None, "ViT-B-32", "laion2b_s34b_b79k")  # not cached, yet no error
+    offline_unless_hub_reachable(HubRepo(REPO_ID), "", None)
+    assert not constants.HF_HUB_OFFLINE

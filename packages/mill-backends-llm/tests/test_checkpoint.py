@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from mill.backends.llm.checkpoint import Checkpoint
 from mill.backends.llm.plugin import hf_plugin, vllm_plugin
+from mill.core.backend import RunContext
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
+from mill.core.hub import hub_cache_dir
+from mill.testing.hub import seed_hub_cache
 
 
 def _refuse_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,3 +99,63 @@ def test_hub_snapshot_revision_is_its_commit(tmp_path: Path) -> None:
     snapshot = tmp_path / "models--org--name" / "snapshots" / commit
     snapshot.mkdir(parents=True)
     assert Checkpoint(str(snapshot), "hf").resolved_revision() == commit
+
+
+# --- offline: a Hub this machine cannot reach --------------------------------------------------------------------
+
+HUB_REPO = "mill-test/tiny-qwen2-vl"
+HUB_COMMIT = "c" * 40
+
+
+def test_offline_uncached_hub_model_fails_at_once(no_route_to_the_hub: list[str], tmp_path: Path) -> None:
+    # transformers would ask the hub client for the config, then the processor's files, each retried for ~20 s.
+    import transformers  # noqa: F401  (imported before the clock starts: the check is what is timed)
+
+    for plugin, backend in ((hf_plugin, "hf"), (vllm_plugin, "vllm")):
+        started = time.monotonic()
+        with pytest.raises(ModelNotFoundError) as caught:
+            plugin.capabilities({"path": HUB_REPO})
+        assert time.monotonic() - started < 3
+        assert str(caught.value) == (
+            f"{backend} backend: cannot fetch model '{HUB_REPO}': cannot reach the Hugging Face Hub: the host name "
+            "does not resolve (Name or service not known); is this machine offline? Download them where there is "
+            f"network (`hf download {HUB_REPO}`) into the Hugging Face cache ({hub_cache_dir()}, or the one "
+            "HF_HUB_CACHE names), or pass the folder save_pretrained wrote"
+        )
+    # hf's load asks before the processor is read; a revision goes into the command to run.
+    with pytest.raises(ModelNotFoundError, match=rf"`hf download {HUB_REPO} --revision v2`"):
+        hf_plugin.load({"path": HUB_REPO, "revision": "v2", "device": "cpu"}, RunContext(cache_dir=tmp_path))
+    assert no_route_to_the_hub == ["huggingface.co"] * 3
+
+
+def test_offline_cached_hub_model_loads_from_the_cache(
+    no_route_to_the_hub: list[str], hub_cache: Path, tiny_vlm: Path, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+
+    seed_hub_cache(hub_cache, tiny_vlm, repo_id=HUB_REPO, commit=HUB_COMMIT, absent=())
+    started = time.monotonic()
+    backend = hf_plugin.load({"path": HUB_REPO, "device": "cpu"}, RunContext(cache_dir=tmp_path))
+    assert time.monotonic() - started < 20
+    assert backend.info.revision == HUB_COMMIT
+    # Asked once; the hub client then stays offline, and so do the processes it starts (vLLM's engine).
+    assert no_route_to_the_hub == ["huggingface.co"]
+    assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_offline_hub_model_without_cached_weights_fails_at_once(
+    no_route_to_the_hub: list[str], hub_cache: Path, tiny_vlm: Path
+) -> None:
+    snapshot = seed_hub_cache(hub_cache, tiny_vlm, repo_id=HUB_REPO, commit=HUB_COMMIT, absent=())
+    for weights in snapshot.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ModelNotFoundError, match="cannot reach the Hugging Face Hub"):
+        Checkpoint(HUB_REPO, "hf").offline_unless_hub_reachable()
+
+
+def test_a_reachable_hub_is_left_to_the_hub_client(reachable_hub: None) -> None:
+    # Its timeouts and 5xx answers can pass: transformers keeps the client's retries, nothing is switched offline.
+    from huggingface_hub import constants
+
+    Checkpoint(HUB_REPO, "hf").offline_unless_hub_reachable()  # not cached, yet no error
+    assert not constants.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ

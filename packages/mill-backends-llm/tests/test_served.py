@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,23 @@ def test_likelihood_is_refused_when_the_tokenizer_cannot_be_loaded(
     with pytest.raises(BackendArgumentError, match=r"tokenizer .* cannot be loaded here.*generative_mcq"):
         list(backend.run_likelihood_mcq(likelihood_task, served.data))
     assert served.fake.chat_requests == 0
+
+
+def test_likelihood_with_a_hub_tokenizer_the_machine_cannot_reach_is_refused_at_once(
+    served: Served, likelihood_task: LikelihoodMcqTask, no_route_to_the_hub: list[str]
+) -> None:
+    backend = served.load(tokenizer="org/tokenizer")
+    started = time.monotonic()
+    with pytest.raises(BackendArgumentError) as caught:
+        list(backend.run_likelihood_mcq(likelihood_task, served.data))
+    assert time.monotonic() - started < 3
+    assert "its tokenizer 'org/tokenizer' cannot be loaded here (openai backend: cannot fetch the tokenizer" in str(
+        caught.value
+    )
+    assert "cannot reach the Hugging Face Hub" in str(caught.value) and "`hf download org/tokenizer`" in str(
+        caught.value
+    )
+    assert no_route_to_the_hub == ["huggingface.co"]
 
 
 def test_retry_after_reads_seconds_milliseconds_and_dates() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mill.cli.distributed import DistributedError, WorldInfo, device_for, gather_objects, world
+from mill.cli.distributed import DistributedError, WorldInfo, gather_objects, world
 from mill.core.engine import rank_keys
 from mill.core.sample import ReadOptions
 from mill.data import open_dataset, synthetic_dataset_spec, write_synthetic_shards
@@ -45,7 +45,7 @@ for batch in mine.batches(batch_size=3, num_workers=1):
         records.append({"key": key, "gold": label, "checksum": int(pixels.sum()), "rank": info.rank})
 gathered = d.gather_objects(records)
 d.barrier()
-if d.is_main():
+if info.is_main:
     assert gathered is not None and len(gathered) == info.world_size
     out.write_text(json.dumps(gathered))
 else:
@@ -124,6 +124,3 @@ def test_world_reads_torchrun_then_slurm_and_defaults_to_one_process() -> None:
 
 def test_single_process_helpers_need_no_group() -> None:
     assert gather_objects({"a": 1}) == [{"a": 1}]
-    assert device_for(WorldInfo(3, 4, 1), "cuda") == "cuda:1"
-    assert device_for(WorldInfo(), "cuda") == "cuda"
-    assert device_for(WorldInfo(3, 4, 1), "cpu") == "cpu"

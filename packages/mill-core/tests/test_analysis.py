@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from mill.core import analysis
+from mill.core.kinds import generative_mcq
 
 CLASSES = ("cat", "dog", "fox")
 
@@ -66,22 +67,22 @@ def _mcq() -> pl.DataFrame:
 
 
 def test_mcq_summary_and_unparsed_responses() -> None:
-    summary = analysis.mcq_summary(_mcq()).row(0, named=True)
+    summary = generative_mcq.mcq_summary(_mcq()).row(0, named=True)
     assert summary["accuracy"] == 0.5
     assert summary["stderr"] == pytest.approx(0.25)
     assert (summary["n_unparsed"], summary["unparsed_rate"]) == (1, 0.25)
-    assert analysis.unparsed_responses(_mcq()).rows() == [("c", "A", "no idea")]
+    assert generative_mcq.unparsed_responses(_mcq()).rows() == [("c", "A", "no idea")]
 
 
 def test_accuracy_by_gold_position_and_letters_chosen() -> None:
-    by_position = analysis.accuracy_by_gold_position(_mcq())
+    by_position = generative_mcq.accuracy_by_gold_position(_mcq())
     assert by_position.select("gold_letter", "n", "accuracy").rows() == [("A", 2, 0.5), ("B", 1, 0.0), ("C", 1, 1.0)]
-    chosen = analysis.chosen_letters(_mcq())
+    chosen = generative_mcq.chosen_letters(_mcq())
     assert chosen.select("letter", "chosen", "gold").rows() == [
         ("A", 2, 2),
         ("B", 0, 1),
         ("C", 1, 1),
-        (analysis.UNPARSED, 1, 0),
+        (generative_mcq.UNPARSED, 1, 0),
     ]
 
 

@@ -12,7 +12,7 @@ from mill.core.errors import CapabilityError
 from mill.core.kinds import classification
 from mill.core.kinds.classification import ClassificationTask, ClassificationVariant
 from mill.core.registry import builtin_spec_dir
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 from mill.core.task_kind import SAMPLE_COLUMNS, get_kind
 
 CLASSIFIER = Capabilities(kinds=frozenset({classification.NAME}), modalities=frozenset({"image"}), n_outputs=1000)

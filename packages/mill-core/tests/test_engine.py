@@ -44,6 +44,7 @@ class Shard:
     name: str
     size: int
     sha256: str | None = None
+    version: str | None = None
 
 
 @frozen

@@ -7,18 +7,16 @@ import random
 
 import pytest
 
+from mill.core.kinds.generative_mcq import McqScore, score_response, unparsable_guess
 from mill.core.mcq import (
     PARSER_VERSION,
     McqQuestion,
-    McqScore,
     derive_options,
     make_question_fn,
     option_letters,
     option_seed,
     parse_answer,
     render_prompt,
-    score_response,
-    unparsable_guess,
 )
 
 IMAGENET_TEMPLATE = (

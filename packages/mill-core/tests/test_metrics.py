@@ -14,12 +14,12 @@ from mill.core.metrics import (
     MetricValue,
     accuracy,
     accuracy_with_stderr,
-    bootstrap_stderr,
     mean_per_class_recall,
     mean_per_class_recall_with_stderr,
     topk_accuracy,
     topk_accuracy_with_stderr,
 )
+from mill.testing.bootstrap import bootstrap_stderr
 
 # --- Point metrics --------------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from attrs import frozen
 
-from mill.core.engine import RunOptions
 from mill.core.errors import DataError
 from mill.core.opened_datasets import open_every_dataset
+from mill.core.planning import RunOptions
 from mill.core.sample import ReadOptions
 
 

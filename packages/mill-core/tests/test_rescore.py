@@ -13,18 +13,24 @@ import polars as pl
 import pytest
 from attrs import evolve
 
-from mill.core import mcq, rescore
+from mill.core import rescore
 from mill.core.atomic import write_json_atomic
 from mill.core.convert import CONVERTER
 from mill.core.errors import ResultsError
 from mill.core.kinds import generative_mcq
 from mill.core.kinds.generative_mcq import OUTPUT_SCHEMA as MCQ_SCHEMA
-from mill.core.kinds.generative_mcq import McqVariant
+from mill.core.kinds.generative_mcq import (
+    RESCORE_INPUT_COLUMNS,
+    McqVariant,
+    rescore_mcq,
+    score_response,
+    unparsable_guess,
+)
 from mill.core.kinds.zero_shot import ZeroShotVariant
-from mill.core.mcq import PARSER_VERSION, make_question_fn, score_response, unparsable_guess
+from mill.core.mcq import PARSER_VERSION, make_question_fn
 from mill.core.metrics import MetricValue
 from mill.core.registry import SpecRegistry
-from mill.core.rescore import RESCORE_INPUT_COLUMNS, rescore_mcq, rescore_outputs
+from mill.core.rescore import rescore_outputs
 from mill.core.results import (
     UPSERT_KEY,
     RunFacts,
@@ -204,7 +210,7 @@ def write_stored_run(out: Path, monkeypatch: pytest.MonkeyPatch, base: RunFacts,
         }
     )
     with monkeypatch.context() as patch:
-        patch.setattr(mcq, "parse_answer", older_parser)
+        patch.setattr(generative_mcq, "parse_answer", older_parser)
         scored = generative_mcq.kind.score(task, TOY_VARIANT, raw, SEED)
     assert scored.frame["parsed_letter"].to_list() == [old for _, old, _ in RUN_RESPONSES]
     parquet = per_sample_path(out, MODEL, "toy_mcq_0shot")

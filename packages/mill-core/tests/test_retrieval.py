@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from mill.core.kinds.retrieval import OUTPUT_SCHEMA, RetrievalBatchResult, RetrievalTask, kind, metrics, ranks
-from mill.core.metrics import accuracy_with_stderr, bootstrap_stderr, pooled_rates_with_stderr
+from mill.core.metrics import accuracy_with_stderr, pooled_rates_with_stderr
+from mill.testing.bootstrap import bootstrap_stderr
 
 
 def _unit(*angles: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from mill.core.kinds.generative_mcq import McqVariant, UnparsedPolicy
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqVariant
 from mill.core.kinds.zero_shot import ZeroShotVariant
 from mill.core.registry import builtin_spec_dir
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 
 IMAGENET = builtin_spec_dir() / "imagenet.toml"
 

@@ -8,7 +8,7 @@ import pytest
 
 from mill.core.errors import SpecError
 from mill.core.registry import builtin_spec_dir
-from mill.core.spec import load_spec
+from mill.core.specfile import load_spec
 
 PARENT = ("cat", "dog", "fish", "bird", "horse")
 FAMILY = {

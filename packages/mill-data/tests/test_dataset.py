@@ -14,7 +14,8 @@ from PIL import Image
 from mill.core.errors import DataError
 from mill.core.sample import SampleBatch, SampleSource
 from mill.data import ShardDataset
-from mill.data.dataset import spread_indices, to_rgb
+from mill.data.dataset import spread_indices
+from mill.data.samples import to_rgb
 
 
 def _all_samples(dataset: ShardDataset, **kwargs: Any) -> list[tuple[str, int]]:

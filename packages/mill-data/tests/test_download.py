@@ -9,6 +9,8 @@ import os
 import re
 import socket
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,9 +22,12 @@ from attrs import Factory, define
 from huggingface_hub import utils as hub_errors
 
 from mill.core.errors import DataError
+from mill.data import download
 from mill.data.download import RetryPolicy, fetch, refusal_message, retry_hub
 from mill.data.source import resolve_shards
 
+#: The conftest replaces it (the fake hub is reachable); the test of an offline machine puts it back.
+REAL_HUB_ROUTE_PROBLEM = download.hub_route_problem
 BODY = bytes(range(256)) * 400  # 100 KiB, every byte position recognisable
 TIMEOUT_S = 0.3
 
@@ -267,6 +272,35 @@ def test_an_unreachable_hub_fails_at_once_and_a_refused_connection_is_retried(
     with pytest.raises(DataError, match=r"gave up after 6 attempts"):
         retry_hub(refused, repo="o/n", url="hf://datasets/o/n/test/0.tar", policy=RetryPolicy(), sleep=sleeps.append)
     assert sleeps == [1, 2, 4, 8, 16]
+
+
+def test_an_offline_machine_gets_the_hub_answer_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
+    # The real hub client, on a machine whose resolver knows no hosts: the client alone would retry the listing
+    # for about 20 s (1, 2, 4, 8, 8 s), then each download as long.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(download, "hub_route_problem", REAL_HUB_ROUTE_PROBLEM)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    resolved: list[str] = []
+
+    def no_dns(host: str, *args: Any, **kwargs: Any) -> Any:
+        resolved.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    started = time.monotonic()
+    with pytest.raises(DataError) as caught:
+        resolve_shards("hf://datasets/owner/name", split="test", cache_dir=tmp_path, benchmark="bench")
+    assert time.monotonic() - started < 3
+    first, *hint = str(caught.value).splitlines()
+    assert first == (
+        "cannot download https://huggingface.co/datasets/owner/name: cannot reach the Hugging Face Hub: the host "
+        "name does not resolve (Name or service not known); is this machine offline?"
+    )
+    assert "hf download owner/name" in hint[-1]
+    assert resolved == [urllib.parse.urlsplit(constants.ENDPOINT).hostname]  # asked once, not retried
 
 
 def test_server_errors_are_retried(server: Any, tmp_path: Path, sleeps: list[float]) -> None:

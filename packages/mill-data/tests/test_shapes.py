@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mill.data.shapes import COLOURS, SHAPE_CLASSES, SHAPES, render_shape, shape_samples, write_shapes_shards
+from mill.data.shapes import COLOURS, SHAPE_CLASSES, SHAPES, render_shape, write_shapes_shards
 
 
 def test_every_colour_and_every_shape_spans_several_classes() -> None:
@@ -33,12 +33,6 @@ def test_the_fill_colour_is_the_class_colour() -> None:
         saturated = pixels[np.argmax(pixels.max(axis=1) - pixels.min(axis=1))]
         nearest = min(COLOURS, key=lambda name: np.abs(np.array(COLOURS[name]) - saturated).sum())
         assert nearest == shape_class.colour
-
-
-def test_training_samples_draw_labels_from_their_seed() -> None:
-    labels = [label for label, _ in shape_samples(60, seed=1)]
-    assert set(labels) == set(range(12))
-    assert labels == [label for label, _ in shape_samples(60, seed=1)]
 
 
 def test_shards_are_class_ordered_in_the_imagenet_layout(tmp_path: Path) -> None:

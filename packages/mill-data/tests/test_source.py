@@ -1,16 +1,22 @@
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
 import huggingface_hub
 import pytest
 
-from mill.core.errors import DataError
+from mill.core.errors import DataError, MillWarning
 from mill.data import choose_source
+from mill.data import download as download_module
+from mill.data import source as source_module
 from mill.data.source import local_shards, parse_hf_source, resolve_shards
+from mill.testing.loopback import base_url, start_server
 
 
 def _closed_port() -> int:
@@ -99,7 +105,7 @@ def test_http_missing_shard_names_url(wds_dir: Path, serve: Any, tmp_path: Path)
         resolve_shards(f"{base}/test/{{0..3}}.tar", split="test", cache_dir=tmp_path / "cache")
     # The shards that did download are kept for the next run; nothing partial is left.
     cached = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
-    assert cached == ["0.tar", "1.tar", "2.tar"]
+    assert cached == [".0.tar.version", ".1.tar.version", ".2.tar.version", "0.tar", "1.tar", "2.tar"]
 
 
 def test_server_dying_mid_shard_names_it_and_a_rerun_completes(clip_dir: Path, serve: Any, tmp_path: Path) -> None:
@@ -115,6 +121,55 @@ def test_server_dying_mid_shard_names_it_and_a_rerun_completes(clip_dir: Path, s
     assert [(s.name, s.size) for s in shards] == [
         (f"test/{i}.tar", (clip_dir / "test" / f"{i}.tar").stat().st_size) for i in range(3)
     ]
+
+
+def test_a_shard_changed_on_the_server_is_downloaded_again(clip_dir: Path, serve: Any, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    shutil.copytree(clip_dir, served)
+    base = serve(served)
+    cache = tmp_path / "cache"
+    first = resolve_shards(base, split="test", cache_dir=cache)
+    assert all(s.version is not None and s.version.startswith('etag:"') for s in first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # unchanged: no warning, and the cached copies are kept
+        assert resolve_shards(base, split="test", cache_dir=cache) == first
+    # The server's copy of shard 1 is replaced (another file, another ETag).
+    changed = served / "test" / "1.tar"
+    changed.write_bytes((served / "test" / "2.tar").read_bytes())
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    with pytest.warns(MillWarning) as caught:
+        second = resolve_shards(base, split="test", cache_dir=cache)
+    (warning,) = caught
+    assert re.fullmatch(
+        r'shard test/1\.tar changed on the server since it was downloaded \(etag:"[0-9a-f-]+", now etag:"[0-9a-f-]+"\):'
+        r" downloading it again; a run on the old copy starts afresh instead of resuming",
+        str(warning.message),
+    )
+    assert second[1].path.read_bytes() == changed.read_bytes() and second[1].version != first[1].version
+    assert [s.version for s in second[::2]] == [s.version for s in first[::2]]
+
+
+def test_cached_shards_are_used_as_they_are_when_the_server_is_gone(
+    clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(clip_dir)
+    base = base_url(server)
+    cache = tmp_path / "cache"
+    try:
+        first = resolve_shards(base, split="test", cache_dir=cache)
+    finally:
+        server.shutdown()
+        server.server_close()
+    asked: list[str] = []
+    real = download_module.remote_version
+
+    def remote_version(url: str, **kwargs: Any) -> str | None:
+        asked.append(url)
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(source_module, "remote_version", remote_version)
+    assert resolve_shards(base, split="test", cache_dir=cache) == first
+    assert asked == [f"{base}/test/0.tar"]  # the first refusal ends the asking
 
 
 def test_unreachable_http_names_url_and_local_folder(tmp_path: Path) -> None:
@@ -157,6 +212,26 @@ def test_hf_listing_and_fetch(wds_dir: Path, tmp_path: Path, monkeypatch: pytest
     assert calls == ["test/0.tar", "test/1.tar", "test/2.tar"]
     resolve_shards("hf://datasets/owner/name/test/1.tar", split="test", cache_dir=tmp_path)
     assert len(calls) == 3  # already downloaded
+
+
+def test_hf_shards_name_the_commit_they_were_downloaded_at(
+    wds_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    _fake_hub(monkeypatch, wds_dir, calls)
+    commit = "c" * 40
+    fake_download = huggingface_hub.hf_hub_download
+
+    def download_recording_the_commit(repo_id: str, filename: str, *, repo_type: str, local_dir: str) -> str:
+        # What the hub client keeps beside a local_dir download: commit, etag, timestamp.
+        metadata = Path(local_dir, ".cache", "huggingface", "download", f"{filename}.metadata")
+        metadata.parent.mkdir(parents=True, exist_ok=True)
+        metadata.write_text(f"{commit}\netag-of-{filename}\n1.0\n")
+        return str(fake_download(repo_id, filename, repo_type=repo_type, local_dir=local_dir))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download_recording_the_commit)
+    shards = resolve_shards("hf://datasets/owner/name", split="test", cache_dir=tmp_path)
+    assert [s.version for s in shards] == [f"hf:{commit}"] * 3
 
 
 def test_hf_offline_says_how_to_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,21 +9,19 @@ Launch N copies of the same ``mill eval`` command, each of which evaluates a dis
     #   MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) MASTER_PORT=29500
     srun --ntasks-per-node=8 --gpus-per-task=1 python -m mill.cli eval ...
 
-How the runner uses these helpers, for one planned run:
+How ``mill eval`` uses this module, for one planned run:
 
-1. ``info = world()`` once per process. ``init_process_group_if_needed(device_type)`` joins the group
-   (NCCL on CUDA, gloo on CPU; a no-op for a single process) and ``device_for(info, device_type)`` is
-   the device this rank loads its model on (``cuda:<local_rank>``).
-2. Every rank opens the same dataset (same shards, same ``--limit`` subset, so the same keys) and
-   evaluates ``data.subset(rank_keys(data.keys, info.rank, info.world_size))``. The split depends only on
-   the keys and the world size. Resume chunks are committed by each rank for the samples it evaluated and
-   reused by sample key, so a restart with another number of ranks reuses them all.
-3. Zero-shot: the classifier is built once. Rank 0 calls ``classifier_for`` (which builds and stores it
-   under the cache's file lock); the others wait at ``barrier()`` and then load it from the cache. With a
-   cache directory that is not shared between nodes, the first rank of each other node builds its own copy
-   (under the same lock), which gives the same classifier.
-4. Each rank collects its batch results; ``gather_objects(results)`` returns the list of every rank's
-   results on rank 0 (None elsewhere). Only rank 0 (``is_main()``) scores them, writes the per-sample
+1. ``info = world()`` once per process. ``init_process_group_if_needed(launch_device_type(device), info)``
+   joins the group (NCCL on CUDA, gloo on CPU; a no-op for a single process); on CUDA it makes the rank's
+   own GPU (``cuda:<local_rank>``) the current device, so ``cuda`` names it.
+2. The engine (:func:`mill.core.engine.execute`) gets the group as :class:`TorchCollectives`. Every rank opens the
+   same dataset (same shards, same ``--limit`` subset, so the same keys) and evaluates its part,
+   ``rank_keys(data.keys, rank, world_size)``: the split depends only on the keys and the world size. Resume
+   chunks are committed by each rank for the samples it evaluated and reused by sample key, so a restart with
+   another number of ranks reuses them all.
+3. Zero-shot: every rank asks its backend for the classifier; they build the same one, and with a shared cache
+   directory the cache's file lock lets one rank build it while the others wait and then load it.
+4. Each rank hands its committed rows to rank 0 (``gather``); only rank 0 scores them, writes the per-sample
    parquet (rows are sorted by key, so it equals a single-process run's) and upserts the aggregate rows;
    the others finish without writing. ``shutdown()`` leaves the group at the end.
 
@@ -108,11 +106,6 @@ def world(environ: Mapping[str, str] = os.environ) -> WorldInfo:
     return WorldInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def device_for(info: WorldInfo, device_type: str) -> str:
-    """The device this rank runs on: its own GPU (``cuda:<local_rank>``) under a launch, else ``device_type``."""
-    return f"cuda:{info.local_rank}" if device_type == "cuda" and info.is_distributed else device_type
-
-
 def launch_device_type(device: str | None) -> str:
     """The device type a distributed launch communicates over: NCCL for CUDA, gloo for CPU.
 
@@ -188,12 +181,6 @@ def barrier() -> None:
         dist.barrier(device_ids=[torch.cuda.current_device()])
     else:
         dist.barrier()
-
-
-def is_main() -> bool:
-    """True on rank 0, the one that writes results (and on a single process)."""
-    dist = _dist()
-    return dist.get_rank() == 0 if dist.is_initialized() else world().is_main
 
 
 @frozen

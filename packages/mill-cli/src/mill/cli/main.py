@@ -26,30 +26,15 @@ from rich.markup import escape
 from mill.cli import distributed
 from mill.cli.console import content_table, progress_console, table_console
 from mill.cli.display import PlainProgress, RichProgress
+from mill.cli.log_output import printed_once
 from mill.cli.shared_options import forward_to_subcommand
-from mill.core.comparison import DEFAULT_RESAMPLES, ComparisonTable, compare_runs, comparison_tables, stored_runs
-from mill.core.engine import PlannedRun, RunInterrupted, default_cache_dir, default_output_dir
-from mill.core.errors import MillError, MillWarning, ResultsError
-from mill.core.evaluation import evaluate
-from mill.core.model_spec import split_top_level
-from mill.core.plugins import installed_backends
-from mill.core.progress import Progress, SilentProgress
-from mill.core.registry import SpecRegistry
-from mill.core.rescore import rescore_outputs
-from mill.core.results import AGGREGATE_FILE, AggregateRow, read_aggregate
-from mill.core.suite import (
-    SuiteTable,
-    discover_suites,
-    expand_benchmarks,
-    missing_members,
-    suite_reported_tables,
-    suite_tables,
-    suites_to_show,
-)
-from mill.core.tables import (
+from mill.cli.suite_tables import SuiteTable, suite_reported_tables, suite_tables, suites_to_show
+from mill.cli.tables import (
+    ComparisonTable,
     MetricTable,
     ReportedTable,
     UsageTable,
+    comparison_tables,
     json_records,
     legend,
     metric_tables,
@@ -57,6 +42,18 @@ from mill.core.tables import (
     select_rows,
     usage_table,
 )
+from mill.core.comparison import DEFAULT_RESAMPLES, compare_runs, stored_runs
+from mill.core.engine import PlannedRun, RunInterrupted, default_output_dir
+from mill.core.errors import MillError, MillWarning, ResultsError
+from mill.core.evaluation import FROM_ENVIRONMENT, evaluate
+from mill.core.model_spec import split_top_level
+from mill.core.plugins import installed_backends
+from mill.core.progress import Progress, SilentProgress
+from mill.core.registry import SpecRegistry
+from mill.core.rescore import rescore_outputs
+from mill.core.results import AggregateRow, read_aggregate
+from mill.core.results_dir import ResultsDir
+from mill.core.suite import discover_suites, expand_benchmarks, missing_members
 from mill.data import open_spec_data
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -222,24 +219,16 @@ def eval_command(
     # Under torchrun/srun every rank evaluates its part; rank 0 alone reports and writes results.
     distributed.init_process_group_if_needed(distributed.launch_device_type(device), launch)
     quiet = quiet or not launch.is_main
-    progress: Progress
-    if quiet:
-        progress = SilentProgress()
-    elif notes.is_terminal:
-        progress = RichProgress(notes)
-    else:
-        progress = PlainProgress(notes)
 
     def announce(run: PlannedRun) -> None:
         notes.print(f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})")
 
-    out = output_dir or default_output_dir()
     try:
         result = evaluate(
             model,
             benchmark,
-            output_dir=out,
-            cache_dir=cache_dir or default_cache_dir(),
+            output_dir=FROM_ENVIRONMENT if output_dir is None else output_dir,
+            cache_dir=FROM_ENVIRONMENT if cache_dir is None else cache_dir,
             seed=seed,
             limit=limit,
             data_dir=data_dir,
@@ -251,7 +240,7 @@ def eval_command(
             on_bad_sample="skip" if on_bad_sample == "skip" else "fail",
             overwrite=overwrite,
             quiet=quiet,
-            progress=progress,
+            progress=_progress(quiet, notes),
             collectives=distributed.TorchCollectives(launch),
             on_run_start=announce,
             open_data=open_spec_data,
@@ -259,9 +248,16 @@ def eval_command(
         )
     finally:
         distributed.shutdown()
-    if not quiet:
+    if not quiet and result.output_dir is not None:
         _print_rows(console, result.rows)
-        console.print(f"results: {out / 'aggregate.csv'}")
+        console.print(f"results: {ResultsDir(result.output_dir).aggregate_file}")
+
+
+def _progress(quiet: bool, notes: Console) -> Progress:
+    """How ``mill eval`` shows progress: nothing, live bars on a terminal, or plain lines in a log."""
+    if quiet:
+        return SilentProgress()
+    return RichProgress(notes) if notes.is_terminal else PlainProgress(notes)
 
 
 def command_line() -> str:
@@ -333,7 +329,8 @@ def collect_command(
         usage = usage_table(rows, lambda output_file: _recorded_usage(out, output_file))
         tables = [*metric_tables(rows), *suite_tables(rows, shown, registry.specs), *([usage] if usage else [])]
     if not tables:
-        click.echo(f"no results in {out / 'aggregate.csv'} match; run `mill eval` first (or pass --all)", err=True)
+        aggregate = ResultsDir(out).aggregate_file
+        click.echo(f"no results in {aggregate} match; run `mill eval` first (or pass --all)", err=True)
         sys.exit(1)
     render = {"table": _render_rich, "csv": _render_csv, "markdown": _render_markdown, "json": _render_json}
     render[output_format](tables)
@@ -346,11 +343,9 @@ def _recorded_usage(output_dir: Path, output_file: str) -> dict[str, Any] | None
     or a manifest that cannot be read (``mill verify`` is where an unreadable manifest is reported)."""
     if not output_file:
         return None
-    try:
-        manifest = json.loads((output_dir / output_file).with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    usage = manifest.get("run_info", {}).get("usage") if isinstance(manifest, dict) else None
+    results = ResultsDir(output_dir)
+    record = results.read_record(results.files_of(output_file)).record
+    usage = None if record is None else record.provenance.run_info.get("usage")
     return usage if isinstance(usage, dict) else None
 
 
@@ -533,7 +528,7 @@ def rescore_command(
         dry_run=dry_run,
     )
     if not done:
-        click.echo(f"no stored run in {out / 'outputs'} has answers to grade again", err=True)
+        click.echo(f"no stored run in {ResultsDir(out).outputs} has answers to grade again", err=True)
         return
     table = content_table(
         "Re-scored runs",
@@ -548,7 +543,7 @@ def rescore_command(
             str(run.changed),
             f"{run.from_version} → {run.to_version}" if run.from_version != run.to_version else str(run.to_version),
             run.status,
-            str(run.manifest.with_suffix(".parquet").relative_to(out)),
+            run.output_file,
         )
     table_console().print(table)
     changed = sum(run.changed for run in done if run.status in ("rescored", "would rescore"))
@@ -557,7 +552,8 @@ def rescore_command(
     else:
         rescored = sum(run.status == "rescored" for run in done)
         click.echo(
-            f"{rescored} of {len(done)} runs rescored, {changed} answers changed; results: {out / AGGREGATE_FILE}"
+            f"{rescored} of {len(done)} runs rescored, {changed} answers changed; results: "
+            f"{ResultsDir(out).aggregate_file}"
         )
 
 
@@ -592,10 +588,10 @@ def verify_command(output_dir: Path | None, rebuild: bool) -> None:
     summary = ", ".join(f"{n} {status.value}" for status, n in counts.items())
     if counts[Status.MISMATCHED]:
         raise ResultsError(
-            f"{out / 'aggregate.csv'}: {summary}; a mismatched row's files are not what was written: re-run its "
-            "evaluation, or `mill verify --rebuild` if aggregate.csv itself is wrong"
+            f"{ResultsDir(out).aggregate_file}: {summary}; a mismatched row's files are not what was written: "
+            "re-run its evaluation, or `mill verify --rebuild` if aggregate.csv itself is wrong"
         )
-    notes.print(f"{out / 'aggregate.csv'}: {summary}", highlight=False)
+    notes.print(f"{ResultsDir(out).aggregate_file}: {summary}", highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -613,7 +609,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 default_show(message, category, *args, **kwargs)
 
         warnings.showwarning = show
-        _run(argv)
+        with printed_once():
+            _run(argv)
 
 
 def _run(argv: Sequence[str] | None) -> None:

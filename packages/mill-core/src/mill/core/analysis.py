@@ -1,5 +1,6 @@
-"""Where a model fails: statistics over a run's per-sample frame (see docs/outputs.md), as pure functions
-of polars frames, for ``mill report`` and for anyone reading the parquet files.
+"""Where a model fails: statistics over a classification or zero-shot run's per-sample frame (see docs/outputs.md),
+as pure functions of polars frames, for ``mill report`` and for anyone reading the parquet files. (A generative
+multiple-choice run's are its kind's: :mod:`mill.core.kinds.generative_mcq`.)
 
 Every accuracy comes with its standard error. For a whole run that is the run's bootstrap standard error
 (in the manifest); for a slice of samples (one class, one gold position) it is the binomial standard error
@@ -12,13 +13,9 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
-from mill.core.mcq import option_letters
 
-#: The "letter" under which replies naming no option are counted in :func:`chosen_letters`.
-UNPARSED = "unparsed"
-
-
-def _accuracy(correct: pl.Expr) -> list[pl.Expr]:
+def binomial_accuracy(correct: pl.Expr) -> list[pl.Expr]:
+    """Aggregations of a boolean ``correct`` column: ``n``, ``n_correct``, ``accuracy`` and its binomial ``stderr``."""
     n = pl.len().alias("n")
     accuracy = correct.cast(pl.Float64).mean()
     stderr = (accuracy * (1 - accuracy) / pl.len()).sqrt()
@@ -33,7 +30,7 @@ def per_class_accuracy(frame: pl.DataFrame, classnames: Sequence[str]) -> pl.Dat
     )
     return (
         frame.group_by("gold")
-        .agg(_accuracy(pl.col("correct")))
+        .agg(binomial_accuracy(pl.col("correct")))
         .join(names, on="gold", how="left")
         .with_columns(pl.col("label").fill_null(pl.col("gold").cast(pl.String)))
         .select("gold", "label", "n", "n_correct", "accuracy", "stderr")
@@ -70,53 +67,6 @@ def misclassified(frame: pl.DataFrame, n: int = 24) -> pl.DataFrame:
 def top_labels(top: pl.Expr, classnames: Sequence[str]) -> pl.Expr:
     """The class names of a list column of class indices (a ``top5`` column)."""
     return top.list.eval(pl.element().replace_strict(range(len(classnames)), list(classnames), default="?"))
-
-
-def mcq_summary(frame: pl.DataFrame) -> pl.DataFrame:
-    """One row: ``n``, ``accuracy``, ``stderr`` (binomial), ``n_unparsed``, ``unparsed_rate`` of an MCQ frame."""
-    unparsed = pl.col("parsed_letter").is_null()
-    return frame.select(
-        pl.len().alias("n"),
-        pl.col("correct").cast(pl.Float64).mean().alias("accuracy"),
-        (pl.col("correct").cast(pl.Float64).mean() * (1 - pl.col("correct").cast(pl.Float64).mean()) / pl.len())
-        .sqrt()
-        .alias("stderr"),
-        unparsed.sum().alias("n_unparsed"),
-        unparsed.cast(pl.Float64).mean().alias("unparsed_rate"),
-    )
-
-
-def unparsed_responses(frame: pl.DataFrame, n: int = 10) -> pl.DataFrame:
-    """Up to ``n`` replies that named no option, in key order: ``key``, ``gold_letter``, ``response``."""
-    return frame.filter(pl.col("parsed_letter").is_null()).sort("key").head(n).select("key", "gold_letter", "response")
-
-
-def accuracy_by_gold_position(frame: pl.DataFrame) -> pl.DataFrame:
-    """Accuracy by the gold option's letter, in letter order: ``gold_letter``, ``n``, ``n_correct``,
-    ``accuracy``, ``stderr``. A model with a position bias scores unevenly here."""
-    return frame.group_by("gold_letter").agg(_accuracy(pl.col("correct"))).sort("gold_letter")
-
-
-def chosen_letters(frame: pl.DataFrame) -> pl.DataFrame:
-    """How often each letter was chosen (the parsed letter; :data:`UNPARSED` for replies naming none), beside
-    how often it was the gold one: ``letter``, ``chosen``, ``gold``, ``chosen_share``, ``gold_share``.
-    Every letter of the widest question appears, in order, then :data:`UNPARSED`."""
-    width = int(frame.select(pl.col("options").list.len().max()).item() or 0)
-    order = [*option_letters(width), UNPARSED]
-    chosen = frame.group_by(pl.col("parsed_letter").fill_null(UNPARSED).alias("letter")).agg(pl.len().alias("chosen"))
-    gold = frame.group_by(pl.col("gold_letter").alias("letter")).agg(pl.len().alias("gold"))
-    return (
-        pl.DataFrame({"letter": order, "position": range(len(order))})
-        .join(chosen, on="letter", how="left")
-        .join(gold, on="letter", how="left")
-        .with_columns(pl.col("chosen", "gold").fill_null(0).cast(pl.Int64))
-        .with_columns(
-            (pl.col("chosen") / frame.height).alias("chosen_share"),
-            (pl.col("gold") / frame.height).alias("gold_share"),
-        )
-        .sort("position")
-        .drop("position")
-    )
 
 
 def against_baseline(per_class: Mapping[str, pl.DataFrame], baseline: str) -> pl.DataFrame:

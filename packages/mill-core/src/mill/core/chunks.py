@@ -42,12 +42,12 @@ from mill.core.atomic import remove_stale_temporaries, write_json_atomic, write_
 from mill.core.checksum import SIDECAR_SUFFIX, damage_of, recorded_digests, sidecar_path, write_sidecar
 from mill.core.errors import MillWarning, ResultsError, ResultsWriteError
 from mill.core.lock import results_lock
-from mill.core.results import ensure_output_dir
+from mill.core.results_dir import RUNS_DIR, ResultsDir, RunDir, ensure_output_dir
 from mill.core.run_identity import RunIdentity
 
-RUNS_DIR = Path(".mill") / "runs"
+__all__ = ["RUNS_DIR", "ChunkStore", "MemoryChunkStore", "committed_samples", "journal_path"]
+
 RUN_FILE = "run.json"
-DAMAGED_DIR = "damaged"
 _CHUNK = re.compile(r"chunk-(?:r(\d+)-)?(\d+)\.parquet")
 _RUN_INFO = re.compile(r"run_info(?:-r\d+)?\.json")
 _JOURNAL = re.compile(r"journal(?:-r\d+)?\.jsonl")
@@ -58,6 +58,7 @@ class ChunkStore:
 
     def __init__(self, path: Path, schema: Mapping[str, Any], run: Mapping[str, Any], worker: int = 0) -> None:
         self.path = path
+        self.run_dir = RunDir(path)
         self.schema = dict(schema)
         self._run = dict(run)
         self._worker = worker
@@ -95,13 +96,15 @@ class ChunkStore:
             ResultsError: another process holds the run, the directory cannot be created, or its
                 ``run.json`` records a different identity.
         """
-        path = ensure_output_dir(output_dir / RUNS_DIR / identity.digest())
+        run_dir = ResultsDir(output_dir).run_dir(identity.digest())
+        path = ensure_output_dir(run_dir.path)
         with contextlib.ExitStack() as held:
             try:
-                held.enter_context(results_lock(path / ("lock" if worker == 0 else f"lock-r{worker}"), timeout=0))
+                held.enter_context(results_lock(run_dir.lock_file(worker), timeout=0))
             except Timeout:
                 raise ResultsError(
-                    f"another mill eval is running this same run in {output_dir} (lock {path / 'lock'} is held); "
+                    f"another mill eval is running this same run in {output_dir} (lock {run_dir.lock_file(0)} is "
+                    "held); "
                     "wait for it to finish, or use another --output_dir"
                 ) from None
             if worker == 0:
@@ -138,7 +141,7 @@ class ChunkStore:
         files = self.chunk_files(own=True)
         number = _chunk_place(files[-1])[1] + 1 if files else 0  # type: ignore[index]
         prefix = "chunk-" if self._worker == 0 else f"chunk-r{self._worker}-"
-        target = self.path / f"{prefix}{number:05d}.parquet"
+        target = self.run_dir.member(f"{prefix}{number:05d}.parquet")
         try:
             digest = write_parquet_atomic(target, conform(frame, self.schema))
         except OSError as exc:
@@ -176,7 +179,11 @@ class ChunkStore:
         return info if isinstance(info, dict) else {}
 
     def _run_info_file(self) -> Path:
-        return self.path / ("run_info.json" if self._worker == 0 else f"run_info-r{self._worker}.json")
+        return self.run_dir.run_info_file(self._worker)
+
+    def journal_file(self, worker: int) -> Path:
+        """The request journal of rank ``worker`` (see :class:`~mill.core.backend.JournallingBackend`)."""
+        return self.run_dir.journal_file(worker)
 
     def read(self) -> pl.DataFrame:
         """Every committed row, one per key (an evaluated row wins over a skipped one), in commit order."""
@@ -189,7 +196,7 @@ class ChunkStore:
 def journal_path(run_dir: Path, worker: int = 0) -> Path:
     """The request journal of rank ``worker`` in the run directory ``run_dir`` (see
     :class:`~mill.core.backend.JournallingBackend`); removed with the run's chunks when the run starts afresh."""
-    return run_dir / ("journal.jsonl" if worker == 0 else f"journal-r{worker}.jsonl")
+    return RunDir(run_dir).journal_file(worker)
 
 
 def conform(frame: pl.DataFrame, schema: Mapping[str, Any]) -> pl.DataFrame:
@@ -213,7 +220,7 @@ def _chunk_place(path: Path) -> tuple[int, int] | None:
 
 def _record(path: Path, identity: RunIdentity) -> dict[str, Any]:
     """The run record rank 0 prepared, checked against this rank's identity."""
-    record_file = path / RUN_FILE
+    record_file = RunDir(path).record_file
     if not record_file.exists():
         raise ResultsError(f"{record_file} is missing: rank 0 of the launch must open the run first")
     record = _read_record(record_file)
@@ -230,7 +237,7 @@ def _record(path: Path, identity: RunIdentity) -> dict[str, Any]:
 def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str, Any]:
     """Clean ``path`` for use by this process and return its run record (``run.json``)."""
     remove_stale_temporaries(path)
-    record_file = path / RUN_FILE
+    record_file = RunDir(path).record_file
     record: dict[str, Any] | None = None
     damaged = False
     if record_file.exists() and not overwrite:
@@ -239,7 +246,7 @@ def _prepare(path: Path, identity: RunIdentity, *, overwrite: bool) -> dict[str,
             # The directory is named by the identity's digest and each chunk checks against its checksum, so
             # the chunks stay; only the record (run id, start time) is new.
             damaged = True
-            destination = _free_name(path / DAMAGED_DIR / RUN_FILE)
+            destination = _free_name(RunDir(path).damaged(RUN_FILE))
             destination.parent.mkdir(exist_ok=True)
             record_file.rename(destination)
             warnings.warn(
@@ -330,6 +337,10 @@ class MemoryChunkStore:
 
     path: Path | None = None
 
+    def journal_file(self, worker: int) -> None:
+        """No journal: nothing is kept on disk."""
+        del worker
+
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.schema = dict(schema)
         self._frames: list[pl.DataFrame] = []
@@ -368,7 +379,7 @@ def set_aside_damaged(path: Path) -> list[Path]:
         problem = damage_of(chunk) or _unreadable(chunk)
         if problem is None:
             continue
-        destination = _free_name(path / DAMAGED_DIR / chunk.name)
+        destination = _free_name(RunDir(path).damaged(chunk.name))
         destination.parent.mkdir(exist_ok=True)
         chunk.rename(destination)
         if sidecar_path(chunk).exists():

@@ -26,7 +26,9 @@ from attrs import frozen
 
 from mill.core.errors import MillError
 from mill.core.metrics import class_ids, resample_chunks, resampled_class_recall
-from mill.core.results import read_aggregate, read_stored_run
+from mill.core.record import RunRecord
+from mill.core.results import read_aggregate
+from mill.core.results_dir import ResultsDir, read_stored_run
 
 DEFAULT_RESAMPLES = 10_000
 """Paired bootstrap resamples behind every interval, unless the caller asks for another number."""
@@ -189,6 +191,56 @@ def class_labels(frame: pl.DataFrame) -> tuple[str, ...]:
     return tuple(names.get(i, str(i)) for i in range(max(names, default=-1) + 1))
 
 
+def _paired_samples(baseline: ComparedRun, other: ComparedRun) -> pl.DataFrame:
+    """The samples both runs scored, by key: ``key``, ``gold`` and each run's other columns suffixed ``_a``
+    (``baseline``) and ``_b`` (``other``).
+
+    Raises:
+        ComparisonError: the runs share no sample, or give a shared sample different gold classes.
+    """
+    a = baseline.samples.select("key", "gold", pl.exclude("key", "gold").name.suffix("_a"))
+    b = other.samples.select("key", pl.col("gold").alias("gold_b"), pl.exclude("key", "gold").name.suffix("_b"))
+    joined = a.join(b, on="key", how="inner").sort("key")
+    if joined.is_empty():
+        raise ComparisonError(
+            f"{other.name} and {baseline.name} share no sample key: they cannot be compared sample by sample; "
+            "evaluate both on the same samples (the same --limit, or none)"
+        )
+    wrong_gold = joined.filter(pl.col("gold") != pl.col("gold_b"))
+    if not wrong_gold.is_empty():
+        raise ComparisonError(
+            f"{other.name} and {baseline.name} give sample {wrong_gold['key'][0]!r} different gold classes "
+            f"({wrong_gold['gold_b'][0]} and {wrong_gold['gold'][0]}): they did not score the same data"
+        )
+    return joined
+
+
+def _metric_differences(joined: pl.DataFrame, *, seed: int, n_resamples: int, confidence: float) -> pl.DataFrame:
+    """Per metric of the paired samples ``joined``: both runs' values, the difference and its resampled interval."""
+    metrics = _paired_metrics(joined)
+    differences: dict[str, list[npt.NDArray[np.float64]]] = {name: [] for name in metrics}
+    for chunk in resample_chunks(joined.height, seed, n_resamples):
+        for name, (_, _, resampled) in metrics.items():
+            differences[name].append(resampled(chunk))
+    tail = (1 - confidence) / 2
+    rows = []
+    for name, (value_a, value_b, _) in metrics.items():
+        low, high = np.quantile(np.concatenate(differences[name]), [tail, 1 - tail])
+        rows.append((name, value_a, value_b, value_b - value_a, float(low), float(high)))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "metric": pl.String,
+            "baseline": pl.Float64,
+            "other": pl.Float64,
+            "difference": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+        },
+        orient="row",
+    )
+
+
 def compare(
     baseline: ComparedRun,
     other: ComparedRun,
@@ -211,42 +263,8 @@ def compare(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     _check_comparable(baseline, other)
-    a = baseline.samples.select("key", "gold", pl.exclude("key", "gold").name.suffix("_a"))
-    b = other.samples.select("key", pl.col("gold").alias("gold_b"), pl.exclude("key", "gold").name.suffix("_b"))
-    joined = a.join(b, on="key", how="inner").sort("key")
-    if joined.is_empty():
-        raise ComparisonError(
-            f"{other.name} and {baseline.name} share no sample key: they cannot be compared sample by sample; "
-            "evaluate both on the same samples (the same --limit, or none)"
-        )
-    wrong_gold = joined.filter(pl.col("gold") != pl.col("gold_b"))
-    if not wrong_gold.is_empty():
-        raise ComparisonError(
-            f"{other.name} and {baseline.name} give sample {wrong_gold['key'][0]!r} different gold classes "
-            f"({wrong_gold['gold_b'][0]} and {wrong_gold['gold'][0]}): they did not score the same data"
-        )
-    metrics = _paired_metrics(joined)
-    differences: dict[str, list[npt.NDArray[np.float64]]] = {name: [] for name in metrics}
-    for chunk in resample_chunks(joined.height, seed, n_resamples):
-        for name, (_, _, resampled) in metrics.items():
-            differences[name].append(resampled(chunk))
-    tail = (1 - confidence) / 2
-    rows = []
-    for name, (value_a, value_b, _) in metrics.items():
-        low, high = np.quantile(np.concatenate(differences[name]), [tail, 1 - tail])
-        rows.append((name, value_a, value_b, value_b - value_a, float(low), float(high)))
-    metric_frame = pl.DataFrame(
-        rows,
-        schema={
-            "metric": pl.String,
-            "baseline": pl.Float64,
-            "other": pl.Float64,
-            "difference": pl.Float64,
-            "ci_low": pl.Float64,
-            "ci_high": pl.Float64,
-        },
-        orient="row",
-    )
+    joined = _paired_samples(baseline, other)
+    metric_frame = _metric_differences(joined, seed=seed, n_resamples=n_resamples, confidence=confidence)
     correct_a, correct_b = joined["correct_a"], joined["correct_b"]
     baseline_only = int((correct_a & ~correct_b).sum())
     other_only = int((~correct_a & correct_b).sum())
@@ -323,14 +341,14 @@ def compared_run(result: Any, name: str | None = None) -> ComparedRun:
     Raises:
         NotOneRunError: an ``EvalResult`` that holds several runs (pick one from ``.runs``).
     """
-    manifest: Mapping[str, Any] = result.manifest
+    record: RunRecord = result.record
     return ComparedRun(
-        name=name or f"{manifest['model']} {manifest['variant']}",
-        benchmark=str(manifest["benchmark"]),
-        variant=str(manifest["variant"]),
-        spec_hash=manifest.get("spec_hash"),
+        name=name or f"{record.subject.model} {record.subject.variant}",
+        benchmark=record.subject.benchmark,
+        variant=record.subject.variant,
+        spec_hash=record.subject.spec_hash,
         samples=result.samples,
-        run_id=str(manifest.get("run_id", "")),
+        run_id=record.provenance.run_id,
     )
 
 
@@ -378,8 +396,8 @@ def _naming_problem(name: str, matches: pl.DataFrame, output_dir: Path, include_
     if matches.is_empty():
         hint = "" if include_all else " (a --limit run needs --all)"
         return (
-            f"no stored run in {output_dir / 'aggregate.csv'} is named {name!r}{hint}: name a model as the model "
-            "column of `mill collect --all` shows it, or a run by its run_id"
+            f"no stored run in {ResultsDir(output_dir).aggregate_file} is named {name!r}{hint}: name a model as the "
+            "model column of `mill collect --all` shows it, or a run by its run_id"
         )
     listed = "; ".join(
         f"{row['model']}[{row['settings']}] on {row['task']} seed {row['seed']}"
@@ -394,77 +412,14 @@ def _naming_problem(name: str, matches: pl.DataFrame, output_dir: Path, include_
 
 
 def _read_stored(output_dir: Path, row: Mapping[str, Any]) -> ComparedRun:
-    samples, manifest = read_stored_run(output_dir, row)
-    variant = str(manifest.get("variant", row["task"]))
+    samples, record = read_stored_run(output_dir, row)
+    variant = record.subject.variant or str(row["task"])
     settings = "" if row["default_settings"] in (True, None) else f"[{row['settings']}]"
     return ComparedRun(
         name=f"{row['model']}{settings} {variant}",
         benchmark=str(row["benchmark"]),
         variant=variant,
-        spec_hash=manifest.get("spec_hash"),
+        spec_hash=record.subject.spec_hash,
         samples=samples,
         run_id=str(row["run_id"]),
     )
-
-
-@frozen
-class ComparisonTable:
-    """A table of comparisons as ``mill compare`` prints it: a title, a frame whose numbers stay numbers, and
-    the columns that tell its rows from another table's when tables are concatenated (CSV)."""
-
-    title: str
-    frame: pl.DataFrame
-    key_columns: Mapping[str, str]
-
-
-def comparison_tables(comparisons: Sequence[Comparison]) -> list[ComparisonTable]:
-    """``comparisons`` as tables: the samples each pair shares, every metric's difference with its interval,
-    McNemar's test, then per pair the classes that differ most."""
-    samples = pl.DataFrame(
-        [(c.baseline, c.other, c.n_shared, c.n_baseline_only, c.n_other_only) for c in comparisons],
-        schema=["baseline", "run", "shared", "baseline only", "run only"],
-        orient="row",
-    )
-    level = f"{comparisons[0].confidence:.0%}" if comparisons else ""
-    differences = pl.concat(
-        [
-            c.metrics.select(
-                pl.lit(c.baseline).alias("baseline"),
-                pl.lit(c.other).alias("run"),
-                "metric",
-                pl.col("baseline").alias("baseline value"),
-                pl.col("other").alias("run value"),
-                pl.col("difference"),
-                "ci_low",
-                "ci_high",
-            )
-            for c in comparisons
-        ]
-    )
-    mcnemar = pl.DataFrame(
-        [
-            (c.baseline, c.other, c.n_shared, c.mcnemar.baseline_only, c.mcnemar.other_only, c.mcnemar.p_value)
-            for c in comparisons
-        ],
-        schema=["baseline", "run", "shared", "baseline only right", "run only right", "p_value"],
-        orient="row",
-    )
-    tables = [
-        ComparisonTable("Shared samples", samples, {"table": "samples"}),
-        ComparisonTable(
-            f"Differences (run − baseline) with their paired bootstrap {level} interval",
-            differences,
-            {"table": "differences"},
-        ),
-        ComparisonTable("McNemar's exact test of accuracy", mcnemar, {"table": "mcnemar"}),
-    ]
-    for c in comparisons:
-        classes = c.classes.rename({"label": "class", "baseline": "baseline accuracy", "other": "run accuracy"})
-        tables.append(
-            ComparisonTable(
-                f"Classes differing most: {c.other} vs {c.baseline}",
-                classes.drop("gold"),
-                {"table": "classes", "baseline": c.baseline, "run": c.other},
-            )
-        )
-    return tables

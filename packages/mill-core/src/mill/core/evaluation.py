@@ -40,6 +40,7 @@ from mill.core.model_loads import share_model_loads
 from mill.core.model_spec import split_top_level
 from mill.core.opened_datasets import open_every_dataset
 from mill.core.progress import Progress, SilentProgress
+from mill.core.record import RunRecord
 from mill.core.registry import SpecRegistry
 from mill.core.results import AggregateRow
 from mill.core.sample import DataOpener
@@ -71,9 +72,11 @@ class EvalResult:
     """What :func:`evaluate` produced: one :class:`~mill.core.engine.RunResult` per model × benchmark pair.
 
     ``metrics``, ``samples`` and ``manifest`` are those of the only run; with several runs use ``runs``.
+    ``output_dir`` is the results directory the runs were written to (None: nothing was kept on disk).
     """
 
     runs: Sequence[RunResult]
+    output_dir: Path | None = None
 
     def _only(self) -> RunResult:
         if len(self.runs) != 1:
@@ -92,8 +95,14 @@ class EvalResult:
 
     @property
     def manifest(self) -> Mapping[str, Any]:
-        """Everything that produced the numbers: model revision, versions, data shards, settings."""
+        """Everything that produced the numbers (model revision, versions, data shards, settings) as the JSON
+        manifest holds it; :attr:`record` is the same, typed."""
         return self._only().manifest
+
+    @property
+    def record(self) -> RunRecord:
+        """The run's record: what was evaluated, how, on what, and what came out."""
+        return self._only().record
 
     @property
     def rows(self) -> list[AggregateRow]:
@@ -137,47 +146,75 @@ def evaluate(
         RunInterrupted: on Ctrl-C, with the count of committed samples.
     """
     _check_ranges(seed=seed, limit=limit, batch_size=batch_size, num_workers=num_workers)
-    registry = SpecRegistry.discover([Path(file) for file in spec])
-    benchmarks = expand_benchmarks(_names(benchmark), discover_suites(), registry)
-    planned = share_model_loads(plan_runs(_models(model), benchmarks, registry))
-    default_data_dir, data_dirs = _data_dirs(data_dir)
-    if default_data_dir and len({run.spec.name for run in planned}) > 1:
-        raise MillError("with several benchmarks, name each source: data_dir imagenet=DIR,other=DIR2")
+    planned = _plan(model, benchmark, spec)
     cache = _directory(cache_dir, default_cache_dir)
-    options = RunOptions(
-        output_dir=_directory(output_dir, default_output_dir),
+    options = _run_options(
+        planned,
+        output_dir=_directory(output_dir, default_output_dir),  # resolved once: EvalResult says where it wrote
         cache_dir=cache,
         seed=seed,
         limit=limit,
-        data_dirs=data_dirs,
-        default_data_dir=default_data_dir,
+        data_dir=data_dir,
         allow_incomplete=allow_incomplete,
         command_line=command_line if command_line is not None else _call_text(planned, benchmark),
         on_bad_sample=on_bad_sample,
         overwrite=overwrite,
-        chunk_size=chunk_size_from_env(),
     )
     shown = progress or SilentProgress()
     context = RunContext(
-        cache_dir=cache,
-        device=device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=shown,
-        quiet=quiet,
+        cache, device=device, batch_size=batch_size, num_workers=num_workers, progress=shown, quiet=quiet
     )
     opener = open_every_dataset(planned, options, open_data or installed_data_opener())
+    announce = None if quiet else on_run_start
+    return EvalResult(_run_each(planned, options, context, opener, collectives, announce), options.output_dir)
+
+
+def _plan(
+    model: ModelRef | Sequence[ModelRef] | Path, benchmark: str | Path | Sequence[str], spec: Iterable[str | Path]
+) -> list[PlannedRun]:
+    """Every model × benchmark pair, validated (suites expanded, ``spec`` files read besides the installed); the
+    runs of one model share its load."""
+    registry = SpecRegistry.discover([Path(file) for file in spec])
+    benchmarks = expand_benchmarks(_names(benchmark), discover_suites(), registry)
+    return share_model_loads(plan_runs(_models(model), benchmarks, registry))
+
+
+def _run_options(
+    planned: Sequence[PlannedRun], *, data_dir: str | Path | Mapping[str, str] | None, **settings: Any
+) -> RunOptions:
+    """The settings every run of the evaluation shares, ``data_dir`` split per benchmark.
+
+    Raises:
+        MillError: one data directory given for several benchmarks.
+    """
+    default_data_dir, data_dirs = _data_dirs(data_dir)
+    if default_data_dir and len({run.spec.name for run in planned}) > 1:
+        raise MillError("with several benchmarks, name each source: data_dir imagenet=DIR,other=DIR2")
+    return RunOptions(
+        data_dirs=data_dirs, default_data_dir=default_data_dir, chunk_size=chunk_size_from_env(), **settings
+    )
+
+
+def _run_each(
+    planned: Sequence[PlannedRun],
+    options: RunOptions,
+    context: RunContext,
+    opener: DataOpener,
+    collectives: Collectives | None,
+    on_run_start: Callable[[PlannedRun], None] | None,
+) -> list[RunResult]:
+    """Run every planned pair in turn; the results of this process (all of them on rank 0, none elsewhere)."""
     results = []
     for run in planned:
-        if on_run_start is not None and not quiet:
+        if on_run_start is not None:
             on_run_start(run)
         try:
             result = execute(run, options, context, open_data=opener, collectives=collectives)
         finally:
-            shown.finish()
+            context.progress.finish()
         if result is not None:
             results.append(result)
-    return EvalResult(results)
+    return results
 
 
 _RANGES = {

@@ -1,4 +1,5 @@
-"""Multiple-choice questions: deriving the options, rendering the prompt, parsing and scoring the answer.
+"""Multiple-choice questions: deriving the options, rendering the prompt, parsing the answer (grading it is the
+generative kind's, :mod:`mill.core.kinds.generative_mcq`).
 
 Everything here is pure and seeded. A sample's question depends only on the run seed, the variant
 name, the sample key and its gold class, so every backend and every worker process asks the same
@@ -29,9 +30,6 @@ class McqQuestion:
     letters: tuple[str, ...]
     gold_letter: str
 
-
-UnparsablePolicy = Literal["wrong", "random"]
-"""What an answer that names no option counts as: always wrong, or a seeded random letter."""
 
 _ALPHABET = string.ascii_uppercase
 OPTIONS_PLACEHOLDER = "{options}"
@@ -728,13 +726,39 @@ def _structured_answer(text: str) -> str | None:
     return max(found)[1] if found else None
 
 
-def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence[str]) -> str | None:
-    """The element of ``upper_letters`` that ``text`` chooses by rules 2-8 of :func:`parse_answer`, or None."""
+@frozen
+class _Reading:
+    """The option references of a response and what surrounds them, as :func:`_parse_plain` weighs them."""
+
+    text: str
+    upper_letters: Sequence[str]
+    #: Where each option's text is named (start, end, option).
+    mentions: list[tuple[int, int, int]]
+    #: Spans where the response repeats the list of options.
+    echoed: list[tuple[int, int]]
+    #: Every reference, by position (a label before a name at the same place).
+    refs: list[_Ref]
+    #: The references that are not negated ("not B").
+    standing: list[_Ref]
+    groups: list[tuple[int, int, int]]
+    #: Options offered as a second possibility ("or maybe C").
+    alternatives: frozenset[int]
+
+    def decide(self, ref: _Ref) -> str | None:
+        """The letter of ``ref``, unless hedged, contradicted, or offered beside alternatives."""
+        if _hedged(ref, self.groups, self.text) or _contradicted(ref, self.refs, self.text):
+            return None
+        # Options offered as a second possibility leave a response that has not committed (no marker) undecided.
+        if self.alternatives and len({other.option for other in self.standing}) > 1:
+            return None
+        return self.upper_letters[ref.option]
+
+    def outside_echo(self, refs: Sequence[_Ref]) -> list[_Ref]:
+        return [ref for ref in refs if not _inside(ref.start, self.echoed)]
+
+
+def _read(text: str, option_names: Sequence[str], upper_letters: Sequence[str]) -> _Reading:
     letters = frozenset(upper_letters)
-    bare = _BARE_LETTER.fullmatch(text)
-    if bare is not None:
-        letter = bare.group("letter").upper()
-        return letter if letter in letters else None
     mentions = _option_mentions(text, option_names)
     option_text = [(start, end) for start, end, _ in mentions]
     echoed = _echoed_items(text, option_names, letters)
@@ -747,49 +771,56 @@ def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence
         masked[ref.start : ref.end] = "§" * (ref.end - ref.start)
     masked_text = "".join(masked)
     standing = [ref for ref in refs if ref.kind == "marker" or not _negated(ref, masked_text)]
-    groups = _groups(standing, text)
-
-    # Options offered as a second possibility leave a response that has not committed (no marker) undecided.
-    alternatives = {
+    alternatives = frozenset(
         ref.option
         for ref in standing
         if _ALSO_BEFORE.search(masked_text, max(0, ref.start - 60), ref.start)
         or _ALSO_AFTER.match(masked_text, ref.end)
-    }
+    )
+    groups = _groups(standing, text)
+    return _Reading(text, upper_letters, mentions, echoed, refs, standing, groups, alternatives)
 
-    def decide(ref: _Ref) -> str | None:
-        if _hedged(ref, groups, text) or _contradicted(ref, refs, text):
-            return None
-        if alternatives and len({other.option for other in standing}) > 1:
-            return None
-        return upper_letters[ref.option]
 
+def _parse_plain(text: str, option_names: Sequence[str], upper_letters: Sequence[str]) -> str | None:
+    """The element of ``upper_letters`` that ``text`` chooses by rules 2-8 of :func:`parse_answer`, or None."""
+    bare = _BARE_LETTER.fullmatch(text)
+    if bare is not None:
+        letter = bare.group("letter").upper()
+        return letter if letter in frozenset(upper_letters) else None
+    reading = _read(text, option_names, upper_letters)
+    standing = reading.standing
     markers = [ref for ref in standing if ref.kind == "marker"]
     if markers:
-        return decide(markers[-1])
-    lead = _lead(text, [ref for ref in standing if not _inside(ref.start, echoed)], mentions)
+        return reading.decide(markers[-1])
+    lead = _lead(text, reading.outside_echo(standing), reading.mentions)
     if lead is not None:
-        return decide(lead)
-    verdict = _verdict(text, echoed, upper_letters)
+        return reading.decide(lead)
+    verdict = _verdict(text, reading.echoed, upper_letters)
     if verdict is not None:
         return upper_letters[verdict]
-    if _cut_short(text, refs):
+    if _cut_short(text, reading.refs):
         return None
-    concluded = _conclusion(text, [ref for ref in standing if not _inside(ref.start, echoed)])
+    concluded = _conclusion(text, reading.outside_echo(standing))
     if concluded is not None:
-        return decide(concluded)
-    plain = [ref for ref in standing if ref.kind == "label" and not _inside(ref.start, echoed)]
+        return reading.decide(concluded)
+    return _plain_choice(reading)
+
+
+def _plain_choice(reading: _Reading) -> str | None:
+    """Without a marker, lead, verdict or conclusion: the last plain label, else the one option named."""
+    standing = reading.standing
+    plain = [ref for ref in reading.outside_echo(standing) if ref.kind == "label"]
     if plain:
-        chosen = decide(plain[-1])
+        chosen = reading.decide(plain[-1])
         # A hedge the response then settles by name: "Both C and D are sharks, but this one is a tiger shark."
         later = {ref.option for ref in standing if ref.kind == "name" and ref.start > plain[-1].end}
-        if chosen is None and len(later) == 1 and _hedged(plain[-1], groups, text):
-            return decide(next(ref for ref in reversed(standing) if ref.kind == "name"))
+        if chosen is None and len(later) == 1 and _hedged(plain[-1], reading.groups, reading.text):
+            return reading.decide(next(ref for ref in reversed(standing) if ref.kind == "name"))
         return chosen
     named = {ref.option for ref in standing if ref.kind == "name"}
     if len(named) != 1:
         return None
-    return decide(next(ref for ref in reversed(standing) if ref.kind == "name"))
+    return reading.decide(next(ref for ref in reversed(standing) if ref.kind == "name"))
 
 
 def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[str]) -> str | None:
@@ -851,70 +882,3 @@ def parse_answer(response: str, option_names: Sequence[str], letters: Sequence[s
         text = structured
     chosen = _parse_plain(text, option_names, upper)
     return None if chosen is None else letters[upper.index(chosen)]
-
-
-# --- Scoring --------------------------------------------------------------------------------------
-
-
-@frozen
-class McqScore:
-    """How one response was graded.
-
-    ``parsed_letter`` is what the response chose (None if nothing); ``prediction`` is the letter
-    graded, which under the ``random`` policy is a seeded guess when nothing was parsed.
-    """
-
-    parsed_letter: str | None
-    prediction: str | None
-    correct: bool
-
-
-def unparsable_guess(response: str, letters: Sequence[str], seed: int) -> str:
-    """The letter the ``random`` policy assigns to an unparsable ``response``.
-
-    Seeded by ``"{seed}|parse_multi_choice|{response}"`` so the guess is the same in every run
-    with this seed, and agrees with the published protocol.
-    """
-    return random.Random(f"{seed}|parse_multi_choice|{response}").choice(list(letters))
-
-
-def grade_answer(
-    response: str,
-    option_names: Sequence[str],
-    letters: Sequence[str],
-    gold_letter: str,
-    policy: UnparsablePolicy,
-    seed: int,
-) -> McqScore:
-    """Grade ``response`` to a question whose options ``letters`` are named ``option_names``.
-
-    Under policy ``"wrong"`` an unparsable response has no prediction and is wrong; under
-    ``"random"`` it is graded on :func:`unparsable_guess`, and may be right by chance.
-
-    Raises:
-        ValueError: for an unknown policy, or option names that do not match the letters.
-    """
-    if policy not in ("wrong", "random"):
-        raise ValueError(f"unknown unparsable policy {policy!r}; expected 'wrong' or 'random'")
-    parsed = parse_answer(response, option_names, letters)
-    prediction = parsed
-    if parsed is None and policy == "random":
-        prediction = unparsable_guess(response, letters, seed)
-    return McqScore(parsed_letter=parsed, prediction=prediction, correct=prediction == gold_letter)
-
-
-def score_response(
-    response: str,
-    question: McqQuestion,
-    option_names: Sequence[str],
-    policy: UnparsablePolicy,
-    seed: int,
-) -> McqScore:
-    """Grade ``response`` to ``question``, whose options are named ``option_names`` in letter order.
-
-    As :func:`grade_answer`, with the letters and gold letter taken from ``question``.
-
-    Raises:
-        ValueError: for an unknown policy, or option names that do not match the letters.
-    """
-    return grade_answer(response, option_names, question.letters, question.gold_letter, policy, seed)

@@ -8,7 +8,7 @@ their errors are paired and a rerun reproduces them exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -22,8 +22,6 @@ N_RESAMPLES = 1000
 _CHUNK_ELEMENTS = 4_000_000
 
 IndexArray = npt.NDArray[np.intp]
-Statistic = Callable[[IndexArray], float]
-"""A metric computed on the samples at the given (repeated) indices."""
 
 
 @frozen
@@ -136,21 +134,6 @@ def resampled_class_recall(
     per_class = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
     recall: npt.NDArray[np.float64] = per_class.sum(axis=1) / present.sum(axis=1)
     return recall
-
-
-def bootstrap_stderr(statistic: Statistic, n: int, seed: int, n_resamples: int = N_RESAMPLES) -> float:
-    """Bootstrap standard error of ``statistic`` over ``n`` samples.
-
-    ``statistic`` receives the indices of one resample (drawn with replacement, length ``n``) and
-    returns the metric on those samples. The error is the std (ddof=1) over ``n_resamples``
-    resamples drawn with ``numpy.random.default_rng(seed)``. This calls ``statistic`` once per
-    resample; the ``*_with_stderr`` functions compute the same value vectorised.
-
-    Raises:
-        ValueError: if ``n`` < 1 or ``n_resamples`` < 2.
-    """
-    values = [statistic(row) for chunk in resample_chunks(n, seed, n_resamples) for row in chunk]
-    return float(np.std(values, ddof=1))
 
 
 def _bootstrap_mean_stderr(values: npt.NDArray[np.floating], seed: int, n_resamples: int) -> float:

@@ -1,6 +1,6 @@
 """One model load for all the runs of one evaluation: a suite's members, or a comma list of benchmarks.
 
-The engine asks a run's plugin for its backend at the start of every run (:func:`mill.core.engine.load_backend`).
+The engine asks a run's plugin for its backend at the start of every run (:func:`mill.core.planning.load_backend`).
 :func:`share_model_loads` hands the runs of one model a plugin that loads the model for the first of them and,
 for the others, asks the loaded backend for a fresh one over the same weights (:class:`ReusableBackend`), so
 that nothing of one run (its batch size fall-backs, its classifier's cache facts) reaches the next run's
@@ -19,7 +19,7 @@ from mill.core.backend import Backend, BackendArgs, BackendPlugin, Capabilities,
 from mill.core.plugins import LoadedPlugin
 
 if TYPE_CHECKING:
-    from mill.core.engine import PlannedRun
+    from mill.core.planning import PlannedRun
 
 
 @runtime_checkable
@@ -58,7 +58,7 @@ class SharedLoad:
 
 
 def share_model_loads(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
-    """``planned`` with the runs of each model (those :func:`mill.core.engine.plan_runs` resolved together)
+    """``planned`` with the runs of each model (those :func:`mill.core.planning.plan_runs` resolved together)
     sharing one :class:`SharedLoad` of its plugin."""
     uses = Counter(id(run.model) for run in planned)
     shared: dict[int, LoadedPlugin] = {}

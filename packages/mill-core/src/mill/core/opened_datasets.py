@@ -12,7 +12,7 @@ from mill.core.sample import DataOpener, Dataset, ReadOptions
 from mill.core.spec import Spec
 
 if TYPE_CHECKING:
-    from mill.core.engine import PlannedRun, RunOptions
+    from mill.core.planning import PlannedRun, RunOptions
 
 
 class OpenedDatasets:

@@ -16,7 +16,8 @@ from pathlib import Path
 from attrs import frozen
 
 from mill.core.errors import UnknownBenchmarkError
-from mill.core.spec import Spec, load_spec
+from mill.core.spec import Spec
+from mill.core.specfile import load_spec
 
 SPEC_PATH_ENV = "MILL_SPEC_PATH"
 

@@ -1,82 +1,32 @@
 """Re-scoring stored results with the current grading rules, without running the model (``mill rescore``).
 
-:func:`rescore_mcq` is pure: a per-sample MCQ frame in, a frame out. A parser change (see
-``mill.core.mcq.PARSER_VERSION``) then costs a re-parse of the stored responses, not hours of inference.
-:func:`rescore_outputs` applies a kind's :class:`~mill.core.task_kind.Rescorer` to the runs stored in a
-results directory and updates their files in place.
+A kind with versioned rules grades a stored per-sample frame again through its
+:class:`~mill.core.task_kind.Rescorer` (the generative multiple-choice kind's is
+:func:`mill.core.kinds.generative_mcq.rescore_mcq`): a parser change then costs a re-parse of the stored
+responses, not hours of inference. :func:`rescore_outputs` applies it to the runs stored in a results directory
+and updates their files in place.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
+import attrs
 import polars as pl
 from attrs import frozen
 
-from mill.core.atomic import write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from mill.core.convert import CONVERTER, structure
 from mill.core.errors import ResultsError
-from mill.core.mcq import UnparsablePolicy, grade_answer, option_letters
+from mill.core.record import RescoreNote, RunRecord
 from mill.core.registry import SpecRegistry
 from mill.core.results import update_run_metrics
+from mill.core.results_dir import ResultsDir, RunFiles
 from mill.core.task_kind import Regraded, Rescorer, UnknownKindError, Variant, get_kind
 
-RESCORE_INPUT_COLUMNS = ("key", "gold_letter", "options", "response", "parsed_letter")
-"""The per-sample MCQ columns a re-score reads; it rewrites ``parsed_letter``, ``prediction`` and
-``correct`` (adding the last two if absent)."""
-
-
-@frozen
-class Rescored:
-    """A re-scored per-sample frame and how many answers' parsed letter changed.
-
-    ``changed`` counts rows whose ``parsed_letter`` differs from the stored one (a letter becoming
-    None, or None becoming a letter, counts). Under the ``random`` policy a prediction may also
-    change without the parsed letter changing only if the stored frame was scored with another seed.
-    """
-
-    frame: pl.DataFrame
-    changed: int
-
-
-def rescore_mcq(frame: pl.DataFrame, policy: UnparsablePolicy, seed: int) -> Rescored:
-    """Re-parse and re-grade every stored response of ``frame``, a per-sample MCQ table.
-
-    Each row's letters are ``A``, ``B``, ... for its ``options`` (option names in letter order),
-    graded against ``gold_letter`` with ``policy`` and ``seed`` exactly as at evaluation time. The
-    columns ``parsed_letter``, ``prediction`` and ``correct`` are replaced in place; every other
-    column, the row order and the column order are kept. A null response counts as empty.
-
-    Raises:
-        ResultsError: if ``frame`` lacks one of :data:`RESCORE_INPUT_COLUMNS`.
-        ValueError: for an unknown policy.
-    """
-    missing = [column for column in RESCORE_INPUT_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ResultsError(
-            f"cannot re-score a per-sample table without the column(s) {', '.join(missing)} "
-            f"(it has {', '.join(frame.columns) or 'none'}); re-run the evaluation to rebuild it"
-        )
-    scores = [
-        grade_answer(response or "", options, option_letters(len(options)), gold, policy, seed)
-        for response, options, gold in zip(
-            frame["response"].to_list(), frame["options"].to_list(), frame["gold_letter"].to_list(), strict=True
-        )
-    ]
-    rescored = frame.with_columns(
-        pl.Series("parsed_letter", [score.parsed_letter for score in scores], dtype=pl.String),
-        pl.Series("prediction", [score.prediction for score in scores], dtype=pl.String),
-        pl.Series("correct", [score.correct for score in scores], dtype=pl.Boolean),
-    )
-    changed = int(frame["parsed_letter"].cast(pl.String).ne_missing(rescored["parsed_letter"]).sum())
-    return Rescored(frame=rescored, changed=changed)
-
-
-#: The version a run graded by versioned rules was graded with when its manifest records none: results
+#: The version a run graded by versioned rules was graded with when its record says none: results
 #: written before Mill recorded versions were parsed by the first rules.
 UNRECORDED_SCORER_VERSION = 1
 
@@ -90,9 +40,11 @@ class RunRescore:
     ``status`` is ``rescored`` (files updated), ``would rescore`` (``--dry-run``), ``current`` (graded by the
     current rules already: nothing written) or ``newer`` (graded by rules newer than this Mill's: nothing
     written). ``changed`` counts the answers whose grade the current rules change, whatever the status.
+    ``output_file`` is the per-sample file relative to the results directory.
     """
 
     manifest: Path
+    output_file: str
     model: str
     variant: str
     n_samples: int
@@ -100,11 +52,6 @@ class RunRescore:
     from_version: int
     to_version: int
     status: RescoreStatus
-
-
-def stored_manifests(output_dir: Path) -> list[Path]:
-    """Every run manifest under ``output_dir/outputs/{model_slug}/``, sorted."""
-    return sorted((output_dir / "outputs").glob("*/*.json"))
 
 
 def rescore_outputs(
@@ -120,52 +67,49 @@ def rescore_outputs(
     Runs are selected by model identity (``models``) and by benchmark or variant name (``benchmarks``); empty
     selects all. For a run graded by older rules, the previous per-sample file is kept beside it as
     ``{stem}.scorer{N}.parquet``, then the per-sample file, the run's ``aggregate.csv`` rows (in place) and
-    last its manifest (metrics, ``scorer_version`` and a ``rescored`` note) are rewritten, each atomically; a
-    run cut short is completed by running again. With ``dry_run`` nothing is written.
+    last its record (metrics, ``scorer_version``, the per-sample file's hash and a ``rescored`` note, its own
+    hash sealed again) are rewritten, each atomically; a run cut short is completed by running again. With
+    ``dry_run`` nothing is written.
 
-    ``registry`` supplies the variant of a manifest written before manifests recorded it.
+    ``registry`` supplies the variant of a record written before records held it.
 
     Raises:
-        ResultsError: a manifest or per-sample file that cannot be read or lacks what re-grading needs.
+        ResultsError: a record or per-sample file that cannot be read or lacks what re-grading needs.
     """
+    results = ResultsDir(output_dir)
     done = []
-    for path in stored_manifests(output_dir):
-        manifest = _read_manifest(path)
-        if models and manifest.get("model") not in models:
+    for files in results.stored_runs():
+        record = _read_record(results, files)
+        if models and record.subject.model not in models:
             continue
-        if benchmarks and not {manifest.get("benchmark"), manifest.get("variant")} & set(benchmarks):
+        if benchmarks and not {record.subject.benchmark, record.subject.variant} & set(benchmarks):
             continue
-        variant = _recorded_variant(path, manifest, registry)
+        variant = _recorded_variant(files, record, registry)
         rescorer = get_kind(variant.kind).rescorer
         if rescorer is not None:
-            done.append(_rescore_run(output_dir, path, manifest, variant, rescorer, dry_run=dry_run))
+            done.append(_rescore_run(results, files, record, variant, rescorer, dry_run=dry_run))
     return done
 
 
 def _rescore_run(
-    output_dir: Path,
-    path: Path,
-    manifest: dict[str, Any],
-    variant: Variant,
-    rescorer: Rescorer,
-    *,
-    dry_run: bool,
+    results: ResultsDir, files: RunFiles, record: RunRecord, variant: Variant, rescorer: Rescorer, *, dry_run: bool
 ) -> RunRescore:
-    recorded = manifest.get("scorer_version")
-    stored = UNRECORDED_SCORER_VERSION if recorded is None else _field(path, manifest, "scorer_version", int)
-    parquet = path.with_suffix(".parquet")
+    recorded = record.outcome.scorer_version
+    stored = UNRECORDED_SCORER_VERSION if recorded is None else recorded
     # A rescore interrupted after rewriting the per-sample file kept the original beside it: grade that one
     # again, so the re-run counts the answers changed against what the older rules produced.
-    kept = _kept_file(parquet, stored)
-    source = kept if kept.exists() else parquet
+    kept = files.kept(stored)
+    source = kept if kept.exists() else files.per_sample
     try:
         frame = pl.read_parquet(source)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ResultsError(
-            f"{source}: cannot read the per-sample file of the run in {path.name} ({exc}); "
+            f"{source}: cannot read the per-sample file of the run in {files.record.name} ({exc}); "
             "re-run the evaluation, or move the manifest aside to skip the run"
         ) from None
-    regraded = rescorer.rescore(variant, frame, _field(path, manifest, "seed", int))
+    if record.settings.seed is None:
+        raise ResultsError(f"{files.record}: not a Mill run manifest (it records no seed to grade with)")
+    regraded = rescorer.rescore(variant, frame, record.settings.seed)
     status: RescoreStatus
     if stored == rescorer.version:
         status = "current"
@@ -175,11 +119,12 @@ def _rescore_run(
         status = "would rescore"
     else:
         status = "rescored"
-        _write_rescored(output_dir, path, manifest, variant, regraded, stored, rescorer.version)
+        _write_rescored(results, files, record, variant, regraded, stored, rescorer.version)
     return RunRescore(
-        manifest=path,
-        model=str(manifest.get("model")),
-        variant=str(manifest.get("variant")),
+        manifest=files.record,
+        output_file=files.output_file,
+        model=record.subject.model,
+        variant=record.subject.variant,
         n_samples=frame.height,
         changed=regraded.changed,
         from_version=stored,
@@ -189,92 +134,68 @@ def _rescore_run(
 
 
 def _write_rescored(
-    output_dir: Path,
-    path: Path,
-    manifest: dict[str, Any],
+    results: ResultsDir,
+    files: RunFiles,
+    record: RunRecord,
     variant: Variant,
     regraded: Regraded,
     stored: int,
     version: int,
 ) -> None:
-    """Keep the previous per-sample file, then rewrite the per-sample file, the aggregate rows and the manifest.
+    """Keep the previous per-sample file, then rewrite the per-sample file, the aggregate rows and the record.
 
-    The manifest goes last: until it records the new version, running again redoes every step (the kept file,
+    The record goes last: until it records the new version, running again redoes every step (the kept file,
     once written, is never replaced, so it always holds what the older rules produced).
     """
-    parquet = path.with_suffix(".parquet")
-    kept = _kept_file(parquet, stored)
-    if not kept.exists():
-        write_bytes_atomic(kept, [parquet.read_bytes()])
-    write_parquet_atomic(parquet, regraded.scored.frame)
+    kept = results.keep_per_sample(files, stored)
+    per_sample_sha256 = results.write_per_sample(files, regraded.scored.frame)
     metrics = regraded.scored.metrics
     update_run_metrics(
-        output_dir,
-        output_file=str(parquet.relative_to(output_dir)),
-        run_id=_field(path, manifest, "run_id", str),
-        variant=_field(path, manifest, "variant", str),
+        results.root,
+        output_file=files.output_file,
+        run_id=record.provenance.run_id,
+        variant=record.subject.variant,
         metrics=metrics,
         headline_source=variant.metric,
         scorer_version=version,
     )
-    notes = [*manifest.get("rescored", [])]
-    notes.append(
-        {
-            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "from_scorer_version": stored,
-            "to_scorer_version": version,
-            "changed": regraded.changed,
-            "previous_file": kept.name,
-        }
+    note = RescoreNote(
+        at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        from_scorer_version=stored,
+        to_scorer_version=version,
+        changed=regraded.changed,
+        previous_file=kept.name,
     )
-    write_json_atomic(
-        path,
-        {
-            **manifest,
-            "variant_config": CONVERTER.unstructure(variant),
-            "metrics": {name: {"value": m.value, "stderr": m.stderr} for name, m in metrics.items()},
-            "scorer_version": version,
-            "rescored": notes,
-        },
+    # Built from the record, never copied and patched: every field a rescore changes, hashes included.
+    rescored = attrs.evolve(
+        record,
+        settings=attrs.evolve(record.settings, variant_config=CONVERTER.unstructure(variant)),
+        provenance=attrs.evolve(record.provenance, rescored=(*record.provenance.rescored, note)),
+        outcome=attrs.evolve(record.outcome, metrics=dict(metrics), scorer_version=version),
     )
+    results.write_record(files, rescored.with_digests(per_sample_sha256))
 
 
-def _kept_file(parquet: Path, stored: int) -> Path:
-    """Where a rescore keeps the per-sample file graded by scorer version ``stored`` (written once, never replaced)."""
-    return parquet.with_name(f"{parquet.stem}.scorer{stored}.parquet")
+def _read_record(results: ResultsDir, files: RunFiles) -> RunRecord:
+    stored = results.read_record(files)
+    if stored.record is None:
+        raise ResultsError(
+            f"{files.record}: cannot read the run manifest (it {stored.problem}); move it aside to skip the run"
+        )
+    return stored.record
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path}: cannot read the run manifest ({exc}); move it aside to skip the run") from None
-    if not isinstance(manifest, dict):
-        raise ResultsError(f"{path}: not a Mill run manifest (expected a JSON object)")
-    return manifest
-
-
-_F = TypeVar("_F")
-
-
-def _field(path: Path, manifest: Mapping[str, Any], key: str, kind: type[_F]) -> _F:
-    value = manifest.get(key)
-    if not isinstance(value, kind):
-        raise ResultsError(f"{path}: not a Mill run manifest ({key!r}: expected {kind.__name__}, got {value!r})")
-    return value
-
-
-def _recorded_variant(path: Path, manifest: Mapping[str, Any], registry: SpecRegistry) -> Variant:
-    """The variant a run was scored as: recorded in its manifest, or for a manifest written before variants
-    were recorded, the variant of that name in the spec of the run's benchmark."""
-    config = manifest.get("variant_config")
-    if isinstance(config, dict):
+def _recorded_variant(files: RunFiles, record: RunRecord, registry: SpecRegistry) -> Variant:
+    """The variant a run was scored as: in its record, or for a record written before records held variants,
+    the variant of that name in the spec of the run's benchmark."""
+    path, config = files.record, record.settings.variant_config
+    if config is not None:
         try:
             kind = get_kind(str(config.get("kind")))
-            return structure(config, kind.variant_type, path="variant_config")
+            return structure(dict(config), kind.variant_type, path="variant_config")
         except (UnknownKindError, ValueError) as exc:
             raise ResultsError(f"{path}: {exc}") from None
-    benchmark, name = _field(path, manifest, "benchmark", str), _field(path, manifest, "variant", str)
+    benchmark, name = record.subject.benchmark, record.subject.variant
     spec = registry.specs.get(benchmark)
     if spec is None or name not in spec.variants:
         raise ResultsError(
@@ -282,7 +203,7 @@ def _recorded_variant(path: Path, manifest: Mapping[str, Any], registry: SpecReg
             f"variant {name!r}; pass the spec the run used with --spec"
         )
     variant = spec.variants[name]
-    if variant.metric not in manifest.get("metrics", {}):
+    if variant.metric not in record.outcome.metrics:
         raise ResultsError(
             f"{path}: the manifest predates recorded variants, and variant {name!r} of {spec.path} now names "
             f"the metric {variant.metric!r}, which the run did not report; pass the spec the run used with --spec"

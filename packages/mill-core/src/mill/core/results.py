@@ -1,137 +1,74 @@
-"""The results store: ``aggregate.csv`` (one row per model × task × metric × run settings), and per
-run a per-sample parquet file with its JSON manifest under ``outputs/{model_slug}/``.
+"""The results store: ``aggregate.csv`` (one row per model × task × metric × run settings) kept consistent with
+the run records beside it. Where each file lies, and the atomic writes and locks, are
+:class:`~mill.core.results_dir.ResultsDir`'s; this module reads and rewrites the aggregate table through it.
 
-Every write is atomic (:mod:`mill.core.atomic`), and ``aggregate.csv`` updates are
-serialised with a file lock, so concurrent ``mill eval`` processes sharing an output directory
-leave a valid file holding all their rows. ``aggregate.csv.sha256`` records its checksum: a damaged
-aggregate (truncated, half copied, edited by hand) is never read as results nor overwritten, and
-``mill verify --rebuild`` regenerates it from the run manifests (:mod:`mill.core.verify`).
+``aggregate.csv`` updates are serialised with a file lock, so concurrent ``mill eval`` processes sharing an
+output directory leave a valid file holding all their rows. ``aggregate.csv.sha256`` records its checksum: a
+damaged aggregate (truncated, half copied, edited by hand) is never read as results nor overwritten, and
+``mill verify --rebuild`` regenerates it from the run records (:mod:`mill.core.verify`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 import polars as pl
-from attrs import asdict, frozen
+from attrs import asdict
 
-from mill.core.atomic import atomic_path, remove_stale_temporaries, write_bytes_atomic, write_parquet_atomic
+from mill.core.atomic import atomic_path, remove_stale_temporaries
 from mill.core.checksum import damage_of, sha256_bytes, sha256_file, sidecar_path, write_sidecar
-from mill.core.errors import DamagedResultsError, ResultsError, ResultsWriteError
-from mill.core.lock import results_lock
+from mill.core.errors import DamagedResultsError, ResultsWriteError
 from mill.core.metrics import MetricValue
+from mill.core.results_dir import (
+    AGGREGATE_FILE,
+    ResultsDir,
+    RunDir,
+    RunFiles,
+    StoredRecord,
+    ensure_output_dir,
+    model_slug,
+    per_sample_path,
+    read_stored_run,
+    records,
+    run_stem,
+    settings_digest,
+    write_per_sample,
+)
+from mill.core.rows import (
+    AGGREGATE_SCHEMA,
+    LATER_COLUMNS,
+    UPSERT_KEY,
+    AggregateRow,
+    RunFacts,
+    run_rows,
+)
 
-AGGREGATE_FILE = "aggregate.csv"
-
-# Column order is part of the interface: these come first, in this order.
-AGGREGATE_SCHEMA: dict[str, Any] = {
-    "model": pl.String,
-    "benchmark": pl.String,
-    "task": pl.String,
-    "task_type": pl.String,
-    "n_shot": pl.Int64,
-    "metric": pl.String,
-    "performance": pl.Float64,
-    "stderr": pl.Float64,
-    "n_samples": pl.Int64,
-    "seed": pl.Int64,
-    "limit": pl.Int64,
-    "settings": pl.String,
-    "run_id": pl.String,
-    "default_settings": pl.Boolean,
-    "incomplete": pl.Boolean,
-    "n_skipped": pl.Int64,
-    "output_file": pl.String,
-    "finished_at": pl.String,
-    "scorer_version": pl.Int64,
-}
-#: Columns added after files were first written: a file without them reads with them null.
-LATER_COLUMNS = ("scorer_version",)
-
-# A row replaces an earlier one only when all of these match: a --limit smoke run, another
-# seed or another precision never replaces a full run's row.
-UPSERT_KEY = ("model", "task", "n_shot", "metric", "seed", "limit", "settings")
-
-
-@frozen
-class AggregateRow:
-    """One line of aggregate.csv. ``performance`` is a fraction; ``stderr`` a bootstrap SEM; ``scorer_version``
-    the version of the kind's grading rules (MCQ's parser), None for a kind without such rules."""
-
-    model: str
-    benchmark: str
-    task: str
-    task_type: str
-    n_shot: int
-    metric: str
-    performance: float
-    stderr: float | None
-    n_samples: int
-    seed: int
-    limit: int | None
-    settings: str
-    run_id: str
-    default_settings: bool
-    incomplete: bool
-    n_skipped: int
-    output_file: str
-    finished_at: str
-    scorer_version: int | None = None
-
-
-def model_slug(identity: str) -> str:
-    """A directory name for a model identity: ``/`` becomes ``__``, other unsafe characters ``-``."""
-    return re.sub(r"[^A-Za-z0-9._=+-]", "-", identity.replace("/", "__"))
-
-
-def settings_digest(settings: Mapping[str, object]) -> str:
-    """A short readable digest of output-changing arguments: ``dtype=bfloat16,max_new_tokens=32``."""
-    return ",".join(f"{key}={settings[key]}" for key in sorted(settings))
-
-
-def run_stem(task: str, *, seed: int, default_seed: int, limit: int | None, settings: str, default: bool) -> str:
-    """File stem of a run's outputs: ``{task}_0shot`` plus a suffix naming whatever is non-default,
-    so that runs with another seed, limit or settings never overwrite each other."""
-    parts = [f"{task}_0shot"]
-    if seed != default_seed:
-        parts.append(f"seed{seed}")
-    if limit is not None:
-        parts.append(f"limit{limit}")
-    if not default:
-        parts.append(re.sub(r"[^A-Za-z0-9.=+-]", "-", settings.replace("=", "-")))
-    return "_".join(parts)
-
-
-def ensure_output_dir(path: Path) -> Path:
-    """Create ``path`` (and its parents) if needed and return it.
-
-    Raises:
-        ResultsError: it cannot be created (a parent is a file, no permission, read-only disk),
-            naming the directory and how to choose another.
-    """
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ResultsError(
-            f"cannot create the output directory {path} ({exc.strerror}); "
-            "choose another with --output_dir or MILL_OUTPUT_DIR"
-        ) from None
-    try:  # an existing directory may still refuse writes (read-only, someone else's): say so before any work
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ResultsError(
-            f"cannot write in the output directory {path} ({exc.strerror}); "
-            "fix its permissions, or choose another with --output_dir or MILL_OUTPUT_DIR"
-        ) from None
-    return path
+__all__ = [
+    "AGGREGATE_FILE",
+    "AGGREGATE_SCHEMA",
+    "LATER_COLUMNS",
+    "UPSERT_KEY",
+    "AggregateRow",
+    "ResultsDir",
+    "RunDir",
+    "RunFacts",
+    "RunFiles",
+    "StoredRecord",
+    "ensure_output_dir",
+    "model_slug",
+    "per_sample_path",
+    "read_aggregate",
+    "read_stored_run",
+    "rebuild_aggregate",
+    "records",
+    "run_rows",
+    "run_stem",
+    "settings_digest",
+    "update_run_metrics",
+    "upsert_aggregate",
+    "write_per_sample",
+]
 
 
 def read_aggregate(output_dir: Path) -> pl.DataFrame:
@@ -144,16 +81,12 @@ def read_aggregate(output_dir: Path) -> pl.DataFrame:
         return _read_checked(output_dir)
     except DamagedResultsError:
         # A writer may have been between its renames: under the lock the file and its checksum agree.
-        with _aggregate_lock(output_dir):
+        with ResultsDir(output_dir).aggregate_lock():
             return _read_checked(output_dir)
 
 
-def _aggregate_lock(output_dir: Path) -> AbstractContextManager[None]:
-    return results_lock(output_dir / f"{AGGREGATE_FILE}.lock")
-
-
 def _read_checked(output_dir: Path) -> pl.DataFrame:
-    path = output_dir / AGGREGATE_FILE
+    path = ResultsDir(output_dir).aggregate_file
     if not path.exists():
         return pl.DataFrame(schema=AGGREGATE_SCHEMA)
     # A file without a checksum was written before Mill recorded one: trusted if it parses.
@@ -237,14 +170,14 @@ def update_run_metrics(
             .alias("scorer_version"),
         )
 
-    if (output_dir / AGGREGATE_FILE).exists():
+    if ResultsDir(output_dir).aggregate_file.exists():
         _rewrite_aggregate(output_dir, change)
 
 
 def _rewrite_aggregate(output_dir: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> Path:
     """Replace ``aggregate.csv`` by ``change`` of its rows, under the lock that serialises its writers."""
     ensure_output_dir(output_dir)
-    with _aggregate_lock(output_dir):
+    with ResultsDir(output_dir).aggregate_lock():
         # Under the lock no other writer is mid-update, so a temporary file left here belongs to a
         # process killed while updating.
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
@@ -266,33 +199,17 @@ def rebuild_aggregate(
     Raises:
         ResultsWriteError: a file could not be written.
     """
-    path = output_dir / AGGREGATE_FILE
+    path = ResultsDir(output_dir).aggregate_file
     ensure_output_dir(output_dir)
-    with _aggregate_lock(output_dir):
+    with ResultsDir(output_dir).aggregate_lock():
         remove_stale_temporaries(output_dir, AGGREGATE_FILE)
         try:
             previous: pl.DataFrame | None = _read_checked(output_dir)
         except DamagedResultsError:
             previous = None
         frame = pl.DataFrame([asdict(row) for row in rows_from(previous)], schema=AGGREGATE_SCHEMA)
-        kept = _keep_copy(path) if path.exists() else None
+        kept = ResultsDir(output_dir).keep_aggregate_copy() if path.exists() else None
         return _replace_aggregate(output_dir, frame), kept
-
-
-def _keep_copy(path: Path) -> Path:
-    """Copy ``path`` (atomically) to ``{path}.{UTC time}.bak``, a name no other backup has; the caller holds
-    the lock, so no other Mill process picks the same name meanwhile."""
-    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
-    kept = path.with_name(f"{path.name}.{stamp}.bak")
-    n = 0
-    while kept.exists() or kept.is_symlink():
-        n += 1
-        kept = path.with_name(f"{path.name}.{stamp}.{n}.bak")
-    try:
-        write_bytes_atomic(kept, [path.read_bytes()])
-    except OSError as exc:
-        raise ResultsWriteError(kept, exc) from None
-    return kept
 
 
 def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
@@ -301,7 +218,7 @@ def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
     The sidecar lists the old and the new checksum while the CSV is renamed, then the new one alone, so
     that a process killed at any point leaves a file that checks.
     """
-    path = output_dir / AGGREGATE_FILE
+    path = ResultsDir(output_dir).aggregate_file
     data = frame.write_csv().encode()
     new = sha256_bytes(data)
     writing = sidecar_path(path)
@@ -316,96 +233,3 @@ def _replace_aggregate(output_dir: Path, frame: pl.DataFrame) -> Path:
     except OSError as exc:
         raise ResultsWriteError(writing, exc) from None
     return path
-
-
-@frozen
-class RunFacts:
-    """What every aggregate row of one run shares."""
-
-    model: str
-    benchmark: str
-    task_type: str
-    n_samples: int
-    seed: int
-    limit: int | None
-    settings: str
-    default_settings: bool
-    run_id: str
-    incomplete: bool
-    n_skipped: int
-    output_file: str
-    finished_at: str
-    scorer_version: int | None = None
-
-
-def run_rows(
-    facts: RunFacts,
-    variant: str,
-    metrics: Mapping[str, MetricValue],
-    headline: tuple[str, str] | None,
-) -> list[AggregateRow]:
-    """One row per metric of ``variant``, plus the benchmark's rollup row unless ``headline`` is None.
-
-    ``headline`` is (variant metric, benchmark headline metric): the rollup row has ``task`` =
-    the benchmark name and carries the variant metric under the headline name, keeping the
-    variant's ``task_type``, so that a CLIP and a VLM line up under one task in ``mill collect``.
-    When the variant is named like its benchmark and its metric is the headline, the variant
-    row is the rollup row. None (a variant the model does not get by default) adds no rollup row.
-    """
-    shared = asdict(facts)
-    rows = [
-        AggregateRow(task=variant, n_shot=0, metric=name, performance=m.value, stderr=m.stderr, **shared)
-        for name, m in metrics.items()
-    ]
-    if headline is None:
-        return rows
-    source, target = headline
-    if (variant, source) != (facts.benchmark, target):
-        value = metrics[source]
-        rows.append(
-            AggregateRow(
-                task=facts.benchmark,
-                n_shot=0,
-                metric=target,
-                performance=value.value,
-                stderr=value.stderr,
-                **shared,
-            )
-        )
-    return rows
-
-
-def per_sample_path(output_dir: Path, identity: str, stem: str) -> Path:
-    return output_dir / "outputs" / model_slug(identity) / f"{stem}.parquet"
-
-
-def write_per_sample(path: Path, frame: pl.DataFrame) -> str:
-    """Write one row per sample; ``frame`` is sorted by ``key`` (the order never depends on batching or
-    workers). Returns the file's sha256, which the run's manifest records.
-
-    Raises:
-        ResultsWriteError: the file could not be written (a full disk).
-    """
-    try:
-        return write_parquet_atomic(path, frame)
-    except OSError as exc:
-        raise ResultsWriteError(path, exc) from None
-
-
-def read_stored_run(output_dir: Path, row: Mapping[str, Any]) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The per-sample frame and manifest of the stored run an ``aggregate.csv`` row names (its ``output_file``).
-
-    Raises:
-        ResultsError: either file is missing or unreadable, naming the run and what to do.
-    """
-    parquet = output_dir / row["output_file"]
-    manifest_path = parquet.with_suffix(".json")
-    try:
-        frame = pl.read_parquet(parquet)
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise ResultsError(
-            f"{parquet} or its manifest {manifest_path.name} cannot be read ({exc}); re-run the evaluation of "
-            f"{row['model']} on {row['task']}, or remove its rows from aggregate.csv"
-        ) from None
-    return frame, manifest

@@ -82,6 +82,12 @@ class ShardRef(Protocol):
         """The hex sha256 of the shard's bytes; None when the data layer has none (a dataset held in memory)."""
         ...
 
+    @property
+    def version(self) -> str | None:
+        """What a remote shard's server calls the version its copy was downloaded at (``etag:...``,
+        ``hf:<commit>``); None for a local file. Recorded, not part of the identity: the content hash is."""
+        ...
+
 
 class Skipped(Protocol):
     """A sample left out because its image could not be read, and why."""

@@ -9,33 +9,27 @@ A suite file lives in a ``suites/`` folder beside the specs (the built-in ``spec
     unavailable = { winogavil = "why Mill cannot evaluate it" }   # optional
 
 ``mill eval MODEL SUITE`` runs every member (validated up front, like a comma list); ``mill collect`` shows
-the members and their mean only where every member has a result with the same settings. The mean is a view:
-it is never written to aggregate.csv. A member listed under ``unavailable`` counts in the suite's size but is
-never run: the mean is over the others, and says so ("0.6123 (37 of 38, winogavil missing)").
+the members and their mean only where every member has a result with the same settings (the CLI's
+``mill.cli.suite_tables``). The mean is a view: it is never written to aggregate.csv. A member listed under
+``unavailable`` counts in the suite's size but is never run: the mean is over the others, and says so.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import polars as pl
 from attrs import Factory, frozen
 
 from mill.core.errors import SpecError, UnknownBenchmarkError
 from mill.core.registry import SPEC_PATH_ENV, SpecRegistry, builtin_spec_dir
 from mill.core.spec import Spec
-from mill.core.spec import _structure as structure
-from mill.core.tables import MISSING, REPORTED_COLUMNS, ReportedTable, _cell
+from mill.core.specfile import structure_in_file
 from mill.core.tomlfile import read_toml
 
 #: The folder, beside a directory of specs, that holds suite files.
 SUITES_FOLDER = "suites"
-#: The column of a suite table that holds the mean, named so that it cannot pass for a benchmark's result.
-MEAN_COLUMN = "mean (unweighted)"
-#: What makes two results comparable in a suite mean.
-SAME_SETTINGS = ("task_type", "settings", "default_settings", "limit")
 
 
 @frozen
@@ -67,20 +61,13 @@ class Suite:
 class SuiteMean:
     """A suite's score over its members' values (each member's headline metric): their unweighted mean, as
     DataComp's ``aggregate_scores.py`` averages its datasets' main metrics, or None unless every member Mill
-    can evaluate has a value. Members Mill cannot evaluate are named in :attr:`text`, never silently dropped."""
+    can evaluate has a value; with how many have one, of how many members, and which members Mill cannot
+    evaluate (to be named wherever the mean is shown, never silently dropped)."""
 
     value: float | None
     present: int
     size: int
     unavailable: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        """``0.6123``; ``0.6123 (37 of 38, winogavil missing)``; ``— (3 of 5)`` while members lack a value."""
-        missing = f", {', '.join(self.unavailable)} missing" if self.unavailable else ""
-        if self.value is None:
-            return f"{MISSING} ({self.present} of {self.size}{missing})"
-        return f"{self.value:.4f}" + (f" ({self.present} of {self.size}{missing})" if missing else "")
 
 
 def suite_mean(suite: Suite, values: Mapping[str, float | None]) -> SuiteMean:
@@ -97,23 +84,6 @@ def suite_metric(suite: Suite, specs: Mapping[str, Spec]) -> str:
     return metrics.pop() if len(metrics) == 1 else "headline metric"
 
 
-@frozen
-class SuiteTable:
-    """One suite's members and mean, per model and settings: ``Model``, a column per member, :data:`MEAN_COLUMN`."""
-
-    suite: str
-    metric: str
-    frame: pl.DataFrame
-
-    @property
-    def title(self) -> str:
-        return f"{self.suite} (suite): {self.metric}, {MEAN_COLUMN} of the members"
-
-    @property
-    def key_columns(self) -> dict[str, str]:
-        return {"suite": self.suite, "metric": self.metric}
-
-
 def load_suite(file: Path) -> Suite:
     """Read one suite file.
 
@@ -121,7 +91,7 @@ def load_suite(file: Path) -> Suite:
         SpecError: naming the file and key (unknown keys, wrong types, no members, a member listed twice).
     """
     data, _ = read_toml(file, "suite", SpecError)
-    parsed = structure(data, _SuiteFile, file, "")
+    parsed = structure_in_file(data, _SuiteFile, file, "")
     if not parsed.benchmarks:
         raise SpecError(f"{file}: benchmarks: a suite needs at least one benchmark")
     if len(set(parsed.benchmarks)) != len(parsed.benchmarks):
@@ -183,106 +153,3 @@ def missing_members(suite: Suite, registry: SpecRegistry) -> dict[str, str]:
 
 def _is_benchmark(name: str, registry: SpecRegistry) -> bool:
     return name in registry.specs or any(name in spec.variants for spec in registry.specs.values())
-
-
-def suites_to_show(
-    rows: pl.DataFrame, suites: Mapping[str, Suite], named: Sequence[str], *, metric: str | None = None
-) -> list[Suite]:
-    """The suites a collect summarises: those ``named`` (``--benchmarks``), else every suite with results
-    for at least two of its members (one member's table already shows that member)."""
-    if metric not in (None, "acc"):
-        return []
-    if named:
-        return [suites[name] for name in named if name in suites]
-    tasks = set(rows.get_column("task").to_list()) if not rows.is_empty() else set()
-    return [suite for suite in suites.values() if len(tasks & set(suite.benchmarks)) >= 2]
-
-
-def _member_cells(rows: pl.DataFrame, suite: Suite, specs: Mapping[str, Spec]) -> pl.DataFrame:
-    """The latest result of each member's rollup task and headline metric, per model and settings."""
-    wanted = [
-        (pl.col("task") == member) & (pl.col("metric") == (specs[member].headline_metric if member in specs else "acc"))
-        for member in suite.benchmarks
-    ]
-    if rows.is_empty() or not wanted:
-        return rows.clear()
-    condition = wanted[0]
-    for extra in wanted[1:]:
-        condition = condition | extra
-    return (
-        rows.filter(condition)
-        .with_columns(pl.col("default_settings").fill_null(True), cell=_cell())
-        .sort("finished_at")
-        .group_by(["model", *SAME_SETTINGS, "task"], maintain_order=True)
-        .agg(pl.col("cell").last(), pl.col("performance").last(), pl.col("finished_at").last())
-    )
-
-
-def suite_tables(rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str, Spec]) -> list[SuiteTable]:
-    """For every suite with a result for any member: one row per model and settings, each member's cell (as
-    in :func:`mill.core.tables.metric_tables`, :data:`MISSING` when absent) and the unweighted mean of the
-    members, or ``— (k of n)`` unless all ``n`` members have a result with those settings."""
-    tables = []
-    for suite in suites:
-        cells = _member_cells(rows, suite, specs)
-        if cells.is_empty():
-            continue
-        records: list[dict[str, str]] = []
-        for _, group in cells.group_by(["model", *SAME_SETTINGS], maintain_order=True):
-            by_task = {row["task"]: row for row in group.iter_rows(named=True)}
-            record = {"Model": str(group.get_column("model")[0])}
-            for member in suite.benchmarks:
-                record[member] = str(by_task[member]["cell"]) if member in by_task else MISSING
-            record[MEAN_COLUMN] = suite_mean(suite, {m: row["performance"] for m, row in by_task.items()}).text
-            records.append(record)
-        schema = {column: pl.String for column in ("Model", *suite.benchmarks, MEAN_COLUMN)}
-        frame = pl.DataFrame(records, schema=schema).sort("Model", maintain_order=True)
-        tables.append(SuiteTable(suite.name, suite_metric(suite, specs), frame))
-    return tables
-
-
-def suite_reported_tables(
-    rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str, Spec], *, models: Sequence[str] = ()
-) -> list[ReportedTable]:
-    """Each suite's mean beside the mean of its members' published numbers: Model | Mill | Reported | Source | Δ.
-
-    A side's mean exists only where every member has a value (Mill: a result with one set of settings,
-    default settings preferred, then the latest; Reported: a ``[[reported]]`` entry for the member's rollup
-    task and headline metric); otherwise it reads ``— (k of n)``.
-    """
-    tables = []
-    for suite in suites:
-        members = [specs[m] for m in suite.benchmarks if m in specs]
-        published: dict[str, dict[str, float]] = {}
-        for spec in members:
-            for baseline in spec.reported:
-                task, metric = baseline.variant or spec.name, baseline.metric or spec.headline_metric
-                if (task, metric) == (spec.name, spec.headline_metric) and (not models or baseline.model in models):
-                    published.setdefault(baseline.model, {})[spec.name] = baseline.value
-        cells = _member_cells(rows, suite, specs)
-        measured: dict[str, SuiteMean] = {}
-        ordered = cells.sort(["default_settings", "finished_at"]) if not cells.is_empty() else cells
-        for _, group in ordered.group_by(["model", *SAME_SETTINGS], maintain_order=True):
-            by_task = {row["task"]: row["performance"] for row in group.iter_rows(named=True)}
-            result = suite_mean(suite, by_task)
-            model = str(group.get_column("model")[0])
-            if result.value is not None or model not in measured or measured[model].value is None:
-                measured[model] = result
-        if not published and not measured:
-            continue
-        source = f"mean of the {len(suite.benchmarks)} members' [[reported]]"
-        records = []
-        for model in [*published, *sorted(set(measured) - set(published))]:
-            mill = measured.get(model)
-            mill_value, mill_text = (mill.value, mill.text) if mill else (None, MISSING)
-            ours = published.get(model, {})
-            reported = suite_mean(suite, ours) if ours else None
-            reported_value, reported_text = (reported.value, reported.text) if reported else (None, MISSING)
-            delta = MISSING
-            if mill_value is not None and reported_value is not None:
-                delta = f"{round(mill_value - reported_value, 4) + 0.0:+.4f}"
-            values = (model, mill_text, reported_text, source if ours else MISSING, delta)
-            records.append(dict(zip(REPORTED_COLUMNS, values, strict=True)))
-        frame = pl.DataFrame(records, schema={column: pl.String for column in REPORTED_COLUMNS})
-        tables.append(ReportedTable(suite.name, f"{MEAN_COLUMN} (suite)", suite_metric(suite, specs), frame))
-    return tables

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import polars as pl
 from attrs import frozen
@@ -22,9 +22,11 @@ from attrs import frozen
 from mill.core.errors import MillError
 from mill.core.metrics import MetricValue
 from mill.core.sample import SampleSource
+from mill.core.spec import Spec
 
-if TYPE_CHECKING:
-    from mill.core.spec import Spec
+# A kind's variant schema is named with the kind protocol (kinds, the engine); it is defined with the Spec that
+# holds variants.
+from mill.core.spec import Variant as Variant
 
 ENTRY_POINT_GROUP = "mill.task_kinds"
 
@@ -36,17 +38,6 @@ SKIPPED_COLUMN: dict[str, Any] = {"skipped": pl.String}
 
 class UnknownKindError(MillError):
     """A spec names a task kind that no installed distribution provides."""
-
-
-@runtime_checkable
-class Variant(Protocol):
-    """What every kind's variant schema has: its kind's name and the name of its headline metric."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def metric(self) -> str: ...
 
 
 @frozen

@@ -8,44 +8,22 @@ has a few large shards: whole-shard splitting would leave most workers idle.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 from attrs import field, frozen
-from PIL import Image
 
 from mill.core.errors import DataError
 from mill.core.sample import NO_LABEL, OnBadSample, ReadOptions, SampleBatch
 from mill.core.spec import DatasetSpec, Spec
 from mill.data.index import IMAGE_EXTENSIONS, IndexedSample, Member, ShardIndex, index_shard
+from mill.data.samples import SampleRef, SkippedSample
 from mill.data.source import ShardInfo, choose_source, resolve_shards
 
 #: How many shard names an error message lists before eliding the rest.
 _NAMES_SHOWN = 8
-
-
-@frozen
-class SampleRef:
-    """Where one selected sample's image (and captions, for a dataset with them) lies, and its label
-    (:data:`~mill.core.sample.NO_LABEL` for a dataset without class labels)."""
-
-    key: str
-    shard: str
-    path: str
-    image: Member
-    label: int
-    text: Member | None = None
-
-
-@frozen
-class SkippedSample:
-    """A sample left out of the batches because its image could not be decoded (``on_bad_sample="skip"``)."""
-
-    key: str
-    shard: str
-    reason: str
 
 
 @frozen(eq=False)
@@ -158,43 +136,21 @@ def open_dataset(
             from the spec's ``n_samples`` (without ``limit`` or ``allow_incomplete``).
     """
     source = dataset.source if source is None else source
-    limit, on_bad_sample, cache_dir = options.limit, options.on_bad_sample, options.cache_dir
-    image_member, label_member, expected_count = dataset.image_member, dataset.label_member, dataset.n_samples
-    text_member = dataset.text_member
+    limit, on_bad_sample = options.limit, options.on_bad_sample
     if limit is not None and limit <= 0:
         raise DataError(f"--limit must be a positive number of samples, got {limit}")
     if on_bad_sample not in ("fail", "skip"):
         raise DataError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
-    shards = resolve_shards(source, split=dataset.split, cache_dir=cache_dir, benchmark=benchmark)
-    samples: list[SampleRef] = []
-    shard_of_key: dict[str, str] = {}
-    indexed = []
-    for shard in shards:
-        index = index_shard(shard, label_member=label_member, cache_dir=cache_dir)
-        indexed.append(index.shard)  # with its content hash, which the run identity records
-        for ref in select_samples(
-            index,
-            image_member=image_member,
-            label_member=label_member,
-            n_classes=n_classes,
-            label_map=label_map,
-            text_member=text_member,
-        ):
-            first = shard_of_key.setdefault(ref.key, ref.shard)
-            if first != ref.shard:
-                raise DataError(
-                    f"sample key {ref.key!r} appears in shard {first} and in shard {ref.shard}: keys must be "
-                    "unique across the dataset; remove the duplicate shard from the data directory"
-                )
-            samples.append(ref)
+    shards = resolve_shards(source, split=dataset.split, cache_dir=options.cache_dir, benchmark=benchmark)
+    indexed, samples = _index_shards(shards, dataset, n_classes, label_map, options.cache_dir)
     total = len(samples)
     names = ", ".join(s.name for s in shards[:_NAMES_SHOWN]) + (", ..." if len(shards) > _NAMES_SHOWN else "")
     if total == 0:
         raise DataError(f"shards {names} from {source} hold no samples")
-    incomplete = total != expected_count
+    incomplete = total != dataset.n_samples
     if incomplete and limit is None and not options.allow_incomplete:
         raise DataError(
-            f"found {total} samples in {len(shards)} shard(s) ({names}) from {source}, expected {expected_count}: "
+            f"found {total} samples in {len(shards)} shard(s) ({names}) from {source}, expected {dataset.n_samples}: "
             "a shard may be missing or partly downloaded. Re-download the data, or pass --allow_incomplete to "
             "evaluate the samples that are there (results are then marked incomplete)."
         )
@@ -209,6 +165,43 @@ def open_dataset(
         limit=limit,
         on_bad_sample=on_bad_sample,
     )
+
+
+def _index_shards(
+    shards: Sequence[ShardInfo],
+    dataset: DatasetSpec,
+    n_classes: int,
+    label_map: Mapping[int, int] | None,
+    cache_dir: Path | None,
+) -> tuple[list[ShardInfo], list[SampleRef]]:
+    """Each shard as indexed (with its content hash, which the run identity records) and every sample of them,
+    in shard order.
+
+    Raises:
+        DataError: as :func:`select_samples`, or a key appears in two shards.
+    """
+    samples: list[SampleRef] = []
+    shard_of_key: dict[str, str] = {}
+    indexed = []
+    for shard in shards:
+        index = index_shard(shard, label_member=dataset.label_member, cache_dir=cache_dir)
+        indexed.append(index.shard)
+        for ref in select_samples(
+            index,
+            image_member=dataset.image_member,
+            label_member=dataset.label_member,
+            n_classes=n_classes,
+            label_map=label_map,
+            text_member=dataset.text_member,
+        ):
+            first = shard_of_key.setdefault(ref.key, ref.shard)
+            if first != ref.shard:
+                raise DataError(
+                    f"sample key {ref.key!r} appears in shard {first} and in shard {ref.shard}: keys must be "
+                    "unique across the dataset; remove the duplicate shard from the data directory"
+                )
+            samples.append(ref)
+    return indexed, samples
 
 
 def spread_indices(total: int, n: int) -> list[int]:
@@ -298,19 +291,3 @@ def _by_extension(members: dict[str, Member]) -> Member | None:
             if ext.rsplit(".", 1)[-1].lower() == wanted:
                 return member
     return None
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` in RGB mode; palette transparency goes through RGBA first, as Pillow asks."""
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode image bytes fully (so errors surface here, not in the transform) into RGB."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return to_rgb(image)

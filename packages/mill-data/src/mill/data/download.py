@@ -12,7 +12,9 @@ missing file (404) or a full disk is not retried: it raises a :class:`DataError`
 partial file is deleted.
 
 The same retry rule and the same messages apply to the Hugging Face Hub client's errors
-(:func:`retry_hub`), so an ``hf://`` source fails the way an http one does.
+(:func:`retry_hub`), so an ``hf://`` source fails the way an http one does. Since the hub client retries a
+failed connection on its own, whether the Hub can be reached at all is asked before it is called
+(:func:`mill.core.hub.hub_route_problem`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import netrc
 import os
 import re
 import secrets
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -38,6 +39,8 @@ from typing import Any, TypeVar
 from attrs import frozen
 
 from mill.core.errors import DataError
+from mill.core.hub import hub_route_problem
+from mill.core.network import unreachable_reason
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +171,7 @@ class _Part:
         self.path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         self.written = 0
         self.total: int | None = None
-        self.validator: str | None = None  # ETag or Last-Modified, for If-Range
+        self.validator: str | None = None  # etag:ETag or last-modified:DATE, for If-Range
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # 0o666: the user's umask decides who may read the cache, as for any file they create.
@@ -231,8 +234,9 @@ def fetch(
     policy: RetryPolicy | None = None,
     env: Mapping[str, str] = os.environ,
     sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Download ``url`` to ``target`` (replacing it), resuming across retries where the server allows.
+) -> str | None:
+    """Download ``url`` to ``target`` (replacing it), resuming across retries where the server allows; returns
+    what the server calls this version of the file (its ETag, else its Last-Modified date), or None.
 
     ``policy`` defaults to :meth:`RetryPolicy.from_env`; ``sleep`` is how retries wait (tests pass a
     recorder). Credentials for the host are taken from ``$NETRC`` or ``~/.netrc`` when present.
@@ -250,6 +254,33 @@ def fetch(
         part.commit()
     finally:
         part.discard()
+    return part.validator
+
+
+def remote_version(url: str, *, policy: RetryPolicy, env: Mapping[str, str] = os.environ) -> str | None:
+    """What the server calls the current version of ``url`` (ETag, else Last-Modified; None when it sends
+    neither), asked once with a HEAD request and not retried: it only decides whether a cached copy is current.
+
+    Raises:
+        DataError: the server cannot be reached, refuses, or does not answer within the policy's timeout.
+    """
+    request = urllib.request.Request(url, method="HEAD")
+    if auth := _authorization(url, env):
+        request.add_unredirected_header("Authorization", auth)
+    try:
+        with urllib.request.urlopen(request, timeout=policy.timeout_s) as response:
+            return _validator(response.headers)
+    except urllib.error.HTTPError as error:
+        error.close()
+        raise DataError(refusal_message(url, error.code)) from None
+    except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        raise DataError(f"cannot reach {url}: {unreachable_reason(error) or _network_reason(error, policy)}") from None
+
+
+def _validator(headers: Any) -> str | None:
+    etag = headers.get("ETag")
+    modified = headers.get("Last-Modified")
+    return f"etag:{etag}" if etag else f"last-modified:{modified}" if modified else None
 
 
 def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> None:
@@ -257,7 +288,7 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
     if part.written:
         request.add_header("Range", f"bytes={part.written}-")
         if part.validator:
-            request.add_header("If-Range", part.validator)
+            request.add_header("If-Range", part.validator.split(":", 1)[1])
     if auth:
         # Unredirected: a redirect to another host must not carry the credentials along.
         request.add_unredirected_header("Authorization", auth)
@@ -272,7 +303,7 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
             raise Transient(f"the server answered HTTP {error.code} {error.reason}") from None
         raise DataError(refusal_message(url, error.code)) from None
     except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
-        if unreachable := _unreachable(error):
+        if unreachable := unreachable_reason(error):
             raise DataError(f"cannot download {url}: {unreachable}") from None
         raise Transient(_network_reason(error, policy)) from None
     with response:
@@ -287,7 +318,7 @@ def _attempt(url: str, part: _Part, policy: RetryPolicy, auth: str | None) -> No
                 log.info("%s: the server ignored the Range request; downloading from the start", url)
                 part.restart()
             part.total = response.length
-        part.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+        part.validator = _validator(response.headers)
         rate = _Rate(policy)
         try:
             while chunk := response.read1(CHUNK_BYTES):  # what has arrived: a stall keeps it
@@ -329,23 +360,6 @@ class _Rate:
             f"the server sent {self._in_window} bytes in the last {window:g} s, under {self._policy.min_rate:g} "
             f"bytes/s (${MIN_RATE_ENV} and ${RATE_WINDOW_ENV} set the limit)"
         )
-
-
-#: Failures no retry cures within minutes: the host name does not resolve, or there is no route to it.
-_NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH)
-
-
-def _unreachable(error: BaseException | None) -> str | None:
-    """Why the server cannot be reached from this machine at all (offline, no DNS, no route), or None when the
-    failure may pass (a timeout, a refused or dropped connection): those are retried, these end at once (pure)."""
-    while error is not None:
-        if isinstance(error, socket.gaierror):
-            return f"the host name does not resolve ({error.strerror or error}); is this machine offline?"
-        if isinstance(error, OSError) and error.errno in _NO_ROUTE:
-            return f"no route to the server ({error.strerror}); is this machine offline?"
-        reason = getattr(error, "reason", None)
-        error = reason if isinstance(reason, BaseException) else error.__cause__ or error.__context__
-    return None
 
 
 def _progress(part: _Part | None) -> str:
@@ -409,10 +423,14 @@ def retry_hub(
     partial file for the next run to resume.
 
     Raises:
-        DataError: gated or private (how to log in), not found (the URL), the disk is full, or every
-            attempt failed.
+        DataError: the Hub cannot be reached from this machine (at once, without calling), gated or private
+            (how to log in), not found (the URL), the disk is full, or every attempt failed.
     """
     policy = policy or RetryPolicy.from_env()
+    # The hub client retries a failed connection for about 20 s before it answers: ask first whether the Hub
+    # can be reached at all, so an offline machine gets its answer at once.
+    if problem := hub_route_problem():
+        raise DataError(f"cannot download {url}: cannot reach the Hugging Face Hub: {problem}")
 
     def attempt() -> T:
         try:
@@ -463,7 +481,7 @@ def _hub_failure(error: Exception, *, repo: str, url: str) -> Exception:
     if _is_timeout(error):
         # The hub client keeps its own timeout, read when it is imported.
         return Transient("no data from the Hugging Face Hub in time ($HF_HUB_DOWNLOAD_TIMEOUT sets how long to wait)")
-    if unreachable := _unreachable(error):
+    if unreachable := unreachable_reason(error):
         return DataError(f"cannot download {url}: cannot reach the Hugging Face Hub: {unreachable}")
     if isinstance(error, ConnectionError) or "connect" in type(error).__name__.lower():
         return Transient(f"cannot reach the Hugging Face Hub ({error})")
@@ -486,7 +504,9 @@ __all__ = [
     "TIMEOUT_ENV",
     "RetryPolicy",
     "fetch",
+    "hub_route_problem",
     "refusal_message",
+    "remote_version",
     "retry_hub",
     "retrying",
 ]

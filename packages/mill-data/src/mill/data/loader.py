@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mill.core.errors import DataError
 from mill.core.sample import OnBadSample
-from mill.data.dataset import SampleRef, SkippedSample, decode_image
 from mill.data.index import Member
+from mill.data.samples import SampleRef, SkippedSample, decode_image
 
 Collated = tuple[list[str], list[str], list[int], Any, list[tuple[str, ...]] | None, list[SkippedSample]]
 

@@ -11,7 +11,6 @@ seeing the shipped evaluation images).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,14 +76,6 @@ def render_shape(label: int, rng: np.random.Generator, size: int = 64) -> Image.
     alpha = np.asarray(mask.resize((size, size), Image.Resampling.BOX), dtype=float)[..., None] / 255
     pixels = background * (1 - alpha) + fill * alpha
     return Image.fromarray(np.round(pixels).astype(np.uint8), mode="RGB")
-
-
-def shape_samples(n: int, seed: int, size: int = 64) -> Iterator[tuple[int, Image.Image]]:
-    """``n`` (label, image) pairs with labels drawn uniformly from ``seed``: training data for the demo model."""
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        label = int(rng.integers(len(SHAPE_CLASSES)))
-        yield label, render_shape(label, rng, size)
 
 
 def write_shapes_shards(out_dir: Path, *, per_class: int, n_shards: int, seed: int, size: int = 64) -> list[Path]:

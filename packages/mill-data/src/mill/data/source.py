@@ -12,7 +12,9 @@ A source is one of
 Remote shards are downloaded once into ``{cache_dir}/shards/...`` by :mod:`mill.data.download`: a
 download goes to a partial file that is renamed into place only when complete, so a shard present at its
 final path is always whole and an interrupted run resumes by reusing it. Stalls and dropped connections are
-retried there; refusals, missing files and a full disk become one-line errors.
+retried there; refusals, missing files and a full disk become one-line errors. What the server calls the
+version of each downloaded shard (:attr:`ShardInfo.version`) is kept beside it; each run asks an http(s)
+server once per shard whether it is still current, and downloads a changed shard again, with a warning.
 """
 
 from __future__ import annotations
@@ -20,18 +22,22 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
+import logging
 import os
 import re
 import shutil
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 from attrs import frozen
 
 from mill.core.cachefile import write_cache
-from mill.core.errors import DataError
-from mill.data.download import RetryPolicy, fetch, retry_hub
+from mill.core.errors import DataError, MillWarning
+from mill.data.download import RetryPolicy, fetch, remote_version, retry_hub
+
+log = logging.getLogger(__name__)
 
 #: The environment variable naming a folder of local datasets, one sub-folder per benchmark.
 DATA_DIR_ENV = "MILL_DATA_DIR"
@@ -50,6 +56,10 @@ class ShardInfo:
     size: int
     #: The hex sha256 of the file, once it is indexed (:func:`mill.data.index.index_shard`).
     sha256: str | None = None
+    #: For a remote shard, what its server calls the version the cached copy was downloaded at: ``etag:ETAG``
+    #: or ``last-modified:DATE`` over http(s), ``hf:COMMIT`` from the Hub; None for a local file or a server
+    #: that names none. A server naming another version makes Mill download the shard again.
+    version: str | None = None
 
 
 def choose_source(
@@ -159,13 +169,76 @@ def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | N
         count = _http_shard_count(base, split=split, cache_dir=cache_dir, benchmark=benchmark, policy=policy)
         urls = [f"{base}{split}/{i}.tar" for i in range(count)]
     shards = []
+    current = _CurrentVersions(policy)
     for url in urls:
         target = _cache_path(cache_dir, url)
-        if not target.exists():
-            _download(url, target, policy=policy, hint=where_to_put_shards(source, split, benchmark))
         name = url[len(base) :] if url.startswith(base) else url.rsplit("/", 1)[-1]
-        shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
+        version = _recorded_version(target)
+        # A changed shard is replaced only once its new copy is whole: a failed download keeps the old one.
+        if not target.exists() or not current.is_current(url, name, version, target):
+            hint = where_to_put_shards(source, split, benchmark)
+            version = _download(url, target, policy=policy, hint=hint, overwrite=True)
+            _record_version(target, version)
+        shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size, version=version))
     return tuple(shards)
+
+
+class _CurrentVersions:
+    """Whether cached copies of remote shards are still what the server holds, asked once per shard per run.
+
+    The first time the server cannot answer (offline, down, slow), the cached copies are used as they are for
+    the rest of the run, rather than waiting for each shard in turn.
+    """
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._answering = True
+
+    def is_current(self, url: str, name: str, recorded: str | None, target: Path) -> bool:
+        """False when the server names another version than the one the cached copy was downloaded at (it is then
+        downloaded again: a run on the old copy does not resume, its content hash differs)."""
+        if not self._answering:
+            return True
+        try:
+            now = remote_version(url, policy=RetryPolicy(self._policy.timeout_s, 0))
+        except DataError as error:
+            log.info("%s; the cached shards are used as they are", error)
+            self._answering = False
+            return True
+        if now is None or now == recorded:
+            return True
+        if recorded is None:  # downloaded before versions were recorded: its content hash still identifies it
+            _record_version(target, now)
+            return True
+        warnings.warn(
+            f"shard {name} changed on the server since it was downloaded ({recorded}, now {now}): downloading it "
+            "again; a run on the old copy starts afresh instead of resuming",
+            MillWarning,
+            stacklevel=2,
+        )
+        return False
+
+
+def _version_file(target: Path) -> Path:
+    return target.with_name(f".{target.name}.version")
+
+
+def _recorded_version(target: Path) -> str | None:
+    """The server's version of the cached copy at ``target`` (ETag or Last-Modified), as recorded when it was
+    downloaded; None when unknown."""
+    if not target.exists():
+        return None
+    try:
+        return _version_file(target).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _record_version(target: Path, version: str | None) -> None:
+    if version is None:
+        _version_file(target).unlink(missing_ok=True)
+    else:
+        write_cache(_version_file(target), lambda tmp: tmp.write_text(version, encoding="utf-8"))
 
 
 def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str | None, policy: RetryPolicy) -> int:
@@ -198,12 +271,13 @@ def _cache_path(cache_dir: Path, url: str) -> Path:
     return cache_dir.joinpath("shards", parts.scheme, host, *path)
 
 
-def _download(url: str, target: Path, *, policy: RetryPolicy, hint: str, overwrite: bool = False) -> None:
-    """Fetch ``url`` to ``target`` unless it is there; on failure raise a DataError naming the URL, plus ``hint``."""
+def _download(url: str, target: Path, *, policy: RetryPolicy, hint: str, overwrite: bool = False) -> str | None:
+    """Fetch ``url`` to ``target`` unless it is there, returning the server's version of it (None when it names
+    none, or the file was there); on failure raise a DataError naming the URL, plus ``hint``."""
     if target.exists() and not overwrite:
-        return
+        return None
     try:
-        fetch(url, target, policy=policy)
+        return fetch(url, target, policy=policy)
     except DataError as error:
         raise DataError(f"{error}\n{hint}" if hint else str(error)) from None
 
@@ -275,8 +349,23 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
                 raise DataError(f"{error}\n{hint}") from None
             if Path(downloaded) != target:
                 shutil.move(downloaded, target)
-        shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size))
+        shards.append(
+            ShardInfo(name=name, path=target, size=target.stat().st_size, version=_hub_revision(target, name))
+        )
     return tuple(shards)
+
+
+def _hub_revision(target: Path, name: str) -> str | None:
+    """``hf:COMMIT``: the commit of the dataset that the hub client downloaded ``target`` (``name`` in the
+    repository) at, from the metadata file it keeps in ``{local_dir}/.cache/huggingface/download/`` (its first
+    line); None when there is none."""
+    local_dir = target.parents[len(Path(name).parts) - 1]
+    metadata = local_dir / ".cache" / "huggingface" / "download" / f"{name}.metadata"
+    try:
+        commit = metadata.read_text(encoding="utf-8").split("\n", 1)[0].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return f"hf:{commit}" if re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
 def _remove_hub_partials(local_dir: Path) -> None:

@@ -16,14 +16,13 @@ import torch
 
 from mill.backends.classifiers.args import RunArgs
 from mill.backends.classifiers.families import LoadedClassifier, device_of, library_versions, prepared, timm_transform
-from mill.backends.classifiers.memory import InMemoryClassifier
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.batch_size import AdaptiveBatchSize
 from mill.core.errors import BackendArgumentError, CapabilityError
 from mill.core.held_model import first_device, parameters_digest, preserved
 from mill.core.image_batches import answer_batches, topk_result
 from mill.core.kinds.classification import ClassificationBatchResult, ClassificationTask
-from mill.core.precision import PRECISIONS
+from mill.core.precision import PRECISIONS, PrecisionName
 from mill.core.sample import SampleBatch, SampleSource
 
 
@@ -151,12 +150,29 @@ class ClassifierBackend:
         return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
 
 
+class HeldClassifier(Protocol):
+    """What :meth:`InMemoryClassifierBackend.wrap` reads of the in-memory plugin
+    (:class:`~mill.backends.classifiers.memory.InMemoryClassifier`, which imports this module only when loading)."""
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def transform(self) -> Callable[[Any], Any] | None: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def precision(self) -> PrecisionName: ...
+
+
 class InMemoryClassifierBackend(ClassifierBackend):
     """A :class:`ClassifierBackend` over a model the caller holds (:func:`~mill.backends.classifiers.from_model`):
     it runs on the model's own device unless told otherwise, and leaves the model as it found it."""
 
     @classmethod
-    def wrap(cls, held: InMemoryClassifier, context: RunContext) -> InMemoryClassifierBackend:
+    def wrap(cls, held: HeldClassifier, context: RunContext) -> InMemoryClassifierBackend:
         model = held.model
         transform = held.transform
         if transform is None:

@@ -14,6 +14,7 @@ without loading any weights.
 from __future__ import annotations
 
 import difflib
+import urllib.parse
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,13 +24,22 @@ import torch
 from attrs import frozen
 
 from mill.backends.classifiers.args import RunArgs, TimmArgs, TorchvisionArgs, TransformersArgs
-from mill.backends.classifiers.plugin import read_config
+from mill.backends.classifiers.model_config import read_config
 from mill.core.backend import ModelInfo
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
 from mill.core.held_model import parameters_digest
+from mill.core.hub import (
+    TRANSFORMERS_MODEL_FILES,
+    HubFiles,
+    offline_unless_hub_reachable,
+    offline_unless_url_reachable,
+)
 
 #: Random weights (``pretrained=false``) are drawn from this seed, so two runs score the same model.
 RANDOM_INIT_SEED = 0
+#: The weight files timm asks a Hub repository for by default, a ``.safetensors`` first.
+_TIMM_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
+_CHECKPOINT_INSTEAD = "or give a local weights file with checkpoint="
 _HUB_HINT = (
     "check the network, or the Hugging Face cache (HF_HUB_CACHE) when offline (HF_HUB_OFFLINE=1), "
     "or give a local weights file with checkpoint="
@@ -90,6 +100,14 @@ def device_of(run: RunArgs) -> torch.device:
     return device
 
 
+def offline_unless_torch_hub_reachable(url: str, *, backend: str, what: str) -> None:
+    """Before torch's hub downloads weights from ``url``: fail at once when its cache lacks them and the host
+    cannot be reached (:func:`mill.core.hub.offline_unless_url_reachable`)."""
+    # Where load_state_dict_from_url keeps a download: the URL's file name under the hub's checkpoints folder.
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlsplit(url).path).name
+    offline_unless_url_reachable(url, cached, backend=backend, what=what, instead=_CHECKPOINT_INSTEAD)
+
+
 # --- timm ---------------------------------------------------------------------------------------------------------
 
 
@@ -98,6 +116,42 @@ def _timm_location(name: str) -> str | None:
         if name.startswith(schema):
             return name[len(schema) :]
     return None
+
+
+def _timm_hub_files(repo: str, needed: tuple[tuple[str, ...], ...]) -> HubFiles:
+    """``ORG/REPO[@REVISION]``, as timm names a Hub repository, and the files timm will read there."""
+    repo_id, _, revision = repo.partition("@")
+    return HubFiles(repo_id, needed, revision or None)
+
+
+def _timm_weight_names(pretrained_cfg: Any) -> tuple[str, ...]:
+    """The weight files timm looks for in a tag's Hub repository: its own file (and a ``.bin``'s safetensors
+    alternative, which timm tries first), else timm's defaults."""
+    filename = pretrained_cfg.hf_hub_filename
+    if not filename:
+        return _TIMM_WEIGHT_NAMES
+    return (filename[: -len(".bin")] + ".safetensors", filename) if filename.endswith(".bin") else (filename,)
+
+
+def _timm_offline_unless_reachable(args: TimmArgs, pretrained_cfg: Any) -> None:
+    """Before timm fetches a model's config or weights from the Hugging Face Hub (or a tag's weights from a URL):
+    fail at once when they cannot be reached nor read from a cache; read a cached copy offline."""
+    location = _timm_location(args.name)
+    weights = args.pretrained and args.checkpoint is None
+    if args.name.startswith("hf-hub:") and location is not None:
+        needed = (("config.json",), _TIMM_WEIGHT_NAMES) if weights else (("config.json",),)
+        files = _timm_hub_files(location, needed)
+    elif location is not None or not weights or pretrained_cfg is None:
+        return
+    elif pretrained_cfg.hf_hub_id:
+        files = _timm_hub_files(pretrained_cfg.hf_hub_id, (_timm_weight_names(pretrained_cfg),))
+    else:
+        if pretrained_cfg.url:
+            offline_unless_torch_hub_reachable(pretrained_cfg.url, backend="timm", what=f"the weights of {args.name}")
+        return
+    offline_unless_hub_reachable(
+        files, backend="timm", what=f"{args.name} ({files.repo_id})", instead=_CHECKPOINT_INSTEAD
+    )
 
 
 def timm_outputs(args: TimmArgs) -> int | None:
@@ -110,6 +164,7 @@ def timm_outputs(args: TimmArgs) -> int | None:
 
     location = _timm_location(args.name)
     if location is not None:
+        _timm_offline_unless_reachable(args, None)
         config = read_config(location) or {}
         n = config.get("num_classes")
         return n if isinstance(n, int) and args.checkpoint is None else None
@@ -129,6 +184,7 @@ def timm_outputs(args: TimmArgs) -> int | None:
         raise ModelNotFoundError(
             f"timm backend: {architecture} has no pretrained tag {tag!r}; its tags are: {', '.join(tags) or 'none'}"
         )
+    _timm_offline_unless_reachable(args, pretrained_cfg)
     return None if args.checkpoint is not None else int(pretrained_cfg.num_classes)
 
 
@@ -141,7 +197,8 @@ def load_timm(args: TimmArgs, run: RunArgs) -> LoadedClassifier:
     import timm
     from timm.data import create_transform, resolve_data_config
 
-    timm_outputs(args)  # unknown models and tags get their message before anything is fetched
+    # Unknown models and tags get their message before anything is fetched, and an unreachable Hub its own.
+    timm_outputs(args)
     pretrained = args.pretrained and args.checkpoint is None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
@@ -219,6 +276,10 @@ def load_torchvision(args: TorchvisionArgs, run: RunArgs) -> LoadedClassifier:
     from torchvision.models import get_model
 
     weights = _torchvision_weights(args)
+    if args.checkpoint is None:
+        offline_unless_torch_hub_reachable(
+            weights.url, backend="torchvision", what=f"the {args.weights} weights of {args.name}"
+        )
     try:
         model = get_model(args.name, weights=None if args.checkpoint is not None else weights)
     except OSError as error:  # urllib's URLError included
@@ -252,10 +313,24 @@ def _transformers_error(args: TransformersArgs, error: Exception) -> ModelNotFou
     )
 
 
+def transformers_offline_unless_reachable(args: TransformersArgs) -> None:
+    """Before transformers asks the Hugging Face Hub for a Hub model's config and weights: fail at once when the
+    Hub cannot be reached and the cache lacks them; read a cached copy offline. A local folder is left alone."""
+    if Path(args.path).expanduser().is_dir():
+        return
+    offline_unless_hub_reachable(
+        HubFiles(args.path, TRANSFORMERS_MODEL_FILES, args.revision),
+        backend="hf_classifier",
+        what=f"model {args.path!r}" + (f" at revision {args.revision!r}" if args.revision else ""),
+        instead="or pass the folder save_pretrained wrote",
+    )
+
+
 def transformers_outputs(args: TransformersArgs) -> int | None:
     """``num_labels`` of the model's config (no weights read)."""
     from transformers import AutoConfig
 
+    transformers_offline_unless_reachable(args)
     try:
         config = AutoConfig.from_pretrained(args.path, revision=args.revision)
     except (OSError, ValueError) as error:
@@ -289,6 +364,7 @@ def load_transformers(args: TransformersArgs, run: RunArgs) -> LoadedClassifier:
 
     # Typed in some transformers releases and not in others: called through a plain callable either way.
     load_processor: Callable[..., Any] = AutoImageProcessor.from_pretrained
+    transformers_offline_unless_reachable(args)
     try:
         processor = load_processor(args.path, revision=args.revision)
         model = AutoModelForImageClassification.from_pretrained(args.path, revision=args.revision)

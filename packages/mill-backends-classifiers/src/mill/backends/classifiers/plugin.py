@@ -3,7 +3,6 @@ claims that route bare hub ids and folders to them. Imports no ML framework unti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -11,6 +10,7 @@ from typing import Any, Generic, TypeVar
 from attrs import frozen
 
 from mill.backends.classifiers.args import TimmArgs, TorchvisionArgs, TransformersArgs
+from mill.backends.classifiers.model_config import read_config
 from mill.core.backend import Backend, BackendArgs, Capabilities, RunContext
 from mill.core.kinds import classification
 
@@ -57,27 +57,6 @@ torchvision_plugin = ClassifierPlugin(
 hf_classifier_plugin = ClassifierPlugin(
     TransformersArgs.from_mapping, f"{_FAMILIES}:transformers_outputs", f"{_FAMILIES}:load_transformers"
 )
-
-
-def read_config(path: str) -> Mapping[str, Any] | None:
-    """The ``config.json`` of a model folder, or of a Hub repository as the cache (or, online, the Hub) holds it;
-    None when there is none to read."""
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        file = folder / "config.json"
-    else:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            file = Path(hf_hub_download(path, "config.json"))
-        except (OSError, ValueError):  # HFValidationError (not a repository id) is a ValueError
-            # Not a repository, not reachable, no config: the default route reports it.
-            return None
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return config if isinstance(config, dict) else None
 
 
 def claim_transformers(path: str) -> Mapping[str, object] | None:

@@ -1,4 +1,4 @@
-"""Tiny classifiers with random weights, one per family, for tests and benchmarks: nothing is downloaded.
+"""Tiny classifiers with random weights, one per family, for tests: nothing is downloaded.
 
 - timm: :data:`TIMM_MODEL` (timm's own test architecture, with a pretrained config: 160 px, crop 0.95,
   bilinear), its weights saved as a checkpoint file;

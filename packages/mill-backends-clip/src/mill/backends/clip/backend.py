@@ -9,8 +9,8 @@ Image batches that run out of device memory are computed again at half the size
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import open_clip
 import torch
@@ -24,7 +24,6 @@ from mill.backends.clip.classifier import (
     classifier_cache_key,
     encode_text,
 )
-from mill.backends.clip.memory import InMemoryClip
 from mill.backends.clip.model import Architecture, LoadedModel, library_versions, load_model
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.batch_size import AdaptiveBatchSize
@@ -33,7 +32,7 @@ from mill.core.held_model import first_device, parameters_digest, preserved
 from mill.core.image_batches import answer_batches, topk_result
 from mill.core.kinds.retrieval import RetrievalBatchResult, RetrievalTask
 from mill.core.kinds.zero_shot import ZeroShotBatchResult, ZeroShotTask
-from mill.core.precision import DEFAULT_PRECISION, PRECISIONS
+from mill.core.precision import DEFAULT_PRECISION, PRECISIONS, PrecisionName
 from mill.core.sample import SampleBatch, SampleSource
 
 
@@ -279,12 +278,35 @@ class ClipBackend:
         return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
 
 
+class HeldClip(Protocol):
+    """What :meth:`InMemoryClipBackend.wrap` reads of the in-memory plugin
+    (:class:`~mill.backends.clip.memory.InMemoryClip`, which imports this module only when loading)."""
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def preprocess(self) -> Callable[[Any], Any]: ...
+
+    @property
+    def tokenizer(self) -> Callable[[list[str]], Any]: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def precision(self) -> PrecisionName: ...
+
+    @property
+    def cache_classifier(self) -> bool: ...
+
+
 class InMemoryClipBackend(ClipBackend):
     """A :class:`ClipBackend` over a model the caller holds (``mill.backends.clip.from_model``): it runs on
     the model's own device unless told otherwise, and leaves the model as it found it."""
 
     @classmethod
-    def wrap(cls, held: InMemoryClip, context: RunContext) -> InMemoryClipBackend:
+    def wrap(cls, held: HeldClip, context: RunContext) -> InMemoryClipBackend:
         model = held.model
         args = ClipArgs(
             path=held.name, precision=PRECISIONS[held.precision], device=context.device or first_device(model)

@@ -21,7 +21,9 @@ from typing import Any
 from attrs import frozen
 
 from mill.backends.clip.checksum import file_sha256
+from mill.core import hub as core_hub
 from mill.core.errors import BackendArgumentError, ModelNotFoundError
+from mill.core.hub import HubFiles, cached_hub_file, hub_cache_dir
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -135,23 +137,51 @@ def random_weights() -> Weights:
     return Weights(name="random", revision=None, key=f"random:seed={RANDOM_INIT_SEED}")
 
 
+def tag_hub_files(architecture: str, tag: str) -> tuple[str, tuple[str, ...]] | None:
+    """The Hub repository an open_clip tag's weights are downloaded from and the file names open_clip asks for
+    there, in its order (either will do); None when the tag's weights come from elsewhere (a URL)."""
+    import open_clip
+
+    hub = str(open_clip.get_pretrained_cfg(architecture, tag).get("hf_hub", ""))
+    if not hub:
+        return None
+    # open_clip's convention: 'org/repo/' names the default weight file, 'org/repo/f.bin' a given one.
+    repo_id, filename = posixpath.split(hub)
+    return repo_id, ((filename,) if filename else HUB_WEIGHT_NAMES)
+
+
 def tag_weights(architecture: str, tag: str) -> Weights:
     """An open_clip tag, plus where open_clip fetched it from and, when the Hub cache reveals it, the commit."""
     import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(architecture, tag)
-    hub = str(cfg.get("hf_hub", ""))
-    url = str(cfg.get("url", ""))
-    if hub:
-        # open_clip's convention: 'org/repo/' names the default weight file, 'org/repo/f.bin' a given one.
-        repo_id, filename = posixpath.split(hub)
-        names = (filename,) if filename else HUB_WEIGHT_NAMES
-        cached = _cached_hub_file(repo_id, names)
+    hub_files = tag_hub_files(architecture, tag)
+    url = str(open_clip.get_pretrained_cfg(architecture, tag).get("url", ""))
+    if hub_files is not None:
+        repo_id, names = hub_files
+        cached = cached_hub_file(repo_id, names)
         commit = _snapshot_commit(cached) if cached is not None else None
         revision = f"{tag} (hf-hub:{repo_id}" + (f"@{commit}" if commit else "") + ")"
     else:
         revision = f"{tag} ({url})" if url else tag
     return Weights(name=tag, revision=revision, key=f"tag:{revision}")
+
+
+def offline_unless_hub_reachable(location: Location | None, architecture: str, tag: str | None) -> None:
+    """Before open_clip's factory asks the Hugging Face Hub for the weights of ``location`` or ``tag``:
+    :func:`mill.core.hub.offline_unless_hub_reachable` for its repository (open_clip asks for two files, a
+    ``.safetensors`` first, each retried for about 20 s: offline, that was most of a minute before any message).
+
+    Raises ModelNotFoundError naming the repository, why the Hub is out of reach and how to get the files.
+    """
+    if isinstance(location, HubRepo):
+        files = HubFiles(location.repo_id, ((CONFIG_NAME,), HUB_WEIGHT_NAMES))
+        what = location.model_name
+    elif location is None and tag is not None and (hub_files := tag_hub_files(architecture, tag)) is not None:
+        files = HubFiles(hub_files[0], (hub_files[1],))
+        what = f"the {tag!r} weights of {architecture} (hf-hub:{hub_files[0]})"
+    else:
+        return
+    core_hub.offline_unless_hub_reachable(files, backend="clip", what=what, instead="or give a local checkpoint file")
 
 
 def hub_weights(repo: HubRepo) -> Weights:
@@ -161,7 +191,7 @@ def hub_weights(repo: HubRepo) -> Weights:
     factory (which asks for ``main``) loaded. Raises ModelNotFoundError when the cache lacks the config or
     the weights.
     """
-    config = _cached_hub_file(repo.repo_id, (CONFIG_NAME,))
+    config = cached_hub_file(repo.repo_id, (CONFIG_NAME,))
     commit = _snapshot_commit(config) if config is not None else None
     if config is None or commit is None:
         raise ModelNotFoundError(
@@ -169,7 +199,7 @@ def hub_weights(repo: HubRepo) -> Weights:
             f"download it with `hf download {repo.repo_id}` where there is network, or point HF_HUB_CACHE at "
             "the cache that holds it"
         )
-    weights = _cached_hub_file(repo.repo_id, HUB_WEIGHT_NAMES)
+    weights = cached_hub_file(repo.repo_id, HUB_WEIGHT_NAMES)
     if weights is None or weights.parent != config.parent:
         raise ModelNotFoundError(
             f"clip backend: {repo.model_name} at commit {commit} has no weight file "
@@ -207,7 +237,7 @@ def location_config(location: Location) -> dict[str, Any]:
     file = (
         location.folder / CONFIG_NAME
         if isinstance(location, LocalDir)
-        else _cached_hub_file(location.repo_id, (CONFIG_NAME,))
+        else cached_hub_file(location.repo_id, (CONFIG_NAME,))
     )
     if file is None:
         raise ModelNotFoundError(f"clip backend: {location.model_name} has no {CONFIG_NAME} in the Hugging Face cache")
@@ -225,24 +255,6 @@ def location_config(location: Location) -> dict[str, Any]:
 
 def local_weight_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in LOCAL_WEIGHT_SUFFIXES)
-
-
-def hub_cache_dir() -> str:
-    """The Hugging Face cache open_clip's downloads use (``HF_HUB_CACHE``), read when called."""
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _cached_hub_file(repo_id: str, names: tuple[str, ...]) -> Path | None:
-    """The first of ``names`` that the cache holds for ``repo_id`` at ``main`` (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in names:
-        cached = try_to_load_from_cache(repo_id, name, cache_dir=hub_cache_dir())
-        if isinstance(cached, str):
-            return Path(cached)
-    return None
 
 
 def _snapshot_commit(cached: Path) -> str | None:

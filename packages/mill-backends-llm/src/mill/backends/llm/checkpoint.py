@@ -17,6 +17,7 @@ from attrs import frozen
 from mill.core.backend import Capabilities
 from mill.core.checksum import file_stamp
 from mill.core.errors import BackendArgumentError, CapabilityError, MillError, ModelNotFoundError
+from mill.core.hub import TRANSFORMERS_MODEL_FILES, HubFiles, offline_unless_hub_reachable
 from mill.core.kinds import generative_mcq, likelihood_mcq
 
 # "name" (legacy) or "owner/name", as the Hub allows; anything else can only be a local path.
@@ -24,6 +25,8 @@ _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _IMAGE_TEXT_AUTO_CLASSES = ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
+#: What a tokenizer's repository must hold (a fast tokenizer's file, or the config naming a slow one's files).
+TOKENIZER_FILES = (("tokenizer_config.json", "tokenizer.json"),)
 
 
 @frozen
@@ -59,6 +62,25 @@ class Checkpoint:
             "(as written by save_pretrained) or a Hugging Face Hub id such as Qwen/Qwen2-VL-2B-Instruct"
         )
 
+    def offline_unless_hub_reachable(
+        self, needed: tuple[tuple[str, ...], ...] = TRANSFORMERS_MODEL_FILES, what: str = "model"
+    ) -> None:
+        """Before transformers (or vLLM) asks the Hugging Face Hub for a Hub model's files: fail at once when the
+        Hub cannot be reached and the cache lacks the ``needed`` ones (config and weights), read them from the
+        cache when it holds them (:func:`mill.core.hub.offline_unless_hub_reachable`). A local directory is left
+        alone.
+
+        Raises :class:`ModelNotFoundError` naming the ``what`` and the ``hf download`` command.
+        """
+        if self.locate() is not None:
+            return
+        offline_unless_hub_reachable(
+            HubFiles(self.path, needed, self.revision),
+            backend=self.backend,
+            what=f"{what} {self.path!r}" + (f" at revision {self.revision!r}" if self.revision else ""),
+            instead="or pass the folder save_pretrained wrote",
+        )
+
     def load_kwargs(self) -> dict[str, Any]:
         """Keyword arguments every transformers ``from_pretrained`` call for this model takes."""
         return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
@@ -67,7 +89,7 @@ class Checkpoint:
         """The model's transformers config (no weights). Raises as :meth:`raise_for` does."""
         from transformers import AutoConfig
 
-        self.locate()
+        self.offline_unless_hub_reachable()
         try:
             return AutoConfig.from_pretrained(self.path, **self.load_kwargs())
         except (OSError, ValueError) as error:

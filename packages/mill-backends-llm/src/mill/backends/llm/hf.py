@@ -63,6 +63,7 @@ class HfBackend(GenerativeBackend):
             checked_device(device, f"{backend} backend", torch)
         batch_size = run_setting(args.batch_size, context.batch_size, DEFAULT_BATCH_SIZE)
         num_workers = run_setting(args.num_workers, context.num_workers, 0)
+        checkpoint.offline_unless_hub_reachable()
         processor = _load_processor(checkpoint, args)
         model_kwargs: dict[str, Any] = {"dtype": getattr(torch, args.dtype), **checkpoint.load_kwargs()}
         if args.attn_implementation is not None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from mill.backends.llm.args import OpenAIArgs, run_setting
 from mill.backends.llm.base import GenerativeBackend
-from mill.backends.llm.checkpoint import Checkpoint
+from mill.backends.llm.checkpoint import TOKENIZER_FILES, Checkpoint
 from mill.backends.llm.endpoint import Endpoint, EndpointError, RetryPolicy
 from mill.backends.llm.journal import Journal, request_digest
 from mill.backends.llm.letters import (
@@ -38,7 +38,7 @@ from mill.backends.llm.letters import (
 )
 from mill.backends.llm.messages import build_conversation, build_openai_request
 from mill.core.backend import ModelInfo, RunContext
-from mill.core.errors import BackendArgumentError, MillError
+from mill.core.errors import BackendArgumentError, MillError, ModelNotFoundError
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqBatchResult, LikelihoodMcqTask
 from mill.core.sample import SampleSource
 
@@ -237,8 +237,9 @@ class ServedBackend(GenerativeBackend):
             from transformers import AutoProcessor
 
             checkpoint = Checkpoint(path, "openai", None, False)
+            checkpoint.offline_unless_hub_reachable(TOKENIZER_FILES, what="the tokenizer")
             processor = AutoProcessor.from_pretrained(path, **checkpoint.load_kwargs())  # type: ignore[no-untyped-call]
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, ModelNotFoundError) as error:
             raise BackendArgumentError(
                 f"{refuse}: its tokenizer {path!r} cannot be loaded here ({str(error).splitlines()[0]}); pass "
                 f"tokenizer=<local directory or hub id>{instead}"

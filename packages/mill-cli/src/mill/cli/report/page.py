@@ -2,7 +2,8 @@
 
 Everything is inline (CSS, SVG charts, thumbnails as ``data:`` URIs) and the page has no script, so it
 opens the same from a laptop, a cluster's file browser or an e-mail attachment, and fetches nothing.
-The statistics come from :mod:`mill.core.analysis`; this module only lays them out.
+The statistics come from :mod:`mill.core.analysis` and the kinds (:mod:`mill.core.kinds.generative_mcq`); this
+module only lays them out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from mill.core import analysis
 from mill.core.atomic import write_bytes_atomic
 from mill.core.comparison import ComparedRun, ComparisonError, compare
 from mill.core.errors import MillError
+from mill.core.kinds import generative_mcq
+from mill.core.metrics import MetricValue
+from mill.core.results_dir import ResultsDir
 from mill.data.lookup import local_shard, read_images
 
 #: Misclassified images shown per zero-shot run, and their thumbnail size in pixels.
@@ -60,7 +64,7 @@ def write_report(
             + ", ".join(sorted({run.model for run in runs}))
         )
     html = render_page(runs, baseline=baseline, title=f"Mill report: {output_dir}")
-    target = out or output_dir / "report.html"
+    target = out or ResultsDir(output_dir).report_file
     try:
         # Atomic: a report killed mid-write leaves the previous page, not a truncated one; and the rename
         # replaces a symbolic link planted at the target (a shared directory) instead of writing through it.
@@ -104,8 +108,8 @@ def _headline_cell(run: ReportRun) -> str:
     return f"<td>{escape(name)} {_value(metrics[name])}</td>"
 
 
-def _value(metric: dict[str, float | None]) -> str:
-    value, stderr = metric.get("value"), metric.get("stderr")
+def _value(metric: MetricValue) -> str:
+    value, stderr = metric.value, metric.stderr
     text = "—" if value is None else f"{value:.4f}"
     return text + ("" if stderr is None else f" ± {stderr:.4f}")
 
@@ -141,18 +145,18 @@ def _metrics_table(run: ReportRun) -> str:
 
 
 def _provenance(run: ReportRun) -> str:
-    manifest = run.manifest
-    versions = ", ".join(f"{k} {v}" for k, v in (manifest.get("versions") or {}).items())
+    subject, settings, provenance = run.record.subject, run.record.settings, run.record.provenance
+    versions = ", ".join(f"{k} {v}" for k, v in provenance.versions.items())
     facts = [
         ("model", run.model),
-        ("model revision", manifest.get("model_revision")),
-        ("settings", manifest.get("settings")),
-        ("seed / limit", f"{manifest.get('seed')} / {manifest.get('limit') or 'full run'}"),
-        ("spec", f"{manifest.get('spec_file')} (sha256 {str(manifest.get('spec_hash'))[:12]})"),
-        ("data", manifest.get("data_source")),
+        ("model revision", subject.model_revision),
+        ("settings", settings.settings),
+        ("seed / limit", f"{settings.seed} / {settings.limit or 'full run'}"),
+        ("spec", f"{subject.spec_file} (sha256 {str(subject.spec_hash)[:12]})"),
+        ("data", provenance.data_source),
         ("versions", versions),
-        ("command", manifest.get("command")),
-        ("run", f"{run.run_id}, finished {manifest.get('finished_at')}"),
+        ("command", provenance.command),
+        ("run", f"{run.run_id}, finished {provenance.finished_at}"),
     ]
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v is not None)
     return f'<details class="provenance"><summary>Provenance</summary><dl>{items}</dl></details>'
@@ -160,12 +164,12 @@ def _provenance(run: ReportRun) -> str:
 
 def _source_line(run: ReportRun) -> str:
     """The short provenance every figure carries: which run, which weights, which Mill, which command."""
-    manifest = run.manifest
-    revision = str(manifest.get("model_revision") or "unknown revision")
-    version = (manifest.get("versions") or {}).get("mill-core", "?")
+    record = run.record
+    revision = str(record.subject.model_revision or "unknown revision")
+    version = record.provenance.versions.get("mill-core", "?")
     return (
         f"{run.model} (revision {revision[:19]}), run {run.run_id}, Mill {version}: "
-        f"<code>{escape(str(manifest.get('command', '')))}</code>"
+        f"<code>{escape(record.provenance.command)}</code>"
     )
 
 
@@ -229,7 +233,7 @@ def _grid(run: ReportRun) -> str:
     )
     if wrong.is_empty():
         return "<p>No misclassified samples.</p>"
-    source = str(run.manifest.get("data_source", ""))
+    source = run.record.provenance.data_source
     images: dict[str, bytes] = {}
     missing: list[str] = []
     for shard in wrong.get_column("shard").unique().sort().to_list():
@@ -284,8 +288,8 @@ def _thumbnail(data: bytes) -> str | None:
 
 
 def _mcq(run: ReportRun) -> str:
-    summary = analysis.mcq_summary(run.frame).row(0, named=True)
-    unparsed = analysis.unparsed_responses(run.frame, N_UNPARSED)
+    summary = generative_mcq.mcq_summary(run.frame).row(0, named=True)
+    unparsed = generative_mcq.unparsed_responses(run.frame, N_UNPARSED)
     lines = (
         f"<p>Accuracy {_pm(summary['accuracy'], summary['stderr'])} (binomial) over {summary['n']} questions; "
         f"{summary['n_unparsed']} replies named no option (unparsed rate {summary['unparsed_rate']:.3f}).</p>"
@@ -297,12 +301,12 @@ def _mcq(run: ReportRun) -> str:
             '<div class="columns">',
             _figure(
                 "Accuracy by the gold option's position (± binomial stderr)",
-                charts.accuracy_by_position(analysis.accuracy_by_gold_position(run.frame)),
+                charts.accuracy_by_position(generative_mcq.accuracy_by_gold_position(run.frame)),
                 [run],
             ),
             _figure(
                 "Letters chosen, beside gold letters",
-                charts.letter_distribution(analysis.chosen_letters(run.frame)),
+                charts.letter_distribution(generative_mcq.chosen_letters(run.frame)),
                 [run],
             ),
             "</div>",
@@ -382,7 +386,7 @@ def _paired_accuracy(baseline: ReportRun, run: ReportRun) -> tuple[str, str, str
             name=report.model,
             benchmark=report.benchmark,
             variant=report.task,
-            spec_hash=report.manifest.get("spec_hash"),
+            spec_hash=report.record.subject.spec_hash,
             samples=report.frame,
             run_id=report.run_id,
         )

@@ -3,7 +3,7 @@ and manifests (docs/outputs.md), one :class:`ReportRun` per model × task."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,33 +12,35 @@ from attrs import frozen
 
 from mill.core.comparison import class_labels
 from mill.core.errors import ResultsError, SpecError
+from mill.core.metrics import MetricValue
+from mill.core.record import RunRecord
 from mill.core.registry import SpecRegistry
-from mill.core.results import read_aggregate, read_stored_run
-from mill.core.spec import load_spec
+from mill.core.results import read_aggregate
+from mill.core.results_dir import ResultsDir
+from mill.core.specfile import load_spec
 
 
 @frozen
 class ReportRun:
-    """One stored run: its per-sample frame, its manifest, and the class names of its benchmark."""
+    """One stored run: its per-sample frame, its record, and the class names of its benchmark."""
 
     model: str
     benchmark: str
     task: str
     task_type: str
     frame: pl.DataFrame
-    manifest: dict[str, Any]
+    record: RunRecord
     classnames: tuple[str, ...]
     parquet: Path
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("run_id", self.parquet.stem))
+        return self.record.provenance.run_id or self.parquet.stem
 
     @property
-    def metrics(self) -> dict[str, dict[str, float | None]]:
-        """The manifest's metrics: name → ``{"value": ..., "stderr": ...}`` (bootstrap stderr)."""
-        metrics: dict[str, dict[str, float | None]] = self.manifest.get("metrics", {})
-        return metrics
+    def metrics(self) -> Mapping[str, MetricValue]:
+        """The record's metrics, each with its bootstrap stderr."""
+        return self.record.outcome.metrics
 
 
 def gather_runs(output_dir: Path, *, models: Sequence[str] = (), benchmarks: Sequence[str] = ()) -> list[ReportRun]:
@@ -56,8 +58,8 @@ def gather_runs(output_dir: Path, *, models: Sequence[str] = (), benchmarks: Seq
         rows = rows.filter(pl.col("benchmark").is_in(list(benchmarks)) | pl.col("task").is_in(list(benchmarks)))
     if rows.is_empty():
         raise ResultsError(
-            f"no results in {output_dir / 'aggregate.csv'} match; run `mill eval` first, or check --models and "
-            "--benchmarks against the model and task columns of `mill collect --all`"
+            f"no results in {ResultsDir(output_dir).aggregate_file} match; run `mill eval` first, or check --models "
+            "and --benchmarks against the model and task columns of `mill collect --all`"
         )
     order = list(models) or rows.get_column("model").unique(maintain_order=True).to_list()
     chosen = (
@@ -73,24 +75,24 @@ def gather_runs(output_dir: Path, *, models: Sequence[str] = (), benchmarks: Seq
 
 
 def _read_run(output_dir: Path, row: dict[str, Any]) -> ReportRun:
-    frame, manifest = read_stored_run(output_dir, row)
-    task = str(manifest.get("variant", row["task"]))
+    results = ResultsDir(output_dir)
+    frame, record = results.read_stored_run(row)
     return ReportRun(
         model=row["model"],
         benchmark=row["benchmark"],
-        task=task,
+        task=record.subject.variant or row["task"],
         task_type=row["task_type"],
         frame=frame,
-        manifest=manifest,
-        classnames=_classnames(manifest, row["benchmark"], frame),
-        parquet=output_dir / row["output_file"],
+        record=record,
+        classnames=_classnames(record, row["benchmark"], frame),
+        parquet=results.files_of(row["output_file"]).per_sample,
     )
 
 
-def _classnames(manifest: dict[str, Any], benchmark: str, frame: pl.DataFrame) -> tuple[str, ...]:
+def _classnames(record: RunRecord, benchmark: str, frame: pl.DataFrame) -> tuple[str, ...]:
     """The benchmark's class names: from the spec file the run used, else the installed spec of that name,
     else the labels the per-sample file itself names."""
-    spec_file = manifest.get("spec_file")
+    spec_file = record.subject.spec_file
     try:
         if spec_file and Path(spec_file).is_file():
             return load_spec(Path(spec_file)).classnames

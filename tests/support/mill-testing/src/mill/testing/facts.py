@@ -3,7 +3,6 @@ whole stored run built from a per-sample frame."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,18 @@ import polars as pl
 from attrs import evolve
 
 from mill.core.metrics import MetricValue
-from mill.core.results import RunFacts, model_slug, run_rows, upsert_aggregate
+from mill.core.record import Outcome, Provenance, RunRecord, Settings, Subject
+from mill.core.results import RunFacts, run_rows, upsert_aggregate
+from mill.core.results_dir import ResultsDir
 
 #: A full 50,000-sample ImageNet zero-shot run with default settings.
+#: Zero-shot metrics of a run, to store with :data:`FACTS`.
+ZERO_SHOT_METRICS = {
+    "acc": MetricValue(0.6656, 0.002),
+    "acc5": MetricValue(0.89, 0.001),
+    "mean_per_class_recall": MetricValue(0.66, 0.002),
+}
+
 FACTS = RunFacts(
     model="ViT-B-32/laion2b_s34b_b79k",
     benchmark="imagenet",
@@ -50,13 +58,18 @@ def store_run(
     """Store ``samples`` (a per-sample frame with ``key``, ``gold`` and ``correct``) as a finished zero-shot run
     of ``model`` in ``output_dir``: its parquet file, a manifest and its aggregate row (accuracy). Returns the
     per-sample file."""
-    output_file = f"outputs/{model_slug(model)}/{variant}_0shot_{run_id}.parquet"
-    parquet = output_dir / output_file
-    parquet.parent.mkdir(parents=True, exist_ok=True)
-    samples.write_parquet(parquet)
-    manifest = {"run_id": run_id, "model": model, "benchmark": benchmark, "variant": variant, "spec_hash": spec_hash}
-    parquet.with_suffix(".json").write_text(json.dumps(manifest), encoding="utf-8")
+    results = ResultsDir(output_dir)
+    files = results.run_files(model, f"{variant}_0shot_{run_id}")
+    results.write_per_sample(files, samples)
     accuracy = MetricValue(float(samples["correct"].mean() or 0.0), 0.0)  # type: ignore[arg-type]
+    record = RunRecord(
+        Subject(model=model, benchmark=benchmark, variant=variant, spec_hash=spec_hash),
+        Settings(limit=limit),
+        Provenance(run_id=run_id),
+        Outcome(metrics={"acc": accuracy}, n_samples=samples.height),
+    )
+    results.write_record(files, record)
+    output_file = files.output_file
     facts = run_facts(
         model=model,
         benchmark=benchmark,
@@ -66,4 +79,4 @@ def store_run(
         output_file=output_file,
     )
     upsert_aggregate(output_dir, run_rows(facts, variant, {"acc": accuracy}, ("acc", "acc")))
-    return parquet
+    return files.per_sample

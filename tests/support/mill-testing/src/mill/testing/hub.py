@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 #: Files a tokenizer asks the Hub for that a tiny model's repository lacks: a download records each under
@@ -11,14 +12,17 @@ from pathlib import Path
 ABSENT_FILES = ("config.json",)
 
 
-def seed_hub_cache(hub_cache: Path, source: Path, *, repo_id: str, commit: str) -> Path:
+def seed_hub_cache(
+    hub_cache: Path, source: Path, *, repo_id: str, commit: str, absent: Sequence[str] = ABSENT_FILES
+) -> Path:
     """Put ``source``'s files in ``hub_cache`` as snapshot ``commit`` of model ``repo_id`` and point its ``main``
-    ref at it, as ``hf download`` leaves them. Returns the snapshot folder."""
+    ref at it, as ``hf download`` leaves them, with ``absent`` recorded as not in the repository. Returns the
+    snapshot folder."""
     repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     shutil.copytree(source, snapshot)
     (repo / ".no_exist" / commit).mkdir(parents=True)
-    for name in ABSENT_FILES:
+    for name in absent:
         (repo / ".no_exist" / commit / name).touch()
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit, encoding="utf-8")

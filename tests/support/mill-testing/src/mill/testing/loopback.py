@@ -11,8 +11,9 @@ from typing import Any
 
 
 class CutShortHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder quietly; files whose URL path (``/test/1.tar``) is in ``cut_short`` are sent half-way,
-    then the connection closes with the full Content-Length announced, as by a server dying mid-transfer."""
+    """Serves a folder quietly, each file with an ETag that changes with its size or modification time (as
+    nginx's does); files whose URL path (``/test/1.tar``) is in ``cut_short`` are sent half-way, then the
+    connection closes with the full Content-Length announced, as by a server dying mid-transfer."""
 
     def __init__(self, *args: Any, cut_short: Collection[str], **kwargs: Any) -> None:
         self.cut_short = cut_short
@@ -20,6 +21,12 @@ class CutShortHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def send_header(self, keyword: str, value: str) -> None:
+        super().send_header(keyword, value)
+        if keyword == "Last-Modified":  # sent for a file only
+            stat = Path(self.translate_path(self.path)).stat()
+            super().send_header("ETag", f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"')
 
     def copyfile(self, source: Any, outputfile: Any) -> None:
         if self.path not in self.cut_short:

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 from attrs import evolve
 
+from mill.cli.tables import (
+    MISSING,
+    REPORTED_COLUMNS,
+    comparison_tables,
+    legend,
+    metric_tables,
+    reported_tables,
+    select_rows,
+    usage_table,
+)
+from mill.core.comparison import ComparedRun, compare_runs
 from mill.core.metrics import MetricValue
 from mill.core.registry import builtin_spec_dir
 from mill.core.results import RunFacts, read_aggregate, run_rows, upsert_aggregate
-from mill.core.spec import ReportedBaseline, Spec, load_spec
-from mill.core.tables import MISSING, REPORTED_COLUMNS, metric_tables, reported_tables, select_rows, usage_table
+from mill.core.spec import ReportedBaseline, Spec
+from mill.core.specfile import load_spec
 
 
 def _store(tmp_path: Path, facts: RunFacts, zero_shot: dict[str, MetricValue]) -> None:
@@ -73,7 +85,7 @@ def test_reported_table_puts_mill_beside_the_published_numbers(
     tables = reported_tables(select_rows(read_aggregate(tmp_path)), [_imagenet_spec()])
     # The spec's baselines name two tasks: the zero-shot rollup (open_clip's figures) and the classifier
     # variant (timm's and torchvision's); each gets its table, Mill's column empty where nothing ran.
-    assert [(t.benchmark, t.task, t.metric) for t in tables] == [
+    assert [(t.benchmark, t.variant, t.metric) for t in tables] == [
         ("imagenet", "imagenet", "acc"),
         ("imagenet", "imagenet_classifier", "acc"),
     ]
@@ -156,3 +168,34 @@ def test_usage_table_lists_each_served_run_once_under_its_variant(tmp_path: Path
         ("qwen", "imagenet_mcq", "3", "800", "5", MISSING),
     ]
     assert usage_table(read_aggregate(tmp_path), lambda _: None) is None
+
+
+def test_both_multiple_choice_kinds_share_one_legend_entry() -> None:
+    assert legend().count("†") == 1
+
+
+def _compared(name: str, correct: list[bool]) -> ComparedRun:
+    samples = pl.DataFrame(
+        {"key": [f"s{i}" for i in range(len(correct))], "gold": [0] * len(correct), "correct": correct}
+    )
+    return ComparedRun(name=name, samples=samples, benchmark="imagenet", variant="imagenet", spec_hash="h1")
+
+
+def test_comparison_tables_lead_with_shared_samples_differences_and_mcnemar() -> None:
+    base = [True, False] * 20
+    runs = [_compared("a", base), _compared("b", [not c if i < 2 else c for i, c in enumerate(base)])]
+    comparisons = compare_runs(runs, n_resamples=200)
+    tables = comparison_tables(comparisons)
+    assert [t.title for t in tables][:3] == [
+        "Shared samples",
+        "Differences (run − baseline) with their paired bootstrap 95% interval",
+        "McNemar's exact test of accuracy",
+    ]
+    assert tables[2].frame.to_dicts()[0] == {
+        "baseline": "a",
+        "run": "b",
+        "shared": 40,
+        "baseline only right": comparisons[0].mcnemar.baseline_only,
+        "run only right": comparisons[0].mcnemar.other_only,
+        "p_value": comparisons[0].mcnemar.p_value,
+    }

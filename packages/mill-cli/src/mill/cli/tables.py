@@ -1,5 +1,6 @@
-"""Rolling aggregate rows up into model × task tables, one per metric (never averaged together), and into
-comparison tables of Mill's numbers beside the published ones a spec lists (``[[reported]]``)."""
+"""The tables the CLI prints: aggregate rows rolled up into model × task tables, one per metric (never averaged
+together), Mill's numbers beside the published ones a spec lists (``[[reported]]``), a served model's usage, and
+``mill compare``'s paired comparisons (computed by :mod:`mill.core.comparison`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import polars as pl
 from attrs import frozen
 
+from mill.core.comparison import Comparison
 from mill.core.errors import MillError
 from mill.core.spec import Spec
 from mill.core.task_kind import installed_kinds
@@ -42,23 +44,25 @@ class MetricTable:
 
 @frozen
 class ReportedTable:
-    """One benchmark task and metric: Mill's number beside the spec's reported one, per model.
+    """One variant (or a benchmark's rollup) and metric: Mill's number beside the spec's reported one, per model.
 
     ``frame`` has the columns :data:`REPORTED_COLUMNS`, every cell a string (:data:`MISSING` when empty).
     """
 
     benchmark: str
-    task: str
+    #: The aggregate's ``task`` value: a variant's name, or the benchmark's for its rollup row.
+    variant: str
     metric: str
     frame: pl.DataFrame
 
     @property
     def title(self) -> str:
-        return f"{self.benchmark}: {self.task} {self.metric}"
+        return f"{self.benchmark}: {self.variant} {self.metric}"
 
     @property
     def key_columns(self) -> dict[str, str]:
-        return {"benchmark": self.benchmark, "task": self.task, "metric": self.metric}
+        # "task" is the CSV/JSON column users read; the name stays.
+        return {"benchmark": self.benchmark, "task": self.variant, "metric": self.metric}
 
 
 @frozen
@@ -150,7 +154,7 @@ def metric_tables(rows: pl.DataFrame) -> list[MetricTable]:
     When several rows fall in one cell (several seeds or settings), the latest finished wins."""
     if rows.is_empty():
         return []
-    cells = rows.sort("finished_at").with_columns(cell=_cell())
+    cells = rows.sort("finished_at").with_columns(cell=metric_cell())
     tables = []
     for metric in cells.get_column("metric").unique(maintain_order=True).to_list():
         subset = cells.filter(pl.col("metric") == metric)
@@ -177,7 +181,7 @@ def reported_tables(
     Δ is Mill − Reported. ``metric`` and ``models`` restrict the tables and baselines as in :func:`select_rows`.
     """
     runs = (
-        rows.with_columns(pl.col("default_settings").fill_null(True), cell=_cell())
+        rows.with_columns(pl.col("default_settings").fill_null(True), cell=metric_cell())
         .sort(["default_settings", "finished_at"])
         .group_by(["model", "task", "metric"], maintain_order=True)
         .agg(pl.col("cell").last(), pl.col("performance").last())
@@ -189,13 +193,13 @@ def reported_tables(
         rollup = runs.filter((pl.col("task") == spec.name) & (pl.col("metric") == spec.headline_metric))
         if not rollup.is_empty():
             pairs.setdefault((spec.name, spec.headline_metric))
-        for task, metric_name in pairs:
+        for variant, metric_name in pairs:
             if metric and metric_name != metric:
                 continue
             named = [
                 b
                 for b in baselines
-                if (b.variant or spec.name, b.metric or spec.headline_metric) == (task, metric_name)
+                if (b.variant or spec.name, b.metric or spec.headline_metric) == (variant, metric_name)
             ]
             reported = pl.DataFrame(
                 {
@@ -206,7 +210,7 @@ def reported_tables(
                 },
                 schema={"model": pl.String, "reported": pl.Float64, "source": pl.String, "order": pl.Int64},
             )
-            measured = runs.filter((pl.col("task") == task) & (pl.col("metric") == metric_name))
+            measured = runs.filter((pl.col("task") == variant) & (pl.col("metric") == metric_name))
             joined = reported.join(measured.drop("task", "metric"), on="model", how="full", coalesce=True)
             frame = joined.sort([pl.col("order").fill_null(len(named)), "model"]).select(
                 pl.col("model").alias("Model"),
@@ -215,7 +219,7 @@ def reported_tables(
                 pl.col("source").fill_null(MISSING).alias("Source"),
                 _delta(pl.col("performance") - pl.col("reported")).fill_null(MISSING).alias("Δ"),
             )
-            tables.append(ReportedTable(spec.name, task, metric_name, frame))
+            tables.append(ReportedTable(spec.name, variant, metric_name, frame))
     return tables
 
 
@@ -242,7 +246,7 @@ def _kind_mark() -> pl.Expr:
     return pl.col("task_type").replace_strict(marks, default="", return_dtype=pl.String)
 
 
-def _cell() -> pl.Expr:
+def metric_cell() -> pl.Expr:
     """A result as shown: the fraction to four places, marked by its task kind, for non-default settings, and
     with its sample count for a ``--limit`` run (which is never the benchmark's number)."""
     return (
@@ -283,3 +287,66 @@ def json_records(frame: pl.DataFrame, labels: Iterable[str] = LABEL_COLUMNS) -> 
                 record[column] = None if cell == MISSING else cell
         records.append({**record, "marks": marks} if marks else record)
     return records
+
+
+@frozen
+class ComparisonTable:
+    """A table of comparisons as ``mill compare`` prints it: a title, a frame whose numbers stay numbers, and
+    the columns that tell its rows from another table's when tables are concatenated (CSV)."""
+
+    title: str
+    frame: pl.DataFrame
+    key_columns: Mapping[str, str]
+
+
+def comparison_tables(comparisons: Sequence[Comparison]) -> list[ComparisonTable]:
+    """``comparisons`` as tables: the samples each pair shares, every metric's difference with its interval,
+    McNemar's test, then per pair the classes that differ most."""
+    samples = pl.DataFrame(
+        [(c.baseline, c.other, c.n_shared, c.n_baseline_only, c.n_other_only) for c in comparisons],
+        schema=["baseline", "run", "shared", "baseline only", "run only"],
+        orient="row",
+    )
+    level = f"{comparisons[0].confidence:.0%}" if comparisons else ""
+    differences = pl.concat(
+        [
+            c.metrics.select(
+                pl.lit(c.baseline).alias("baseline"),
+                pl.lit(c.other).alias("run"),
+                "metric",
+                pl.col("baseline").alias("baseline value"),
+                pl.col("other").alias("run value"),
+                pl.col("difference"),
+                "ci_low",
+                "ci_high",
+            )
+            for c in comparisons
+        ]
+    )
+    mcnemar = pl.DataFrame(
+        [
+            (c.baseline, c.other, c.n_shared, c.mcnemar.baseline_only, c.mcnemar.other_only, c.mcnemar.p_value)
+            for c in comparisons
+        ],
+        schema=["baseline", "run", "shared", "baseline only right", "run only right", "p_value"],
+        orient="row",
+    )
+    tables = [
+        ComparisonTable("Shared samples", samples, {"table": "samples"}),
+        ComparisonTable(
+            f"Differences (run − baseline) with their paired bootstrap {level} interval",
+            differences,
+            {"table": "differences"},
+        ),
+        ComparisonTable("McNemar's exact test of accuracy", mcnemar, {"table": "mcnemar"}),
+    ]
+    for c in comparisons:
+        classes = c.classes.rename({"label": "class", "baseline": "baseline accuracy", "other": "run accuracy"})
+        tables.append(
+            ComparisonTable(
+                f"Classes differing most: {c.other} vs {c.baseline}",
+                classes.drop("gold"),
+                {"table": "classes", "baseline": c.baseline, "run": c.other},
+            )
+        )
+    return tables
