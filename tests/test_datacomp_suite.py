@@ -114,10 +114,13 @@ def test_a_suite_run_loads_the_clip_model_once(
     out = tmp_path / "results"
     done = mill_in_process(
         "eval", clip_model, shifts_suite, "--output_dir", str(out), "--cache_dir", str(cache_dir),
-        "--limit", "6", "--quiet",
+        "--limit", "6",
     )  # fmt: skip
     assert done.code == 0, done.err
     assert len(loads) == 1
+    # What the person sees says the same: one load, then the loaded weights reused by the five other runs.
+    assert done.err.count(f"loading {clip_model}") == 1, done.err
+    assert done.err.count(f"reusing the loaded {clip_model}") == len(SHIFTS) - 1, done.err
     manifests = [json.loads(path.read_text()) for path in sorted((out / "outputs").rglob("*.json"))]
     benchmarks = {m["benchmark"]: m["run_info"]["classifier_cache_key"] for m in manifests if "run_info" in m}
     assert set(benchmarks) == set(SHIFTS)

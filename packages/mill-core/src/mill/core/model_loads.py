@@ -42,6 +42,11 @@ class SharedLoad:
         #: How many times the model was actually loaded (tests and benchmarks read it).
         self.loads = 0
 
+    @property
+    def holds_model(self) -> bool:
+        """Whether the next :meth:`load` reuses the loaded weights instead of loading them."""
+        return self._held is not None
+
     def capabilities(self, args: BackendArgs) -> Capabilities:
         return self._plugin.capabilities(args)
 

@@ -20,6 +20,7 @@ from mill.core.chunks import ChunkStore, MemoryChunkStore, committed_samples
 from mill.core.collectives import Collectives, SingleProcess, rank_keys
 from mill.core.environment import MILL_DISTRIBUTIONS, versions
 from mill.core.errors import ResultsError, ResultsWriteError
+from mill.core.model_loads import SharedLoad
 from mill.core.planning import PlannedRun, RunOptions, load_backend
 from mill.core.recording import Answered, RunResult, Store, record_run
 from mill.core.results_dir import ResultsDir
@@ -63,7 +64,10 @@ def execute(
     if options.limit is not None:
         context.progress.start(f"subset: {len(data)} of the samples, spread over all shards (--limit)", None)
         context.progress.finish()
-    context.progress.start(f"loading {run.model.spec.text}", None)
+    # A suite's later runs reuse the weights the first one loaded: say so rather than "loading" again.
+    shared = run.plugin.plugin
+    reusing = isinstance(shared, SharedLoad) and shared.holds_model
+    context.progress.start(f"{'reusing the loaded' if reusing else 'loading'} {run.model.spec.text}", None)
     backend = load_backend(run, context)
     context.progress.finish()
     settings = {**backend.info.settings, **run.kind.settings(run.variant)}
