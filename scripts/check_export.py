@@ -32,6 +32,7 @@ from mill.core.errors import MillError
 from mill.core.registry import SpecRegistry
 from mill.core.sample import ReadOptions
 from mill.core.spec import Spec
+from mill.core.specfile import spec_as_opened
 from mill.data import open_spec_data
 
 if sys.version_info >= (3, 11):
@@ -57,6 +58,7 @@ def check(spec: Spec, export: Path, cache_dir: Path) -> tuple[list[str], list[st
     problems: list[str] = []
     notes: list[str] = []
     data = open_spec_data(spec, str(export), ReadOptions(allow_incomplete=True, cache_dir=cache_dir))
+    spec = spec_as_opened(spec, data)  # with the class names and templates it reads from the export, if any
     if data.n_indexed != spec.dataset.n_samples:
         problems.append(f"{data.n_indexed} samples, the spec expects {spec.dataset.n_samples}")
     nshards = export / spec.dataset.split / "nshards.txt"

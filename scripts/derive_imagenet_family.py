@@ -67,6 +67,11 @@ SUBSET_SIZE = 200
 OBJECTNET_SIZE = 113
 
 
+#: The line a spec's open_clip figures start at (scripts/derive_openclip_reported.py writes them, to the end of the
+#: file): a script that derives the rest of the spec keeps them.
+REPORTED_BLOCK_START = "# open_clip's published figures"
+
+
 class DerivationError(Exception):
     """A source does not say what the specs rely on."""
 
@@ -201,10 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_or_check(texts: dict[str, str], *, check: bool, script: str) -> int:
     """Write each derived file's text under specs/ (by name), or with ``check`` report those that differ;
-    the exit status: 1 when some are out of date."""
+    the exit status: 1 when some are out of date. A spec's open_clip figures (:data:`REPORTED_BLOCK_START` on)
+    are kept as they are."""
     stale = []
     for name, text in texts.items():
         path = SPECS / name
+        kept = path.read_text(encoding="utf-8").split("\n" + REPORTED_BLOCK_START, 1) if path.is_file() else []
+        if len(kept) == 2:
+            text = text.rstrip("\n") + "\n\n" + REPORTED_BLOCK_START + kept[1]
         if check:
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)

@@ -119,4 +119,7 @@ def test_example_task_kind_has_every_member_and_scores(examples: dict[str, types
 
 def _spec() -> Any:
     """The fields of a spec the examples read."""
-    return types.SimpleNamespace(name="toy", classnames=("a", "b", "c"), templates=("a photo of a {c}.",))
+    dataset = types.SimpleNamespace(metadata_fields=(), group_by=None)  # samples without metadata rows
+    return types.SimpleNamespace(
+        name="toy", classnames=("a", "b", "c"), templates=("a photo of a {c}.",), dataset=dataset
+    )

@@ -122,6 +122,27 @@ def test_ls_lists_builtin_variants_and_no_backend(mill: Mill, monkeypatch: pytes
     assert all(len(row) != 2 for row in rows)
 
 
+def test_ls_shows_a_suite_member_no_spec_defines_and_eval_names_each(
+    mill: Mill, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "later.toml").write_text(
+        'name = "later"\ndescription = "d"\nbenchmarks = ["pets", "cifar_ten", "food_101"]\n'
+        '[unavailable]\nwinogavil = "no kind for it"\n'
+    )
+    monkeypatch.setenv("MILL_SPEC_PATH", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "400")
+    listed = mill("ls")
+    assert listed.code == 0, listed.err
+    (row,) = [row for row in _table_rows(listed.out) if row[0] == "later"]
+    assert row[1] == (
+        "pets, cifar_ten (no spec defines it), food_101 (no spec defines it), winogavil (not evaluable, see the file)"
+    )
+    refused = mill("eval", "clip[path=ViT-B-32]", "later")
+    assert refused.code == EXIT_USER_ERROR
+    assert "suite 'later': no spec defines cifar_ten, food_101;" in refused.err and "Traceback" not in refused.err
+
+
 def _facts(model: str, task_type: str, *, run_id: str, limit: int | None = None) -> RunFacts:
     return run_facts(
         model=model,

@@ -1,5 +1,6 @@
 """The results directory Mill 0.1.0 wrote (tests/data/results-v0.1.0, see its README) still reads: ``collect``,
-``verify``, ``rescore``, ``verify --rebuild`` and ``report`` work on a copy of it, and every row verifies."""
+``verify``, ``rescore`` and ``verify --rebuild`` work on a copy of it, and every row verifies (``report``, which needs
+the report extra, is tested on it by tests/test_report_v0_1_0.py)."""
 
 from __future__ import annotations
 
@@ -62,14 +63,6 @@ def test_rescore_then_verify_and_rebuild(mill: Mill, results: Path) -> None:
     rebuilt = mill("verify", "--output_dir", str(results), "--rebuild")
     assert rebuilt.code == 0 and f"{N_ROWS} rows" in rebuilt.err, rebuilt.err
     assert set(read_aggregate(results).filter(task_type="generative_mcq")["scorer_version"]) == {PARSER_VERSION}
-
-
-def test_report_writes_a_page(mill: Mill, results: Path, tmp_path: Path) -> None:
-    page = tmp_path / "report.html"
-    outcome = mill("report", "--output_dir", str(results), "--out", str(page))
-    assert outcome.code == 0, outcome.err
-    text = page.read_text()
-    assert "shapes_mcq_likelihood" in text and "mill-shapes/mill-shapes" in text
 
 
 def test_every_record_reads_and_yields_the_rows_it_wrote(results: Path) -> None:

@@ -14,10 +14,14 @@ from mill.core.metrics import (
     MetricValue,
     accuracy,
     accuracy_with_stderr,
+    macro_f1,
+    macro_f1_with_stderr,
     mean_per_class_recall,
     mean_per_class_recall_with_stderr,
     topk_accuracy,
     topk_accuracy_with_stderr,
+    worst_group_accuracy,
+    worst_group_accuracy_with_stderr,
 )
 from mill.testing.bootstrap import bootstrap_stderr
 
@@ -177,3 +181,42 @@ def test_bootstrap_is_fast_for_imagenet_size() -> None:
     assert 0 < acc1.stderr < 0.01
     assert acc5.value >= acc1.value
     assert 0 < recall.stderr < 0.01
+
+
+# --- Worst-group accuracy and macro F1 (DataComp's WILDS and geographic metrics) --------------------------
+
+
+def test_worst_group_accuracy_hand_computed() -> None:
+    # Group 7: 2 of 3 right; group 2: 1 of 2; group 5: 1 of 1. The worst is group 2's 0.5.
+    hits = [1, 1, 0, 1, 0, 1]
+    groups = [7, 7, 7, 2, 2, 5]
+    assert worst_group_accuracy(hits, groups) == 0.5
+    assert worst_group_accuracy([1, 0], [0, 0]) == 0.5  # a single group is the plain accuracy
+
+
+def test_macro_f1_hand_computed() -> None:
+    # Class 0: TP 1, FP 1 (a 1 predicted 0), FN 1 (a 0 predicted 2) -> F1 = 2/(2+1+1) = 0.5.
+    # Class 1: TP 1, FP 0, FN 1 -> 2/3. Class 2 is never gold: its false positive counts against class 0's
+    # recall only, and it enters no mean (scikit-learn's labels=unique(golds)).
+    golds = [0, 0, 1, 1]
+    preds = [0, 2, 1, 0]
+    assert macro_f1(golds, preds) == pytest.approx((0.5 + 2 / 3) / 2)
+    assert macro_f1([3, 3], [3, 3]) == 1.0
+    assert macro_f1([3, 4], [4, 3]) == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 11])
+def test_group_and_f1_stderrs_equal_the_per_resample_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    golds = rng.integers(0, 6, 80)
+    preds = np.where(rng.random(80) < 0.6, golds, rng.integers(0, 8, 80))
+    groups = rng.integers(0, 4, 80)
+    hits = (golds == preds).astype(float)
+    worst = worst_group_accuracy_with_stderr(hits, groups, seed, n_resamples=50)
+    assert worst.value == worst_group_accuracy(hits, groups)
+    assert worst.stderr == pytest.approx(
+        bootstrap_stderr(lambda rows: worst_group_accuracy(hits[rows], groups[rows]), 80, seed, 50)
+    )
+    f1 = macro_f1_with_stderr(golds, preds, seed, n_resamples=50)
+    assert f1.value == macro_f1(golds, preds)
+    assert f1.stderr == pytest.approx(bootstrap_stderr(lambda rows: macro_f1(golds[rows], preds[rows]), 80, seed, 50))

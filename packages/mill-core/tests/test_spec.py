@@ -12,7 +12,7 @@ from mill.core.kinds.generative_mcq import McqVariant, UnparsedPolicy
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqVariant
 from mill.core.kinds.zero_shot import ZeroShotVariant
 from mill.core.registry import builtin_spec_dir
-from mill.core.specfile import load_spec
+from mill.core.specfile import load_spec, with_export_files
 
 IMAGENET = builtin_spec_dir() / "imagenet.toml"
 
@@ -217,3 +217,73 @@ def test_a_spec_without_templates_is_refused(spec_copy: Path, empty: str) -> Non
     _edit(spec_copy, 'file = "imagenet_templates.txt"', empty)
     with pytest.raises(SpecError, match=r"imagenet\.toml: templates\.(list|file: empty\.txt): no template"):
         load_spec(spec_copy)
+
+
+EXPORT_SPEC = """
+name = "exported"
+description = "classes and templates from the export"
+seed = 42
+headline_metric = "acc"
+
+[dataset]
+source = "data"
+split = "test"
+image_member = "webp"
+label_member = "cls"
+n_samples = 4
+metadata_member = "npy"
+metadata_fields = ["region", "year"]
+group_by = "region"
+
+[classes]
+count = 2
+export_file = "classnames.txt"
+
+[templates]
+export_file = "zeroshot_classification_templates.txt"
+
+[variants.exported]
+kind = "zero_shot"
+metric = "worst_group_acc"
+"""
+
+
+def _export_spec(tmp_path: Path, text: str = EXPORT_SPEC) -> Path:
+    path = tmp_path / "exported.toml"
+    path.write_text(text)
+    return path
+
+
+def test_class_names_and_templates_from_the_export_join_the_hash(tmp_path: Path) -> None:
+    spec = load_spec(_export_spec(tmp_path))
+    assert spec.classnames == () and spec.templates == ()
+    assert spec.export is not None
+    assert spec.export.names == ("classnames.txt", "zeroshot_classification_templates.txt")
+    files = {"classnames.txt": b"cat\ndog\n", "zeroshot_classification_templates.txt": b"a photo of a {c}.\n"}
+    opened = with_export_files(spec, files, "/exports/x")
+    assert opened.classnames == ("cat", "dog") and opened.templates == ("a photo of a {c}.",)
+    assert opened.export is None and opened.content_hash != spec.content_hash
+    renamed = with_export_files(spec, {**files, "classnames.txt": b"cat\nwolf\n"}, "/exports/x")
+    assert renamed.content_hash != opened.content_hash
+    assert with_export_files(spec, dict(files), "/elsewhere").content_hash == opened.content_hash
+    with pytest.raises(SpecError, match=r"^/exports/x/classnames.txt: classes: declares count = 2 but lists 3"):
+        with_export_files(spec, {**files, "classnames.txt": b"a\nb\nc\n"}, "/exports/x")
+    with pytest.raises(SpecError, match=r"zeroshot_classification_templates.txt: templates\[0\]: .* lacks the \{c\}"):
+        with_export_files(spec, {**files, "zeroshot_classification_templates.txt": b"a photo\n"}, "/exports/x")
+    with pytest.raises(SpecError, match=r"^/exports/x/classnames.txt: missing"):
+        with_export_files(spec, {}, "/exports/x")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('export_file = "classnames.txt"', 'export_file = "classnames.txt"\nnames = ["a", "b"]', "give exactly one of"),
+        ('group_by = "region"', 'group_by = "country"', "'country' is not one of dataset.metadata_fields"),
+        ('["region", "year"]', '["region", "gold"]', r"metadata_fields\[1\]: 'gold' cannot name a per-sample column"),
+        ('metadata_fields = ["region", "year"]\ngroup_by = "region"', "", "give metadata_member .* together"),
+    ],
+)
+def test_export_and_metadata_keys_are_checked(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in EXPORT_SPEC
+    with pytest.raises(SpecError, match=message):
+        load_spec(_export_spec(tmp_path, EXPORT_SPEC.replace(old, new)))

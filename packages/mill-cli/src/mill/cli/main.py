@@ -53,7 +53,7 @@ from mill.core.registry import SpecRegistry
 from mill.core.rescore import rescore_outputs
 from mill.core.results import AggregateRow, read_aggregate
 from mill.core.results_dir import ResultsDir
-from mill.core.suite import discover_suites, expand_benchmarks
+from mill.core.suite import discover_suites, expand_benchmarks, missing_members
 from mill.data import open_spec_data
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -471,8 +471,11 @@ def ls_command(spec_files: Sequence[Path]) -> None:
     console.print(benchmarks)
     suites = content_table("Suites", ("suite", "benchmarks", "description", "file"))
     for suite in discover_suites().values():
-        expand_benchmarks([suite.name], {suite.name: suite}, registry)  # a member no spec defines fails here
-        suites.add_row(suite.name, ", ".join(suite.benchmarks), suite.description, str(suite.path))
+        # A member no spec defines is shown, not fatal: `mill eval SUITE` refuses it, naming each one.
+        missing = missing_members(suite, registry)
+        members = [f"{m} (no spec defines it)" if m in missing else m for m in suite.benchmarks]
+        members += [f"{m} (not evaluable, see the file)" for m in suite.unavailable]
+        suites.add_row(suite.name, escape(", ".join(members)), suite.description, str(suite.path))
     console.print(suites)
     backends = content_table("Backends", ("backend", "distribution"))
     for name, ep in sorted(installed_backends().items()):

@@ -12,7 +12,7 @@ from attrs import frozen
 
 from mill.cli.tables import MISSING, REPORTED_COLUMNS, ReportedTable, metric_cell
 from mill.core.spec import Spec
-from mill.core.suite import Suite
+from mill.core.suite import Suite, SuiteMean, suite_mean, suite_metric
 
 #: The column of a suite table that holds the mean, named so that it cannot pass for a benchmark's result.
 MEAN_COLUMN = "mean (unweighted)"
@@ -70,37 +70,36 @@ def _member_cells(rows: pl.DataFrame, suite: Suite, specs: Mapping[str, Spec]) -
     )
 
 
-def _mean_label(values: Sequence[float | None], n: int) -> tuple[float | None, str]:
-    present = [v for v in values if v is not None]
-    if len(present) < n:
-        return None, f"{MISSING} ({len(present)} of {n})"
-    mean = sum(present) / n
-    return mean, f"{mean:.4f}"
+def mean_text(mean: SuiteMean) -> str:
+    """``0.6123``; ``0.6123 (37 of 38, winogavil missing)`` over the members Mill can evaluate; ``— (3 of 5)``
+    while members lack a value."""
+    missing = f", {', '.join(mean.unavailable)} missing" if mean.unavailable else ""
+    if mean.value is None:
+        return f"{MISSING} ({mean.present} of {mean.size}{missing})"
+    return f"{mean.value:.4f}" + (f" ({mean.present} of {mean.size}{missing})" if missing else "")
 
 
 def suite_tables(rows: pl.DataFrame, suites: Iterable[Suite], specs: Mapping[str, Spec]) -> list[SuiteTable]:
     """For every suite with a result for any member: one row per model and settings, each member's cell (as
     in :func:`mill.cli.tables.metric_tables`, :data:`MISSING` when absent) and the unweighted mean of the
-    members, or ``— (k of n)`` unless all ``n`` members have a result with those settings."""
+    members (:func:`mean_text`), or ``— (k of n)`` unless all ``n`` members have a result with those settings."""
     tables = []
     for suite in suites:
         cells = _member_cells(rows, suite, specs)
         if cells.is_empty():
             continue
-        n = len(suite.benchmarks)
         records: list[dict[str, str]] = []
         for _, group in cells.group_by(["model", *SAME_SETTINGS], maintain_order=True):
             by_member = {row["task"]: row for row in group.iter_rows(named=True)}
             record = {"Model": str(group.get_column("model")[0])}
             for member in suite.benchmarks:
                 record[member] = str(by_member[member]["cell"]) if member in by_member else MISSING
-            values = [by_member[m]["performance"] if m in by_member else None for m in suite.benchmarks]
-            record[MEAN_COLUMN] = _mean_label(values, n)[1]
+            values = {member: row["performance"] for member, row in by_member.items()}
+            record[MEAN_COLUMN] = mean_text(suite_mean(suite, values))
             records.append(record)
         schema = {column: pl.String for column in ("Model", *suite.benchmarks, MEAN_COLUMN)}
         frame = pl.DataFrame(records, schema=schema).sort("Model", maintain_order=True)
-        first = specs.get(suite.benchmarks[0])
-        tables.append(SuiteTable(suite.name, first.headline_metric if first else "acc", frame))
+        tables.append(SuiteTable(suite.name, suite_metric(suite, specs), frame))
     return tables
 
 
@@ -116,7 +115,6 @@ def suite_reported_tables(
     tables = []
     for suite in suites:
         members = [specs[m] for m in suite.benchmarks if m in specs]
-        n = len(suite.benchmarks)
         published: dict[str, dict[str, float]] = {}
         for spec in members:
             for baseline in spec.reported:
@@ -124,29 +122,29 @@ def suite_reported_tables(
                 if (variant, metric) == (spec.name, spec.headline_metric) and (not models or baseline.model in models):
                     published.setdefault(baseline.model, {})[spec.name] = baseline.value
         cells = _member_cells(rows, suite, specs)
-        measured: dict[str, tuple[float | None, str]] = {}
+        measured: dict[str, SuiteMean] = {}
         ordered = cells.sort(["default_settings", "finished_at"]) if not cells.is_empty() else cells
         for _, group in ordered.group_by(["model", *SAME_SETTINGS], maintain_order=True):
             by_member = {row["task"]: row["performance"] for row in group.iter_rows(named=True)}
-            result = _mean_label([by_member.get(m) for m in suite.benchmarks], n)
+            result = suite_mean(suite, by_member)
             model = str(group.get_column("model")[0])
-            if result[0] is not None or model not in measured or measured[model][0] is None:
+            if result.value is not None or model not in measured or measured[model].value is None:
                 measured[model] = result
         if not published and not measured:
             continue
-        source = f"mean of the {n} members' [[reported]]"
+        source = f"mean of the {len(suite.benchmarks)} members' [[reported]]"
         records = []
         for model in [*published, *sorted(set(measured) - set(published))]:
-            mill_value, mill_text = measured.get(model, (None, MISSING))
+            mill = measured.get(model)
+            mill_value, mill_text = (mill.value, mean_text(mill)) if mill else (None, MISSING)
             ours = published.get(model, {})
-            reported_value, reported_text = (
-                _mean_label([ours.get(m) for m in suite.benchmarks], n) if ours else (None, MISSING)
-            )
+            reported = suite_mean(suite, ours) if ours else None
+            reported_value, reported_text = (reported.value, mean_text(reported)) if reported else (None, MISSING)
             delta = MISSING
             if mill_value is not None and reported_value is not None:
                 delta = f"{round(mill_value - reported_value, 4) + 0.0:+.4f}"
             values = (model, mill_text, reported_text, source if ours else MISSING, delta)
             records.append(dict(zip(REPORTED_COLUMNS, values, strict=True)))
         frame = pl.DataFrame(records, schema={column: pl.String for column in REPORTED_COLUMNS})
-        tables.append(ReportedTable(suite.name, f"{MEAN_COLUMN} (suite)", "acc", frame))
+        tables.append(ReportedTable(suite.name, f"{MEAN_COLUMN} (suite)", suite_metric(suite, specs), frame))
     return tables

@@ -36,7 +36,9 @@ from mill.core.engine import (
 )
 from mill.core.errors import MillError, SettingError
 from mill.core.metrics import MetricValue
+from mill.core.model_loads import share_model_loads
 from mill.core.model_spec import split_top_level
+from mill.core.opened_datasets import open_every_dataset
 from mill.core.progress import Progress, SilentProgress
 from mill.core.record import RunRecord
 from mill.core.registry import SpecRegistry
@@ -162,7 +164,7 @@ def evaluate(
     context = RunContext(
         cache, device=device, batch_size=batch_size, num_workers=num_workers, progress=shown, quiet=quiet
     )
-    opener = open_data or installed_data_opener()
+    opener = open_every_dataset(planned, options, open_data or installed_data_opener())
     announce = None if quiet else on_run_start
     return EvalResult(_run_each(planned, options, context, opener, collectives, announce), options.output_dir)
 
@@ -170,10 +172,11 @@ def evaluate(
 def _plan(
     model: ModelRef | Sequence[ModelRef] | Path, benchmark: str | Path | Sequence[str], spec: Iterable[str | Path]
 ) -> list[PlannedRun]:
-    """Every model × benchmark pair, validated (suites expanded, ``spec`` files read besides the installed)."""
+    """Every model × benchmark pair, validated (suites expanded, ``spec`` files read besides the installed); the
+    runs of one model share its load."""
     registry = SpecRegistry.discover([Path(file) for file in spec])
     benchmarks = expand_benchmarks(_names(benchmark), discover_suites(), registry)
-    return plan_runs(_models(model), benchmarks, registry)
+    return share_model_loads(plan_runs(_models(model), benchmarks, registry))
 
 
 def _run_options(

@@ -119,19 +119,38 @@ def resample_chunks(n: int, seed: int, n_resamples: int) -> Iterator[IndexArray]
         yield rng.integers(0, n, size=(min(rows, n_resamples - start), n), dtype=np.intp)
 
 
+def _resampled_sums(
+    ids: IndexArray, n_ids: int, weights: npt.NDArray[np.floating], chunk: IndexArray
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per resample in ``chunk`` (rows of sample indices) and per id ``0..n_ids-1``: how many drawn samples
+    have that id, and the sum of their ``weights``; both of shape ``(rows, n_ids)``."""
+    rows = len(chunk)
+    # One bincount for the whole chunk: row r's id c lands in bin r * n_ids + c.
+    bins = (ids[chunk] + (np.arange(rows, dtype=np.intp) * n_ids)[:, None]).ravel()
+    counts = np.bincount(bins, minlength=rows * n_ids).reshape(rows, n_ids).astype(np.float64)
+    sums: npt.NDArray[np.float64] = np.bincount(bins, weights=weights[chunk].ravel(), minlength=rows * n_ids).astype(
+        np.float64
+    )
+    sums = sums.reshape(rows, n_ids)
+    return counts, sums
+
+
+def _resampled_group_means(
+    ids: IndexArray, n_groups: int, hit: npt.NDArray[np.floating], chunk: IndexArray
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Per resample in ``chunk``: each group's mean of ``hit`` (0 where absent), and which groups are present."""
+    counts, hits = _resampled_sums(ids, n_groups, hit, chunk)
+    present = counts > 0
+    return np.divide(hits, counts, out=np.zeros_like(hits), where=present), present
+
+
 def resampled_class_recall(
     ids: IndexArray, n_classes: int, hit: npt.NDArray[np.floating], chunk: IndexArray
 ) -> npt.NDArray[np.float64]:
     """Mean per-class recall of each resample in ``chunk`` (rows of sample indices): ``ids`` are the samples'
     dense class ids ``0..n_classes-1`` and ``hit`` 1.0 where a sample was answered correctly. A class absent
     from a resample is left out of that resample's mean."""
-    rows = len(chunk)
-    # One bincount for the whole chunk: row r's class c lands in bin r * n_classes + c.
-    bins = (ids[chunk] + (np.arange(rows, dtype=np.intp) * n_classes)[:, None]).ravel()
-    counts = np.bincount(bins, minlength=rows * n_classes).reshape(rows, n_classes)
-    hits = np.bincount(bins, weights=hit[chunk].ravel(), minlength=rows * n_classes).reshape(rows, n_classes)
-    present = counts > 0
-    per_class = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
+    per_class, present = _resampled_group_means(ids, n_classes, hit, chunk)
     recall: npt.NDArray[np.float64] = per_class.sum(axis=1) / present.sum(axis=1)
     return recall
 
@@ -234,3 +253,93 @@ def pooled_rates_with_stderr(
         rates = [hit[chunk].sum(axis=1) / count[chunk].sum(axis=1) for hit, count in arrays]
         resampled.append(np.mean(rates, axis=0))
     return MetricValue(value, float(np.std(np.concatenate(resampled), ddof=1)))
+
+
+def worst_group_accuracy(hits: npt.ArrayLike, groups: npt.ArrayLike) -> float:
+    """The lowest accuracy of any group present: ``hits`` holds 1 where a sample was answered correctly (top-1
+    or top-k), ``groups`` each sample's group. This is the WILDS package's worst-group metric
+    (``Metric.compute_group_wise`` over the non-empty groups), which DataComp reports for FMoW's regions and the
+    geographic datasets.
+
+    Raises:
+        ValueError: the arrays are empty, not one-dimensional or of different lengths.
+    """
+    hit_array = _as_1d(hits, "hits").astype(np.float64)
+    group_array = _as_1d(groups, "groups")
+    _same_length(group_array, hit_array, "worst_group_accuracy")
+    ids, n_groups = class_ids(group_array)
+    counts = np.bincount(ids, minlength=n_groups)
+    return float((np.bincount(ids, weights=hit_array, minlength=n_groups) / counts).min())
+
+
+def worst_group_accuracy_with_stderr(
+    hits: npt.ArrayLike, groups: npt.ArrayLike, seed: int, n_resamples: int = N_RESAMPLES
+) -> MetricValue:
+    """:func:`worst_group_accuracy` with its bootstrap standard error; a group absent from a resample is left
+    out of that resample's minimum.
+
+    Raises:
+        ValueError: as :func:`worst_group_accuracy`.
+    """
+    value = worst_group_accuracy(hits, groups)
+    hit_array = np.asarray(hits, dtype=np.float64)
+    ids, n_groups = class_ids(np.asarray(groups))
+    worst = []
+    for chunk in resample_chunks(len(ids), seed, n_resamples):
+        means, present = _resampled_group_means(ids, n_groups, hit_array, chunk)
+        worst.append(np.where(present, means, np.inf).min(axis=1))
+    return MetricValue(value, float(np.std(np.concatenate(worst), ddof=1)))
+
+
+def _f1_ids(golds: npt.ArrayLike, preds: npt.ArrayLike) -> tuple[IndexArray, IndexArray, int, int]:
+    """Golds and predictions as dense ids over the classes either holds, the gold classes first: (gold ids,
+    prediction ids, how many gold classes, how many classes in all)."""
+    gold_array = _as_1d(golds, "golds")
+    pred_array = _as_1d(preds, "preds")
+    _same_length(gold_array, pred_array, "macro_f1")
+    gold_classes = np.unique(gold_array)
+    others = np.setdiff1d(np.unique(pred_array), gold_classes)
+    classes = np.concatenate([gold_classes, others])
+    order = np.argsort(classes, kind="stable")
+    to_id = order[np.searchsorted(classes[order], np.concatenate([gold_array, pred_array]))].astype(np.intp)
+    return to_id[: len(gold_array)], to_id[len(gold_array) :], len(gold_classes), len(classes)
+
+
+def macro_f1(golds: npt.ArrayLike, preds: npt.ArrayLike) -> float:
+    """The mean over the classes present in ``golds`` of each class's F1 score, ``2 TP / (2 TP + FP + FN)``:
+    scikit-learn's ``f1_score(golds, preds, average="macro", labels=unique(golds))``, which the WILDS package's
+    ``F1(average="macro")`` computes and DataComp reports for iWildCam. A prediction of a class absent from the
+    golds counts as a false positive of no scored class.
+
+    Raises:
+        ValueError: if the arrays differ in length or are empty.
+    """
+    gold_ids, pred_ids, n_gold, n_all = _f1_ids(golds, preds)
+    hit = (gold_ids == pred_ids).astype(np.float64)
+    true_positives = np.bincount(gold_ids, weights=hit, minlength=n_all)[:n_gold]
+    # 2 TP + FP + FN = (TP + FN) + (TP + FP): the class's gold count plus its prediction count.
+    support = np.bincount(gold_ids, minlength=n_all)[:n_gold] + np.bincount(pred_ids, minlength=n_all)[:n_gold]
+    return float((2 * true_positives / support).mean())
+
+
+def macro_f1_with_stderr(
+    golds: npt.ArrayLike, preds: npt.ArrayLike, seed: int, n_resamples: int = N_RESAMPLES
+) -> MetricValue:
+    """:func:`macro_f1` with its bootstrap standard error; each resample averages over the classes its own golds
+    hold, as :func:`macro_f1` does.
+
+    Raises:
+        ValueError: as :func:`macro_f1`.
+    """
+    value = macro_f1(golds, preds)
+    gold_ids, pred_ids, _, n_all = _f1_ids(golds, preds)
+    hit = (gold_ids == pred_ids).astype(np.float64)
+    ones = np.ones(len(gold_ids))
+    scores = []
+    for chunk in resample_chunks(len(gold_ids), seed, n_resamples):
+        gold_counts, true_positives = _resampled_sums(gold_ids, n_all, hit, chunk)
+        pred_counts, _ = _resampled_sums(pred_ids, n_all, ones, chunk)
+        present = gold_counts > 0
+        f1 = np.divide(2 * true_positives, gold_counts + pred_counts, out=np.zeros_like(true_positives), where=present)
+        scores.append(f1.sum(axis=1) / present.sum(axis=1))
+    return MetricValue(value, float(np.std(np.concatenate(scores), ddof=1)))

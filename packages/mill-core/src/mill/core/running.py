@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
+from attrs import evolve
 
 from mill.core.backend import Backend, BatchSizedBackend, JournallingBackend, ResumableBackend, RunContext
 from mill.core.batch_size import BATCH_SIZE_COLUMN
@@ -20,11 +21,13 @@ from mill.core.chunks import ChunkStore, MemoryChunkStore, committed_samples
 from mill.core.collectives import Collectives, SingleProcess, rank_keys
 from mill.core.environment import MILL_DISTRIBUTIONS, versions
 from mill.core.errors import ResultsError, ResultsWriteError
+from mill.core.model_loads import SharedLoad
 from mill.core.planning import PlannedRun, RunOptions, load_backend
 from mill.core.recording import Answered, RunResult, Store, record_run
 from mill.core.results_dir import ResultsDir
 from mill.core.run_identity import RunIdentity
 from mill.core.sample import DataOpener, Dataset
+from mill.core.specfile import spec_as_opened
 from mill.core.task_kind import raw_schema
 
 
@@ -56,10 +59,16 @@ def execute(
         ResultsDir(options.output_dir).ensure()
     seed = spec.seed if options.seed is None else options.seed
     data = open_data(spec, options.data_dirs.get(spec.name, options.default_data_dir), options.read_options())
+    # Class names or templates read from the data export join the spec (and its hash: the run identity) here.
+    run = evolve(run, spec=spec_as_opened(spec, data))
+    spec = run.spec
     if options.limit is not None:
         context.progress.start(f"subset: {len(data)} of the samples, spread over all shards (--limit)", None)
         context.progress.finish()
-    context.progress.start(f"loading {run.model.spec.text}", None)
+    # A suite's later runs reuse the weights the first one loaded: say so rather than "loading" again.
+    shared = run.plugin.plugin
+    reusing = isinstance(shared, SharedLoad) and shared.holds_model
+    context.progress.start(f"{'reusing the loaded' if reusing else 'loading'} {run.model.spec.text}", None)
     backend = load_backend(run, context)
     context.progress.finish()
     settings = {**backend.info.settings, **run.kind.settings(run.variant)}

@@ -6,9 +6,9 @@ protocol here lets backends and the runner be typed without importing torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from attrs import frozen
 
@@ -122,6 +122,27 @@ class Dataset(SampleSource, Protocol):
     def skipped(self) -> Sequence[Skipped]: ...
 
     def subset(self, keys: Sequence[str]) -> Dataset: ...
+
+
+@runtime_checkable
+class ExportReader(Protocol):
+    """Opened data that read files from its export's root for the spec (``classes.export_file``,
+    ``templates.export_file``), by name, from the export at ``source``."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def export_files(self) -> Mapping[str, bytes]: ...
+
+
+@runtime_checkable
+class MetadataReader(Protocol):
+    """Opened data whose samples carry a metadata row (``dataset.metadata_member``)."""
+
+    def metadata(self, keys: Sequence[str]) -> Sequence[Sequence[int] | None]:
+        """Each of ``keys``' metadata row, None for a sample without one."""
+        ...
 
 
 OnBadSample = Literal["fail", "skip"]

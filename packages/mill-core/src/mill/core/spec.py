@@ -32,7 +32,10 @@ class DatasetSpec:
 
     ``source`` is a URL (``hf://``, ``http(s)://``) or a local folder, relative to the spec file. A sample holds
     an image and a class label (``label_member``, a classification benchmark) or its captions (``text_member``,
-    one per line, a retrieval benchmark).
+    one per line, a retrieval benchmark). With ``metadata_member``, a sample also holds a row of integers (a
+    NumPy ``.npy`` array, as DataComp's exports of WILDS and geographic datasets carry), whose entries
+    ``metadata_fields`` name in order; they become per-sample columns, and ``group_by`` (one of the fields)
+    groups the samples for worst-group metrics.
     """
 
     source: str
@@ -41,6 +44,9 @@ class DatasetSpec:
     n_samples: int
     label_member: str | None = None
     text_member: str | None = None
+    metadata_member: str | None = None
+    metadata_fields: tuple[str, ...] = ()
+    group_by: str | None = None
 
 
 class SubsetLabels(str, enum.Enum):
@@ -81,6 +87,8 @@ class ClassesSpec:
     count: int
     names: tuple[str, ...] | None = None
     file: str | None = None
+    #: A file at the root of the data export (next to its split folder), read when the data is opened.
+    export_file: str | None = None
     overrides: dict[str, str] = field(factory=dict)
     allow_duplicates: bool = False
     subset: SubsetSpec | None = None
@@ -89,10 +97,26 @@ class ClassesSpec:
 
 @frozen
 class TemplatesSpec:
-    """Prompt templates with a ``{c}`` placeholder, inline (``list``) or one per line in ``file``."""
+    """Prompt templates with a ``{c}`` placeholder, inline (``list``), one per line in ``file``, or one per line in
+    ``export_file`` at the root of the data export, read when the data is opened."""
 
     list: tuple[str, ...] | None = None
     file: str | None = None
+    export_file: str | None = None
+
+
+@frozen
+class ExportFiles:
+    """What a spec reads from its data export when the data is opened, as clip_benchmark's ``wds`` loader does:
+    the class names (``classes.export_file``, checked against ``classes``) and the templates file."""
+
+    classes: ClassesSpec | None = None
+    templates: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The export's files to read, relative to its root."""
+        return tuple(filter(None, (None if self.classes is None else self.classes.export_file, self.templates)))
 
 
 @frozen
@@ -126,7 +150,8 @@ class Spec:
     """A validated benchmark: what the rest of Mill consumes.
 
     ``classnames`` have the overrides applied (empty, like ``templates``, for a benchmark without class
-    labels); ``content_hash`` covers the TOML file and every file it references, so a changed class list or
+    labels, or until the data is opened for a spec that reads them from its export: ``export``); ``content_hash``
+    covers the TOML file and every file it references (the export's, once read), so a changed class list or
     template file changes the run identity.
     """
 
@@ -149,6 +174,9 @@ class Spec:
     #: a classifier trained for this benchmark, and per class the parent indices that score it.
     parent_count: int | None = None
     parent_classes: tuple[tuple[int, ...], ...] | None = None
+    #: Class names or templates still to be read from the data export (:func:`~mill.core.specfile.with_export_files`);
+    #: None when the spec holds them all, or once they are read.
+    export: ExportFiles | None = None
 
     @property
     def n_outputs(self) -> int:

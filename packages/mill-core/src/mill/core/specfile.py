@@ -17,9 +17,12 @@ from attrs import evolve, frozen
 
 from mill.core.arguments import SEEDS
 from mill.core.convert import structure
-from mill.core.errors import SpecError
+from mill.core.errors import DataError, SpecError
+from mill.core.sample import ExportReader
 from mill.core.spec import (
     ClassesSpec,
+    DatasetSpec,
+    ExportFiles,
     ProjectionSpec,
     Spec,
     SpecFile,
@@ -102,13 +105,23 @@ def _read_lines(file: Path, relative: str, key: str) -> tuple[tuple[str, ...], b
 
 
 def _inline_or_file(
-    inline: tuple[str, ...] | None, relative: str | None, file: Path, key: str, inline_key: str
+    inline: tuple[str, ...] | None,
+    relative: str | None,
+    file: Path,
+    key: str,
+    inline_key: str,
+    export_file: str | None = None,
 ) -> tuple[tuple[str, ...], bytes]:
-    if (inline is None) == (relative is None):
-        raise SpecError(f"{file}: {key}: give exactly one of '{inline_key}' (inline) or 'file'")
+    """The lines given inline or in ``relative`` (and that file's bytes); none yet for an ``export_file``."""
+    if sum(value is not None for value in (inline, relative, export_file)) != 1:
+        raise SpecError(
+            f"{file}: {key}: give exactly one of '{inline_key}' (inline), 'file' or 'export_file' "
+            "(a file of the data export, read when the data is opened)"
+        )
     if inline is not None:
         return inline, b""
-    assert relative is not None
+    if relative is None:
+        return (), b""
     return _read_lines(file, relative, f"{key}.file")
 
 
@@ -134,25 +147,39 @@ def _check_targets(spec: SpecFile, file: Path) -> None:
 
 
 def _classnames(classes: ClassesSpec, file: Path) -> tuple[tuple[str, ...], bytes]:
-    names, raw = _inline_or_file(classes.names, classes.file, file, "classes", "names")
+    names, raw = _inline_or_file(classes.names, classes.file, file, "classes", "names", classes.export_file)
+    if classes.export_file is not None:
+        if classes.subset is not None or classes.projection is not None:
+            raise SpecError(f"{file}: classes: 'export_file' takes no 'subset' or 'projection'")
+        return (), b""
+    return checked_classnames(names, classes, str(file)), raw
+
+
+def checked_classnames(names: tuple[str, ...], classes: ClassesSpec, where: str) -> tuple[str, ...]:
+    """``names`` with ``classes.overrides`` applied, after checking their count and (unless allowed) that no two
+    are alike.
+
+    Raises:
+        SpecError: prefixed with ``where`` (the spec file, or the export file the names came from).
+    """
     if len(names) != classes.count:
-        raise SpecError(f"{file}: classes: declares count = {classes.count} but lists {len(names)} names")
+        raise SpecError(f"{where}: classes: declares count = {classes.count} but lists {len(names)} names")
     resolved = list(names)
     for index_text, name in classes.overrides.items():
         if not index_text.isdigit() or int(index_text) >= len(resolved):
-            raise SpecError(f"{file}: classes.overrides.{index_text}: expected a class index in [0, {len(resolved)})")
+            raise SpecError(f"{where}: classes.overrides.{index_text}: expected a class index in [0, {len(resolved)})")
         resolved[int(index_text)] = name
     if not classes.allow_duplicates:
         seen: dict[str, int] = {}
         for index, name in enumerate(resolved):
             if name in seen:
                 raise SpecError(
-                    f"{file}: classes: duplicate class name {name!r} at indices {seen[name]} and {index} "
+                    f"{where}: classes: duplicate class name {name!r} at indices {seen[name]} and {index} "
                     "(after overrides); rename one with classes.overrides, or set "
                     "classes.allow_duplicates = true to keep the list as published"
                 )
             seen[name] = index
-    return tuple(resolved), raw
+    return tuple(resolved)
 
 
 def _subset(
@@ -246,17 +273,17 @@ def _resolve_classes(classes: ClassesSpec | None, file: Path) -> _Classes:
 
 
 def _templates(templates_spec: TemplatesSpec | None, file: Path) -> tuple[tuple[str, ...], bytes]:
-    """The prompt templates (none for a benchmark without class labels) and their file's bytes."""
-    templates: tuple[str, ...] = ()
-    raw = b""
-    if templates_spec is not None:
-        templates, raw = _inline_or_file(templates_spec.list, templates_spec.file, file, "templates", "list")
-        if not templates:
-            where = "templates.list" if templates_spec.list is not None else f"templates.file: {templates_spec.file}"
-            raise SpecError(f"{file}: {where}: no template; give at least one, with a {{c}} placeholder")
-    for index, template in enumerate(templates):
-        if "{c}" not in template:
-            raise SpecError(f"{file}: templates[{index}]: {template!r} lacks the {{c}} placeholder")
+    """The prompt templates (none for a benchmark without class labels, none yet for an ``export_file``) and their
+    file's bytes."""
+    if templates_spec is None:
+        return (), b""
+    templates, raw = _inline_or_file(
+        templates_spec.list, templates_spec.file, file, "templates", "list", templates_spec.export_file
+    )
+    if not templates and templates_spec.export_file is None:
+        where = "templates.list" if templates_spec.list is not None else f"templates.file: {templates_spec.file}"
+        raise SpecError(f"{file}: {where}: no template; give at least one, with a {{c}} placeholder")
+    _check_placeholders(templates, f"{file}: templates")
     return templates, raw
 
 
@@ -276,9 +303,12 @@ def load_spec(file: Path) -> Spec:
     if seed_problem:
         raise SpecError(f"{file}: seed: {seed_problem}")
     classes = _resolve_classes(parsed.classes, file)
-    variants = {name: _variant(name, value, file, len(classes.names)) for name, value in variants_data.items()}
+    export = _export_files(parsed)
+    n_classes = export.classes.count if export is not None and export.classes is not None else len(classes.names)
+    variants = {name: _variant(name, value, file, n_classes) for name, value in variants_data.items()}
     templates, templates_raw = _templates(parsed.templates, file)
     _check_variants(parsed, variants, file)
+    _check_metadata(parsed.dataset, file)
     dataset = parsed.dataset
     if "://" not in dataset.source and not Path(dataset.source).is_absolute():
         # A local source written in a spec is relative to the spec file, like its class and
@@ -305,4 +335,100 @@ def load_spec(file: Path) -> Spec:
         label_map=classes.label_map,
         parent_count=classes.parent_count,
         parent_classes=classes.parent_classes,
+        export=export,
     )
+
+
+def _export_files(spec: SpecFile) -> ExportFiles | None:
+    classes = spec.classes if spec.classes is not None and spec.classes.export_file is not None else None
+    templates = None if spec.templates is None else spec.templates.export_file
+    return None if classes is None and templates is None else ExportFiles(classes, templates)
+
+
+def _check_placeholders(templates: tuple[str, ...], where: str) -> None:
+    for index, template in enumerate(templates):
+        if "{c}" not in template:
+            raise SpecError(f"{where}[{index}]: {template!r} lacks the {{c}} placeholder")
+
+
+#: Columns of a per-sample file that a metadata field may not be named as.
+_RESERVED_COLUMNS = frozenset(
+    {"key", "shard", "gold", "gold_label", "prediction", "prediction_label", "correct", "group", "metadata"}
+)
+
+
+def _check_metadata(dataset: DatasetSpec, file: Path) -> None:
+    """``metadata_member`` and ``metadata_fields`` come together, and each field can name a per-sample column."""
+    if (dataset.metadata_member is None) != (not dataset.metadata_fields):
+        raise SpecError(
+            f"{file}: dataset: give metadata_member (the member holding each sample's metadata row, e.g. 'npy') "
+            "and metadata_fields (a name for each entry of the row) together"
+        )
+    for index, name in enumerate(dataset.metadata_fields):
+        if not name.isidentifier() or name in _RESERVED_COLUMNS or re.fullmatch(r"top\d+", name):
+            raise SpecError(
+                f"{file}: dataset.metadata_fields[{index}]: {name!r} cannot name a per-sample column; use a "
+                f"Python identifier other than {', '.join(sorted(_RESERVED_COLUMNS))} and top<k>"
+            )
+    if len(set(dataset.metadata_fields)) != len(dataset.metadata_fields):
+        raise SpecError(f"{file}: dataset.metadata_fields: a name appears twice")
+    if dataset.group_by is not None and dataset.group_by not in dataset.metadata_fields:
+        raise SpecError(
+            f"{file}: dataset.group_by: {dataset.group_by!r} is not one of dataset.metadata_fields "
+            f"({', '.join(dataset.metadata_fields) or 'none'})"
+        )
+
+
+def with_export_files(spec: Spec, files: Mapping[str, bytes], where: str) -> Spec:
+    """``spec`` with the class names and templates it reads from its data export, given as ``files`` (the bytes
+    of each of ``spec.export.names``, read from the export at ``where``); its ``content_hash`` then covers them,
+    so a changed ``classnames.txt`` is a new run. A spec without export files is returned as it is.
+
+    Raises:
+        SpecError: a file is missing from ``files``, is not UTF-8, or its names or templates fail the spec's
+            checks (count, duplicates, the ``{c}`` placeholder); the message names the export file.
+    """
+    export = spec.export
+    if export is None:
+        return spec
+    lines = {}
+    for name in export.names:
+        if name not in files:
+            raise SpecError(f"{where}/{name}: missing; {spec.name}'s spec reads it from the export")
+        try:
+            text = files[name].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{where}/{name}: not UTF-8 text (byte {exc.start})") from None
+        lines[name] = tuple(line.strip() for line in text.splitlines() if line.strip())
+    classnames, templates = spec.classnames, spec.templates
+    if export.classes is not None and export.classes.export_file is not None:
+        classnames = checked_classnames(
+            lines[export.classes.export_file], export.classes, f"{where}/{export.classes.export_file}"
+        )
+    if export.templates is not None:
+        templates = lines[export.templates]
+        if not templates:
+            raise SpecError(f"{where}/{export.templates}: no template")
+        _check_placeholders(templates, f"{where}/{export.templates}: templates")
+    digest = hashlib.sha256(spec.content_hash.encode())
+    for name in export.names:
+        digest.update(hashlib.sha256(name.encode() + b"\0" + files[name]).digest())
+    return evolve(spec, classnames=classnames, templates=templates, content_hash=digest.hexdigest(), export=None)
+
+
+def spec_as_opened(spec: Spec, data: object) -> Spec:
+    """``spec`` with the class names and templates that its opened ``data`` read from the export
+    (:func:`with_export_files`); ``spec`` itself when it reads none.
+
+    Raises:
+        DataError: ``data`` read no export files for a spec that needs them (a data opener without the feature).
+        SpecError: as :func:`with_export_files`.
+    """
+    if spec.export is None:
+        return spec
+    if not isinstance(data, ExportReader):
+        raise DataError(
+            f"{spec.name} reads {', '.join(spec.export.names)} from its data export, but its data was opened by a "
+            "reader that does not read them; open it with mill-data"
+        )
+    return with_export_files(spec, data.export_files, data.source)

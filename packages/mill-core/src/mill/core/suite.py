@@ -6,10 +6,12 @@ A suite file lives in a ``suites/`` folder beside the specs (the built-in ``spec
     name = "imagenet_robustness"
     description = "..."
     benchmarks = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "objectnet"]
+    unavailable = { winogavil = "why Mill cannot evaluate it" }   # optional
 
 ``mill eval MODEL SUITE`` runs every member (validated up front, like a comma list); ``mill collect`` shows
 the members and their mean only where every member has a result with the same settings (the CLI's
-``mill.cli.suite_tables``). The mean is a view: it is never written to aggregate.csv.
+``mill.cli.suite_tables``). The mean is a view: it is never written to aggregate.csv. A member listed under
+``unavailable`` counts in the suite's size but is never run: the mean is over the others, and says so.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from attrs import frozen
+from attrs import Factory, frozen
 
 from mill.core.errors import SpecError, UnknownBenchmarkError
 from mill.core.registry import SPEC_PATH_ENV, SpecRegistry, builtin_spec_dir
+from mill.core.spec import Spec
 from mill.core.specfile import structure_in_file
 from mill.core.tomlfile import read_toml
 
@@ -34,6 +37,7 @@ class _SuiteFile:
     name: str
     description: str
     benchmarks: tuple[str, ...]
+    unavailable: dict[str, str] = Factory(dict)
 
 
 @frozen
@@ -44,6 +48,40 @@ class Suite:
     description: str
     benchmarks: tuple[str, ...]
     path: Path
+    #: Members the suite counts but Mill cannot evaluate (no task kind for them), each with the reason.
+    unavailable: Mapping[str, str] = Factory(dict)
+
+    @property
+    def size(self) -> int:
+        """How many members the suite has, those Mill cannot evaluate included."""
+        return len(self.benchmarks) + len(self.unavailable)
+
+
+@frozen
+class SuiteMean:
+    """A suite's score over its members' values (each member's headline metric): their unweighted mean, as
+    DataComp's ``aggregate_scores.py`` averages its datasets' main metrics, or None unless every member Mill
+    can evaluate has a value; with how many have one, of how many members, and which members Mill cannot
+    evaluate (to be named wherever the mean is shown, never silently dropped)."""
+
+    value: float | None
+    present: int
+    size: int
+    unavailable: tuple[str, ...]
+
+
+def suite_mean(suite: Suite, values: Mapping[str, float | None]) -> SuiteMean:
+    """The mean of ``values`` (by member name) over ``suite``'s evaluable members (pure)."""
+    present = [value for member in suite.benchmarks if (value := values.get(member)) is not None]
+    mean = sum(present) / len(present) if len(present) == len(suite.benchmarks) else None
+    return SuiteMean(mean, len(present), suite.size, tuple(suite.unavailable))
+
+
+def suite_metric(suite: Suite, specs: Mapping[str, Spec]) -> str:
+    """The metric a suite's mean averages: the members' common headline metric, else "headline metric"
+    (DataComp's suite mixes top-1, mean per-class recall, retrieval recall and worst-group accuracy)."""
+    metrics = {specs[m].headline_metric if m in specs else "acc" for m in suite.benchmarks}
+    return metrics.pop() if len(metrics) == 1 else "headline metric"
 
 
 def load_suite(file: Path) -> Suite:
@@ -58,7 +96,10 @@ def load_suite(file: Path) -> Suite:
         raise SpecError(f"{file}: benchmarks: a suite needs at least one benchmark")
     if len(set(parsed.benchmarks)) != len(parsed.benchmarks):
         raise SpecError(f"{file}: benchmarks: a benchmark is listed more than once")
-    return Suite(parsed.name, parsed.description, parsed.benchmarks, file)
+    for member, reason in parsed.unavailable.items():
+        if member in parsed.benchmarks or not reason.strip():
+            raise SpecError(f"{file}: unavailable.{member}: name a member not in benchmarks, with the reason")
+    return Suite(parsed.name, parsed.description, parsed.benchmarks, file, dict(parsed.unavailable))
 
 
 def discover_suites(env: Mapping[str, str] | None = None) -> dict[str, Suite]:
@@ -85,15 +126,29 @@ def expand_benchmarks(names: Sequence[str], suites: Mapping[str, Suite], registr
     for name in names:
         if name in suites and not _is_benchmark(name, registry):
             suite = suites[name]
-            for member in suite.benchmarks:
-                try:
-                    registry.select(member)
-                except UnknownBenchmarkError as exc:
-                    raise UnknownBenchmarkError(f"{suite.path}: suite {suite.name!r}: {exc}") from None
+            missing = missing_members(suite, registry)
+            if len(missing) == 1:
+                raise UnknownBenchmarkError(f"{suite.path}: suite {suite.name!r}: {next(iter(missing.values()))}")
+            if missing:
+                raise UnknownBenchmarkError(
+                    f"{suite.path}: suite {suite.name!r}: no spec defines {', '.join(missing)}; add them with --spec"
+                    " FILE or a directory in MILL_SPEC_PATH (`mill ls` lists the known benchmarks)"
+                )
             expanded.extend(suite.benchmarks)
         else:
             expanded.append(name)
     return expanded
+
+
+def missing_members(suite: Suite, registry: SpecRegistry) -> dict[str, str]:
+    """The members of ``suite`` that no spec defines, each with the registry's message (close matches)."""
+    missing = {}
+    for member in suite.benchmarks:
+        try:
+            registry.select(member)
+        except UnknownBenchmarkError as exc:
+            missing[member] = str(exc)
+    return missing
 
 
 def _is_benchmark(name: str, registry: SpecRegistry) -> bool:

@@ -8,6 +8,7 @@ has a few large shards: whole-shard splitting would leave most workers idle.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,13 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
-from mill.core.errors import DataError
+from mill.core.errors import DataError, SpecError
 from mill.core.sample import NO_LABEL, OnBadSample, ReadOptions, SampleBatch
 from mill.core.spec import DatasetSpec, Spec
+from mill.core.specfile import with_export_files
 from mill.data.index import IMAGE_EXTENSIONS, IndexedSample, Member, ShardIndex, index_shard
 from mill.data.samples import SampleRef, SkippedSample
-from mill.data.source import ShardInfo, choose_source, resolve_shards
+from mill.data.source import ShardInfo, choose_source, read_export_files, resolve_shards
 
 #: How many shard names an error message lists before eliding the rest.
 _NAMES_SHOWN = 8
@@ -44,6 +46,8 @@ class ShardDataset:
     limit: int | None = None
     on_bad_sample: OnBadSample = "fail"
     skipped: list[SkippedSample] = field(factory=list)
+    #: The files read from the export's root for the spec (its ``classnames.txt``, templates), by name.
+    export_files: Mapping[str, bytes] = field(factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,6 +59,11 @@ class ShardDataset:
     @property
     def labels(self) -> Sequence[int]:
         return tuple(s.label for s in self.samples)
+
+    def metadata(self, keys: Sequence[str]) -> list[tuple[int, ...] | None]:
+        """Each of ``keys``' metadata row (None for a dataset without ``metadata_member``)."""
+        rows = {s.key: s.metadata for s in self.samples}
+        return [rows[key] for key in keys]
 
     def subset(self, keys: Sequence[str]) -> ShardDataset:
         """The samples whose keys are in ``keys``, still in index order; unknown keys are ignored."""
@@ -98,20 +107,42 @@ class ShardDataset:
 
 def open_spec_data(spec: Spec, data_dir: str | None, options: ReadOptions) -> ShardDataset:
     """The samples of ``spec`` (mill-core's :class:`~mill.core.sample.DataOpener`): from ``data_dir`` when
-    given, else ``$MILL_DATA_DIR/<benchmark>``, else the spec's own source.
+    given, else ``$MILL_DATA_DIR/<benchmark>``, else the spec's own source. A spec that reads its class names or
+    templates from the export (``export_file``) gets them here, after the shards are found: the dataset's
+    ``export_files`` hold them, and the labels are checked against the classes they name.
 
     Raises:
-        DataError: as :func:`open_dataset`.
+        DataError: as :func:`open_dataset`, or an export file is missing, unreadable or fails the spec's checks.
     """
     source = choose_source(data_dir, spec.name, spec.dataset.source)
-    return open_dataset(
+    shards = None
+    files: dict[str, bytes] = {}
+    if spec.export is not None:
+        dataset = spec.dataset
+        shards = resolve_shards(
+            source,
+            split=dataset.split,
+            cache_dir=options.cache_dir,
+            benchmark=spec.name,
+            export_files=spec.export.names,
+        )
+        files = read_export_files(
+            source, spec.export.names, split=dataset.split, cache_dir=options.cache_dir, benchmark=spec.name
+        )
+        try:
+            spec = with_export_files(spec, files, source)
+        except SpecError as error:
+            raise DataError(str(error)) from None
+    opened = open_dataset(
         spec.dataset,
         n_classes=len(spec.classnames),
         options=options,
         source=source,
         benchmark=spec.name,
         label_map=spec.label_map,
+        shards=shards,
     )
+    return attrs.evolve(opened, export_files=files)
 
 
 def open_dataset(
@@ -122,8 +153,10 @@ def open_dataset(
     source: str | None = None,
     benchmark: str | None = None,
     label_map: Mapping[int, int] | None = None,
+    shards: Sequence[ShardInfo] | None = None,
 ) -> ShardDataset:
-    """Resolve ``source`` (default: the spec's), index its shards and select the samples to evaluate.
+    """Resolve ``source`` (default: the spec's) unless its ``shards`` are given, index them and select the samples
+    to evaluate, with their metadata rows when the dataset has a ``metadata_member``.
 
     ``options.limit`` picks N samples spread evenly over the whole index (shards are class-ordered, so the
     first N would cover few classes); the choice depends only on the index, so it is the same in every run.
@@ -141,7 +174,8 @@ def open_dataset(
         raise DataError(f"--limit must be a positive number of samples, got {limit}")
     if on_bad_sample not in ("fail", "skip"):
         raise DataError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
-    shards = resolve_shards(source, split=dataset.split, cache_dir=options.cache_dir, benchmark=benchmark)
+    if shards is None:
+        shards = resolve_shards(source, split=dataset.split, cache_dir=options.cache_dir, benchmark=benchmark)
     indexed, samples = _index_shards(shards, dataset, n_classes, label_map, options.cache_dir)
     total = len(samples)
     names = ", ".join(s.name for s in shards[:_NAMES_SHOWN]) + (", ..." if len(shards) > _NAMES_SHOWN else "")
@@ -175,10 +209,10 @@ def _index_shards(
     cache_dir: Path | None,
 ) -> tuple[list[ShardInfo], list[SampleRef]]:
     """Each shard as indexed (with its content hash, which the run identity records) and every sample of them,
-    in shard order.
+    in shard order, with its metadata row when the dataset has one.
 
     Raises:
-        DataError: as :func:`select_samples`, or a key appears in two shards.
+        DataError: as :func:`select_samples` and :func:`with_metadata`, or a key appears in two shards.
     """
     samples: list[SampleRef] = []
     shard_of_key: dict[str, str] = {}
@@ -186,14 +220,17 @@ def _index_shards(
     for shard in shards:
         index = index_shard(shard, label_member=dataset.label_member, cache_dir=cache_dir)
         indexed.append(index.shard)
-        for ref in select_samples(
+        selected = select_samples(
             index,
             image_member=dataset.image_member,
             label_member=dataset.label_member,
             n_classes=n_classes,
             label_map=label_map,
             text_member=dataset.text_member,
-        ):
+        )
+        if dataset.metadata_member is not None:
+            selected = with_metadata(selected, index, dataset.metadata_member, len(dataset.metadata_fields))
+        for ref in selected:
             first = shard_of_key.setdefault(ref.key, ref.shard)
             if first != ref.shard:
                 raise DataError(
@@ -283,6 +320,47 @@ def _label(
             "classes (wrong dataset or wrong class list)"
         )
     return label
+
+
+def with_metadata(refs: list[SampleRef], index: ShardIndex, member: str, n_fields: int) -> list[SampleRef]:
+    """``refs`` (samples of the shard ``index``) with the metadata row each holds in ``member``: a NumPy ``.npy``
+    array of ``n_fields`` integers, as DataComp's exports carry (read by offset, no image decoded).
+
+    Raises:
+        DataError: a sample lacks the member, or it is not an array of ``n_fields`` integers.
+    """
+    members = {sample.key: sample.members for sample in index.samples}
+    rows = []
+    with index.shard.path.open("rb") as handle:
+        for ref in refs:
+            where = f"shard {index.shard.name}, sample {ref.key!r}"
+            found = members[ref.key].get(member)
+            if found is None:
+                raise DataError(
+                    f"{where} has no {member!r} metadata member (found {sorted(members[ref.key])}); check "
+                    "metadata_member in the spec"
+                )
+            handle.seek(found.offset)
+            rows.append(attrs.evolve(ref, metadata=_metadata_row(handle.read(found.size), n_fields, where)))
+    return rows
+
+
+def _metadata_row(data: bytes, n_fields: int, where: str) -> tuple[int, ...]:
+    # Imported here: only datasets with metadata need it, and it is a data-layer dependency anyway.
+    import numpy as np
+
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{where}: its metadata member is not a NumPy .npy array ({exc})") from None
+    values = np.asarray(array).reshape(-1)
+    numeric = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    if values.size != n_fields or not numeric or not np.all(values == np.round(values)):
+        raise DataError(
+            f"{where}: its metadata row {values.tolist()} is not {n_fields} integers, one per name of the spec's "
+            "dataset.metadata_fields"
+        )
+    return tuple(int(value) for value in values)
 
 
 def _by_extension(members: dict[str, Member]) -> Member | None:

@@ -24,6 +24,8 @@ class SampleRef:
     image: Member
     label: int
     text: Member | None = None
+    #: The sample's metadata row (``dataset.metadata_member``), read when the dataset is opened.
+    metadata: tuple[int, ...] | None = None
 
 
 @frozen

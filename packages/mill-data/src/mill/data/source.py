@@ -28,7 +28,7 @@ import re
 import shutil
 import urllib.parse
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from attrs import frozen
@@ -86,11 +86,13 @@ def resolve_shards(
     split: str,
     cache_dir: Path | None,
     benchmark: str | None = None,
+    export_files: Sequence[str] = (),
 ) -> tuple[ShardInfo, ...]:
     """The shards of ``split`` in ``source``, downloaded into ``cache_dir`` first when remote (a remote
     source needs one: downloads are kept there).
 
-    ``benchmark`` only improves error messages (where to put a local copy).
+    ``benchmark`` and ``export_files`` (files the spec reads beside the shards) only improve error messages (where
+    to put a local copy).
 
     Raises:
         DataError: the local directory is missing or holds no shards; a remote source is unreachable or a
@@ -100,10 +102,14 @@ def resolve_shards(
         raise DataError(f"{source} is remote: downloading its shards needs a cache directory (cache_dir)")
     if source.startswith("hf://"):
         assert cache_dir is not None
-        return _hf_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+        return _hf_shards(
+            source, split=split, cache_dir=cache_dir, hint=where_to_put_shards(source, split, benchmark, export_files)
+        )
     if source.startswith(("http://", "https://")):
         assert cache_dir is not None
-        return _http_shards(source, split=split, cache_dir=cache_dir, benchmark=benchmark)
+        return _http_shards(
+            source, split=split, cache_dir=cache_dir, hint=where_to_put_shards(source, split, benchmark, export_files)
+        )
     if "://" in source:
         raise DataError(
             f"unsupported data source {source!r}: use a local directory, an http(s) URL or "
@@ -137,23 +143,90 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
 
 
-def where_to_put_shards(source: str, split: str, benchmark: str | None) -> str:
-    """The part of an error message telling the user how to provide shards locally (pure)."""
+def where_to_put_shards(source: str, split: str, benchmark: str | None, export_files: Sequence[str] = ()) -> str:
+    """The part of an error message telling the user how to provide shards (and the ``export_files`` the spec reads
+    beside them) locally (pure)."""
     bench = benchmark or "<benchmark>"
     local = f"${DATA_DIR_ENV}/{bench}"
-    lines = [f"Put the shards in {local}/{split}/*.tar, or pass --data_dir DIR with DIR/{split}/*.tar."]
+    files = " and ".join(export_files)
+    beside = (f" (with {files} in {local})", f" (and {files} in DIR)") if export_files else ("", "")
+    lines = [
+        f"Put the shards in {local}/{split}/*.tar{beside[0]}, or pass --data_dir DIR with DIR/{split}/*.tar{beside[1]}."
+    ]
     if source.startswith("hf://"):
         repo, _ = parse_hf_source(source)
+        patterns = " ".join([f"'{split}/*'", *export_files])
         lines.append(
-            f"To download them: hf download {repo} --repo-type dataset --include '{split}/*' --local-dir {local}"
+            f"To download them: hf download {repo} --repo-type dataset --include {patterns} --local-dir {local}"
         )
     return "\n".join(lines)
+
+
+def read_export_files(
+    source: str, names: Sequence[str], *, split: str, cache_dir: Path | None, benchmark: str | None = None
+) -> dict[str, bytes]:
+    """The bytes of the files ``names`` at the root of the export ``source`` (beside its ``split`` folder), as
+    clip_benchmark's ``wds`` loader reads ``classnames.txt`` and ``zeroshot_classification_templates.txt``;
+    remote files are downloaded into ``cache_dir`` first, like shards.
+
+    Raises:
+        DataError: a file is missing or cannot be downloaded (the message says where it belongs).
+    """
+    hint = where_to_put_shards(source, split, benchmark, names)
+    if source.startswith("hf://"):
+        assert cache_dir is not None
+        repo, _ = parse_hf_source(source)
+        paths = [_hf_file(repo, name, cache_dir=cache_dir, hint=hint) for name in names]
+    elif source.startswith(("http://", "https://")):
+        assert cache_dir is not None
+        base = source.rstrip("/") + "/"
+        paths = []
+        for name in names:
+            target = _cache_path(cache_dir, base + name)
+            _download(base + name, target, policy=RetryPolicy.from_env(), hint=hint)
+            paths.append(target)
+    else:
+        root = Path(source).expanduser()
+        paths = [root / name for name in names]
+        for path in paths:
+            if not path.is_file():
+                raise DataError(
+                    f"{path} is missing: {benchmark or 'this benchmark'}'s spec reads it from the export, beside "
+                    f"its {split}/ folder (as clip_benchmark does).\n{hint}"
+                )
+    return {name: path.read_bytes() for name, path in zip(names, paths, strict=True)}
+
+
+def _hf_file(repo: str, name: str, *, cache_dir: Path, hint: str, policy: RetryPolicy | None = None) -> Path:
+    """``name`` of the Hub dataset ``repo``, downloaded once into ``{cache_dir}/shards/hf/{repo}``."""
+    import huggingface_hub
+
+    local_dir = cache_dir / "shards" / "hf" / repo
+    target = local_dir / name
+    if target.exists():
+        return target
+    try:
+        downloaded = retry_hub(
+            functools.partial(
+                huggingface_hub.hf_hub_download, repo, name, repo_type="dataset", local_dir=str(local_dir)
+            ),
+            repo=repo,
+            url=f"https://huggingface.co/datasets/{repo}/resolve/main/{name}",
+            policy=policy,
+            cleanup=lambda: _remove_hub_partials(local_dir),
+        )
+    except DataError as error:
+        raise DataError(f"{error}\n{hint}") from None
+    # hf_hub_download writes to an .incomplete file, resumes it on a retry, and moves it into place when done.
+    if Path(downloaded) != target:
+        shutil.move(downloaded, target)
+    return target
 
 
 # --- http(s) ---------------------------------------------------------------------------------------------
 
 
-def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
+def _http_shards(source: str, *, split: str, cache_dir: Path, hint: str) -> tuple[ShardInfo, ...]:
     policy = RetryPolicy.from_env()
     if "{" in source:
         # Imported here: importing webdataset imports torch, which only reading shards needs.
@@ -166,7 +239,7 @@ def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | N
         base = source.rsplit("/", 1)[0] + "/"
     else:
         base = source.rstrip("/") + "/"
-        count = _http_shard_count(base, split=split, cache_dir=cache_dir, benchmark=benchmark, policy=policy)
+        count = _http_shard_count(base, split=split, cache_dir=cache_dir, hint=hint, policy=policy)
         urls = [f"{base}{split}/{i}.tar" for i in range(count)]
     shards = []
     current = _CurrentVersions(policy)
@@ -176,7 +249,6 @@ def _http_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | N
         version = _recorded_version(target)
         # A changed shard is replaced only once its new copy is whole: a failed download keeps the old one.
         if not target.exists() or not current.is_current(url, name, version, target):
-            hint = where_to_put_shards(source, split, benchmark)
             version = _download(url, target, policy=policy, hint=hint, overwrite=True)
             _record_version(target, version)
         shards.append(ShardInfo(name=name, path=target, size=target.stat().st_size, version=version))
@@ -241,7 +313,7 @@ def _record_version(target: Path, version: str | None) -> None:
         write_cache(_version_file(target), lambda tmp: tmp.write_text(version, encoding="utf-8"))
 
 
-def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str | None, policy: RetryPolicy) -> int:
+def _http_shard_count(base: str, *, split: str, cache_dir: Path, hint: str, policy: RetryPolicy) -> int:
     url = f"{base}{split}/nshards.txt"
     cached = _cache_path(cache_dir, url)
     # The count is refetched each run (the export may grow) but the cached copy lets a run that already
@@ -252,7 +324,7 @@ def _http_shard_count(base: str, *, split: str, cache_dir: Path, benchmark: str 
         )
     except DataError as error:
         if not cached.exists():
-            raise DataError(f"{error}\n{where_to_put_shards(base, split, benchmark)}") from error
+            raise DataError(f"{error}\n{hint}") from error
     text = cached.read_text().strip()
     try:
         count = int(text)
@@ -301,7 +373,7 @@ def parse_hf_source(source: str) -> tuple[str, str | None]:
     return f"{parts[1]}/{parts[2]}", (parts[3] if len(parts) == 4 and parts[3] else None)
 
 
-def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | None) -> tuple[ShardInfo, ...]:
+def _hf_shards(source: str, *, split: str, cache_dir: Path, hint: str) -> tuple[ShardInfo, ...]:
     # Imported here: the hub client is only needed for hf:// sources.
     import huggingface_hub
 
@@ -309,7 +381,6 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
     pattern = pattern or f"{split}/*.tar"
     local_dir = cache_dir / "shards" / "hf" / repo
     listing = local_dir / ".mill-listing.json"
-    hint = where_to_put_shards(source, split, benchmark)
     policy = RetryPolicy.from_env()
     try:
         # With a cached listing to fall back on, one attempt: an offline run should not wait through retries.
@@ -331,24 +402,7 @@ def _hf_shards(source: str, *, split: str, cache_dir: Path, benchmark: str | Non
         raise DataError(f"dataset {repo} on the Hugging Face Hub has no files matching {pattern!r}\n{hint}")
     shards = []
     for name in names:
-        target = local_dir / name
-        if not target.exists():
-            try:
-                # hf_hub_download writes to an .incomplete file, resumes it on a retry, and moves it into
-                # place when done.
-                downloaded = retry_hub(
-                    functools.partial(
-                        huggingface_hub.hf_hub_download, repo, name, repo_type="dataset", local_dir=str(local_dir)
-                    ),
-                    repo=repo,
-                    url=f"https://huggingface.co/datasets/{repo}/resolve/main/{name}",
-                    policy=policy,
-                    cleanup=lambda: _remove_hub_partials(local_dir),
-                )
-            except DataError as error:
-                raise DataError(f"{error}\n{hint}") from None
-            if Path(downloaded) != target:
-                shutil.move(downloaded, target)
+        target = _hf_file(repo, name, cache_dir=cache_dir, hint=hint, policy=policy)
         shards.append(
             ShardInfo(name=name, path=target, size=target.stat().st_size, version=_hub_revision(target, name))
         )

@@ -93,6 +93,45 @@ def write_image_shards(
     )
 
 
+def write_metadata_shards(
+    out_dir: Path,
+    samples: Iterable[tuple[int, Image.Image, Sequence[int]]],
+    *,
+    n_samples: int,
+    n_shards: int,
+    split: str = "test",
+) -> list[Path]:
+    """Write ``n_samples`` (label, image, metadata row) triples, in the order given, in the layout of DataComp's
+    exports of the WILDS and geographic datasets: the clip_benchmark layout, each sample also holding its
+    metadata row as ``<key>.npy`` (a NumPy int64 array, as webdataset encodes one). Returns the shard paths.
+    """
+    targets = ((image, {"cls": str(label).encode("ascii"), "npy": _npy(row)}) for label, image, row in samples)
+    return _write_shards(
+        out_dir,
+        targets,
+        n_samples=n_samples,
+        n_shards=n_shards,
+        split=split,
+        layout="clip_benchmark",
+        mixed_modes=False,
+    )
+
+
+def _npy(row: Sequence[int]) -> bytes:
+    out = io.BytesIO()
+    np.save(out, np.asarray(row, dtype=np.int64), allow_pickle=False)
+    return out.getvalue()
+
+
+def write_export_files(out_dir: Path, classnames: Sequence[str], templates: Sequence[str]) -> None:
+    """Beside the split folder, the files a clip_benchmark export holds for zero-shot classification:
+    ``classnames.txt`` and ``zeroshot_classification_templates.txt``, one entry per line."""
+    (out_dir / "classnames.txt").write_text("".join(f"{name}\n" for name in classnames), encoding="utf-8")
+    (out_dir / "zeroshot_classification_templates.txt").write_text(
+        "".join(f"{template}\n" for template in templates), encoding="utf-8"
+    )
+
+
 def write_caption_shards(
     out_dir: Path,
     samples: Iterable[tuple[Image.Image, Sequence[str]]],

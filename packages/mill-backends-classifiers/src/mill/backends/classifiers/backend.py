@@ -69,6 +69,11 @@ class ClassifierBackend:
             context.progress.finish()
         return cls(loaded, run, context)
 
+    def for_next_run(self) -> ClassifierBackend:
+        """Another run's backend over the same loaded model, with a fresh batch size (a suite's members share
+        one load, :mod:`mill.core.model_loads`)."""
+        return type(self)(self.loaded, self.run, self.context)
+
     @property
     def info(self) -> ModelInfo:
         return self.loaded.info

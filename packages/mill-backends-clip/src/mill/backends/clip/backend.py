@@ -46,6 +46,7 @@ class ClipBackend:
         self.args = args
         self.context = context
         self.device = torch.device(args.device or "cpu")
+        self._cache_classifier = cache_classifier
         cache = context.cache_dir if cache_classifier else None
         self._store = None if cache is None else ClassifierStore(cache / "classifiers")
         self._run_info: dict[str, Any] = {}
@@ -61,6 +62,11 @@ class ClipBackend:
         finally:
             context.progress.finish()
         return cls(loaded, resolved, context)
+
+    def for_next_run(self) -> ClipBackend:
+        """Another run's backend over the same loaded model: a fresh batch size and run facts (a suite's
+        members share one load, :mod:`mill.core.model_loads`)."""
+        return type(self)(self.loaded, self.args, self.context, cache_classifier=self._cache_classifier)
 
     @property
     def info(self) -> ModelInfo:

@@ -91,14 +91,14 @@ def _read_run(output_dir: Path, row: dict[str, Any]) -> ReportRun:
 
 def _classnames(record: RunRecord, benchmark: str, frame: pl.DataFrame) -> tuple[str, ...]:
     """The benchmark's class names: from the spec file the run used, else the installed spec of that name,
-    else the labels the per-sample file itself names."""
+    else (also for a spec that reads them from its data export) the labels the per-sample file itself names."""
     spec_file = record.subject.spec_file
+    names: tuple[str, ...] = ()
     try:
         if spec_file and Path(spec_file).is_file():
-            return load_spec(Path(spec_file)).classnames
-        specs = SpecRegistry.discover().specs
-        if benchmark in specs:
-            return specs[benchmark].classnames
+            names = load_spec(Path(spec_file)).classnames
+        elif benchmark in (specs := SpecRegistry.discover().specs):
+            names = specs[benchmark].classnames
     except SpecError:
         pass
-    return class_labels(frame)
+    return names or class_labels(frame)
