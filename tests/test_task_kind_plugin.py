@@ -17,6 +17,7 @@ import pytest
 from attrs import frozen
 
 from mill.cli.main import EXIT_USER_ERROR
+from mill.core.batch_size import BATCH_SIZE_SCHEMA
 from mill.core.results import read_aggregate
 from mill.core.specfile import load_spec
 from mill.core.task_kind import get_kind
@@ -92,7 +93,9 @@ def test_eval_writes_the_per_sample_columns_the_kind_declares(parity_run: Parity
     files = read_aggregate(parity_run.output_dir)["output_file"].unique().to_list()
     assert len(files) == 1
     frame = pl.read_parquet(parity_run.output_dir / files[0])
-    assert frame.schema == pl.Schema(OUTPUT_SCHEMA)
+    # The kind's columns, then the engine's batch size (null: this backend does not batch through the fall-back).
+    assert frame.schema == pl.Schema({**OUTPUT_SCHEMA, **BATCH_SIZE_SCHEMA})
+    assert frame["batch_size"].null_count() == frame.height
     assert frame["gold"].to_list() == parity_run.golds
     assert frame["residue"].to_list() == [gold % 2 for gold in parity_run.golds]
     assert frame["correct"].to_list() == [gold >= WRONG_BELOW for gold in parity_run.golds]
