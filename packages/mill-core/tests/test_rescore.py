@@ -33,12 +33,11 @@ from mill.core.registry import SpecRegistry
 from mill.core.rescore import rescore_outputs
 from mill.core.results import (
     UPSERT_KEY,
+    ResultsDir,
     RunFacts,
-    per_sample_path,
     read_aggregate,
     run_rows,
     upsert_aggregate,
-    write_per_sample,
 )
 from mill.core.spec import DatasetSpec, Spec
 
@@ -213,8 +212,9 @@ def write_stored_run(out: Path, monkeypatch: pytest.MonkeyPatch, base: RunFacts,
         patch.setattr(generative_mcq, "parse_answer", older_parser)
         scored = generative_mcq.kind.score(task, TOY_VARIANT, raw, SEED)
     assert scored.frame["parsed_letter"].to_list() == [old for _, old, _ in RUN_RESPONSES]
-    parquet = per_sample_path(out, MODEL, "toy_mcq_0shot")
-    write_per_sample(parquet, scored.frame)
+    files = ResultsDir(out).run_files(MODEL, "toy_mcq_0shot")
+    parquet = files.per_sample
+    ResultsDir(out).write_per_sample(files, scored.frame)
     version = None if legacy else 1
     manifest: dict[str, Any] = {
         "run_id": base.run_id,

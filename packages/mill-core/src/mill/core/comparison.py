@@ -28,7 +28,7 @@ from mill.core.errors import MillError
 from mill.core.metrics import class_ids, resample_chunks, resampled_class_recall
 from mill.core.record import RunRecord
 from mill.core.results import read_aggregate
-from mill.core.results_dir import ResultsDir, read_stored_run
+from mill.core.results_dir import ResultsDir
 
 DEFAULT_RESAMPLES = 10_000
 """Paired bootstrap resamples behind every interval, unless the caller asks for another number."""
@@ -412,7 +412,7 @@ def _naming_problem(name: str, matches: pl.DataFrame, output_dir: Path, include_
 
 
 def _read_stored(output_dir: Path, row: Mapping[str, Any]) -> ComparedRun:
-    samples, record = read_stored_run(output_dir, row)
+    samples, record = ResultsDir(output_dir).read_stored_run(row)
     variant = record.subject.variant or str(row["task"])
     settings = "" if row["default_settings"] in (True, None) else f"[{row['settings']}]"
     return ComparedRun(

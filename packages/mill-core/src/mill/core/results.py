@@ -28,12 +28,9 @@ from mill.core.results_dir import (
     StoredRecord,
     ensure_output_dir,
     model_slug,
-    per_sample_path,
-    read_stored_run,
     records,
     run_stem,
     settings_digest,
-    write_per_sample,
 )
 from mill.core.rows import (
     AGGREGATE_SCHEMA,
@@ -57,9 +54,7 @@ __all__ = [
     "StoredRecord",
     "ensure_output_dir",
     "model_slug",
-    "per_sample_path",
     "read_aggregate",
-    "read_stored_run",
     "rebuild_aggregate",
     "records",
     "run_rows",
@@ -67,7 +62,6 @@ __all__ = [
     "settings_digest",
     "update_run_metrics",
     "upsert_aggregate",
-    "write_per_sample",
 ]
 
 

@@ -298,21 +298,3 @@ def records(results: ResultsDir) -> Iterator[StoredRecord]:
     """Every stored run's record (or why it cannot be read), sorted by path."""
     for files in results.stored_runs():
         yield results.read_record(files)
-
-
-def per_sample_path(output_dir: Path, identity: str, stem: str) -> Path:
-    return ResultsDir(output_dir).run_files(identity, stem).per_sample
-
-
-def write_per_sample(path: Path, frame: pl.DataFrame) -> str:
-    """Write one row per sample to ``path`` (a :attr:`RunFiles.per_sample`); returns the file's sha256.
-
-    Raises:
-        ResultsWriteError: the file could not be written (a full disk).
-    """
-    return _written(path, lambda: write_parquet_atomic(path, frame))
-
-
-def read_stored_run(output_dir: Path, row: Mapping[str, Any]) -> tuple[pl.DataFrame, RunRecord]:
-    """:meth:`ResultsDir.read_stored_run` of ``output_dir``."""
-    return ResultsDir(output_dir).read_stored_run(row)
