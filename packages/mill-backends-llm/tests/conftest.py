@@ -17,7 +17,7 @@ from mill.backends.llm.tiny import write_tiny_vlm
 from mill.core.backend import RunContext
 from mill.core.kinds.generative_mcq import McqTask
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqTask
-from mill.core.mcq import McqQuestion
+from mill.core.mcq import McqQuestion, make_question_fn
 from mill.core.sample import ReadOptions, SampleSource
 from mill.data import open_dataset, synthetic_dataset_spec, write_synthetic_shards
 
@@ -121,3 +121,26 @@ def hf_requests(
         backend = hf_plugin.load({"path": str(tiny_vlm), "dtype": "float32", "batch_size": 4}, context)
         list(backend.run_mcq(make_task(max_new_tokens=1), dataset))  # type: ignore[attr-defined]
     return requests
+
+
+#: The imagenet protocol's prompt (specs/imagenet.toml), which the vllm tests ask with: the tiny model's choices
+#: vary with it, so agreement between backends means something.
+PROTOCOL_PROMPT = """Which of these categories best describes the image?
+{options}
+Answer with the letter of the correct option."""
+PROTOCOL_MAX_NEW_TOKENS = 6
+
+
+@pytest.fixture(scope="session")
+def mcq_task(make_task: TaskFactory) -> McqTask:
+    """The fixture's classes as the protocol asks about them: every class an option, in a seeded order."""
+    classnames = make_task().classnames
+    question = make_question_fn(0, "mcq", classnames, len(classnames), PROTOCOL_PROMPT)
+    return McqTask("synthetic", "mcq", classnames, PROTOCOL_MAX_NEW_TOKENS, question)
+
+
+@pytest.fixture(scope="session")
+def letters_task(mcq_task: McqTask) -> LikelihoodMcqTask:
+    """:func:`mcq_task`'s questions, scored by letter likelihood."""
+    letters = tuple("ABCDEFGHIJ"[: len(mcq_task.classnames)])
+    return LikelihoodMcqTask("synthetic", "mcq", mcq_task.classnames, letters, mcq_task.question)

@@ -12,7 +12,7 @@ either way under different kernels; each test asserts that clear samples exist, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +26,15 @@ from mill.backends.llm.plugin import hf_plugin, vllm_plugin
 from mill.core.backend import ModelInfo, RunContext
 from mill.core.kinds.generative_mcq import McqBatchResult, McqTask
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqBatchResult, LikelihoodMcqTask
-from mill.core.mcq import make_question_fn, parse_answer
+from mill.core.mcq import parse_answer
 from mill.core.sample import SampleSource
 
 pytestmark = pytest.mark.vllm
 
-MAX_NEW_TOKENS = 6
 CLEAR_MARGIN = 1e-3
-# The protocol's prompt (specs/imagenet.toml): the tiny model's choices vary with it, so agreement means something.
-PROMPT = """Which of these categories best describes the image?
-{options}
-Answer with the letter of the correct option."""
 # enforce_eager skips torch.compile (minutes on a CPU for seconds of generation); a tenth of the
 # memory is plenty for a 1 MB model (on vLLM's CPU build this is the share of host memory).
 ENGINE_ARGS = {"dtype": "float32", "enforce_eager": "true", "gpu_memory_utilization": "0.1", "max_model_len": "1024"}
-
-
-@pytest.fixture(scope="module")
-def mcq_task(make_task: Callable[..., McqTask]) -> McqTask:
-    """The fixture's classes as the protocol asks about them: every class an option, in a seeded order."""
-    classnames = make_task().classnames
-    question = make_question_fn(0, "mcq", classnames, len(classnames), PROMPT)
-    return McqTask("synthetic", "mcq", classnames, MAX_NEW_TOKENS, question)
-
-
-@pytest.fixture(scope="module")
-def letters_task(mcq_task: McqTask) -> LikelihoodMcqTask:
-    letters = tuple("ABCDEFGHIJ"[: len(mcq_task.classnames)])
-    return LikelihoodMcqTask("synthetic", "mcq", mcq_task.classnames, letters, mcq_task.question)
 
 
 class EngineRun:
@@ -147,7 +128,7 @@ def transformers_model(tiny_vlm: Path) -> tuple[Any, Any]:
     return processor, model
 
 
-def test_engine_answers_every_sample(engine_run: EngineRun, dataset: SampleSource) -> None:
+def test_engine_answers_every_sample(engine_run: EngineRun, dataset: SampleSource, mcq_task: McqTask) -> None:
     import vllm
 
     assert engine_run.info is not None and engine_run.info.library_versions["vllm"] == vllm.__version__
@@ -155,7 +136,7 @@ def test_engine_answers_every_sample(engine_run: EngineRun, dataset: SampleSourc
         assert [len(result.keys) for result in results] == [5, 3]
         assert [key for result in results for key in result.keys] == list(dataset.keys)
     assert len(set(engine_run.responses().values())) > 1, "a constant answer would make the checks below vacuous"
-    assert all(0 < len(output.outputs[0].token_ids) <= MAX_NEW_TOKENS for _, output in engine_run.chats)
+    assert all(0 < len(output.outputs[0].token_ids) <= mcq_task.max_new_tokens for _, output in engine_run.chats)
     assert all(len(output.outputs[0].token_ids) == 1 for _, output in engine_run.generations)
 
 
@@ -197,7 +178,7 @@ def test_generation_follows_transformers_where_it_is_clear(
             generated = model.generate(
                 **inputs,
                 do_sample=False,
-                max_new_tokens=MAX_NEW_TOKENS,
+                max_new_tokens=mcq_task.max_new_tokens,
                 output_scores=True,
                 return_dict_in_generate=True,
                 **{name: None for name in ("temperature", "top_p", "top_k")},

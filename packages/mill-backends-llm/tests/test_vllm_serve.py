@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,12 @@ from mill.backends.llm.plugin import openai_plugin, vllm_plugin
 from mill.core.backend import RunContext
 from mill.core.kinds.generative_mcq import McqBatchResult, McqTask
 from mill.core.kinds.likelihood_mcq import LikelihoodMcqBatchResult, LikelihoodMcqTask
-from mill.core.mcq import make_question_fn
 from mill.core.sample import SampleSource
 
 pytestmark = pytest.mark.vllm
 
 SERVED_NAME = "tiny-vlm"
-MAX_NEW_TOKENS = 6
 STARTUP_SECONDS = 900
-# As test_vllm_engine.py: the protocol's prompt, so the tiny model's choices vary with the sample.
-PROMPT = """Which of these categories best describes the image?
-{options}
-Answer with the letter of the correct option."""
 # The same engine settings on both sides: float32, no CUDA graphs or compilation, a 1 MB model's share of memory.
 # vLLM's CPU build sizes an engine's KV cache as this share of the machine's memory less the resident memory of the
 # process that holds the engine: the in-process engine here lives in a pytest process that has already run the
@@ -59,19 +53,6 @@ class Answers:
     letters: dict[str, list[float]]
     generation_prompt_ids: list[list[int]]
     letter_prompt_ids: list[list[int]]
-
-
-@pytest.fixture(scope="module")
-def mcq_task(make_task: Callable[..., McqTask]) -> McqTask:
-    classnames = make_task().classnames
-    question = make_question_fn(0, "mcq", classnames, len(classnames), PROMPT)
-    return McqTask("synthetic", "mcq", classnames, MAX_NEW_TOKENS, question)
-
-
-@pytest.fixture(scope="module")
-def letters_task(mcq_task: McqTask) -> LikelihoodMcqTask:
-    letters = tuple("ABCDEFGHIJ"[: len(mcq_task.classnames)])
-    return LikelihoodMcqTask("synthetic", "mcq", mcq_task.classnames, letters, mcq_task.question)
 
 
 def _free_port() -> int:
