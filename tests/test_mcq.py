@@ -190,7 +190,10 @@ def aged_run(mcq_run: Any, tmp_path: Path) -> Path:
     manifest_path = parquet.with_suffix(".json")
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps(manifest | {"scorer_version": PREVIOUS_PARSER}))
-    aggregate = pl.read_csv(out / "aggregate.csv").with_columns(scorer_version=pl.lit(PREVIOUS_PARSER))
+    # Read as text: a run id such as "43729e077429" would otherwise be inferred a float and written back "inf".
+    aggregate = pl.read_csv(out / "aggregate.csv", infer_schema=False).with_columns(
+        scorer_version=pl.lit(str(PREVIOUS_PARSER))
+    )
     aggregate.write_csv(out / "aggregate.csv")
     # As an older Mill wrote it: before checksums were recorded too.
     (out / "aggregate.csv.sha256").unlink()

@@ -246,7 +246,7 @@ def write_stored_run(out: Path, monkeypatch: pytest.MonkeyPatch, base: RunFacts,
     write_json_atomic(out / "outputs" / "clip__model" / "toy_0shot.json", {"variant_config": zero_shot_variant})
     if legacy:
         # As written before versions (and checksums) were recorded.
-        pl.read_csv(out / "aggregate.csv").drop("scorer_version").write_csv(out / "aggregate.csv")
+        pl.read_csv(out / "aggregate.csv", infer_schema=False).drop("scorer_version").write_csv(out / "aggregate.csv")
         (out / "aggregate.csv.sha256").unlink()
     return parquet.with_suffix(".json")
 
