@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mill.cli import distributed
 from mill.cli.distributed import DistributedError, WorldInfo, gather_objects, world
 from mill.core.engine import rank_keys
 from mill.core.sample import ReadOptions
@@ -50,7 +51,7 @@ if info.is_main:
     out.write_text(json.dumps(gathered))
 else:
     assert gathered is None
-d.shutdown()
+d.shutdown(completed=True)
 """
 
 
@@ -124,3 +125,83 @@ def test_world_reads_torchrun_then_slurm_and_defaults_to_one_process() -> None:
 
 def test_single_process_helpers_need_no_group() -> None:
     assert gather_objects({"a": 1}) == [{"a": 1}]
+
+
+class _RecordingDist:
+    """The part of torch.distributed that ``shutdown`` uses, recording the calls made on it."""
+
+    def __init__(self, barrier_error: Exception | None = None) -> None:
+        self.calls: list[str] = []
+        self.barrier_error = barrier_error
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_backend(self) -> str:
+        return "gloo"
+
+    def get_rank(self) -> int:
+        return 1
+
+    def get_world_size(self) -> int:
+        return 2
+
+    def barrier(self) -> None:
+        self.calls.append("barrier")
+        if self.barrier_error is not None:
+            raise self.barrier_error
+
+    def destroy_process_group(self) -> None:
+        self.calls.append("destroy")
+
+
+@pytest.mark.parametrize(("completed", "calls"), [(True, ["barrier", "destroy"]), (False, ["destroy"])])
+def test_a_completed_rank_waits_for_the_others_before_leaving_and_a_failed_one_leaves_at_once(
+    monkeypatch: pytest.MonkeyPatch, completed: bool, calls: list[str]
+) -> None:
+    fake = _RecordingDist()
+    monkeypatch.setattr(distributed, "_dist", lambda: fake)
+    distributed.shutdown(completed=completed)
+    assert fake.calls == calls
+
+
+def test_a_completed_rank_whose_peer_left_early_says_so_and_still_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _RecordingDist(RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:18611.\nmore"))
+    monkeypatch.setattr(distributed, "_dist", lambda: fake)
+    left_early = r"rank 1 of 2 completed its part, but another rank left .*closed by peer"
+    with pytest.raises(DistributedError, match=left_early):
+        distributed.shutdown(completed=True)
+    assert fake.calls == ["barrier", "destroy"]
+
+
+# Rank 0 fails after the gather (as when its results cannot be written); rank 1 completed and is told.
+EARLY_LEAVER_SCRIPT = """
+import sys
+import time
+from pathlib import Path
+
+from mill.cli import distributed as d
+
+out = Path(sys.argv[1])
+info = d.world()
+assert d.init_process_group_if_needed("cpu", info)
+d.gather_objects({"rank": info.rank})
+if info.is_main:
+    time.sleep(0.5)  # scoring, then writing fails
+    d.shutdown(completed=False)
+else:
+    try:
+        d.shutdown(completed=True)
+    except d.DistributedError as exc:
+        out.write_text(str(exc))
+"""
+
+
+def test_a_rank_that_completed_is_told_when_rank_zero_failed_after_the_gather(tmp_path: Path) -> None:
+    script = tmp_path / "rank.py"
+    script.write_text(textwrap.dedent(EARLY_LEAVER_SCRIPT))
+    out = tmp_path / "rank1-error.txt"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run([*launch, str(script), str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.read_text().startswith("rank 1 of 2 completed its part, but another rank left the launch before the end")

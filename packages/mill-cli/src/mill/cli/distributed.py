@@ -11,10 +11,10 @@ Launch N copies of the same ``mill eval`` command, each of which evaluates a dis
 
 How ``mill eval`` uses this module, for one planned run:
 
-1. ``info = world()`` once per process. ``init_process_group_if_needed(launch_device_type(device), info)``
+1. ``info = world()`` once per process. ``with process_group(launch_device_type(device), info) as collectives:``
    joins the group (NCCL on CUDA, gloo on CPU; a no-op for a single process); on CUDA it makes the rank's
    own GPU (``cuda:<local_rank>``) the current device, so ``cuda`` names it.
-2. The engine (:func:`mill.core.engine.execute`) gets the group as :class:`TorchCollectives`. Every rank opens the
+2. The engine (:func:`mill.core.engine.execute`) gets the group's :class:`TorchCollectives`. Every rank opens the
    same dataset (same shards, same ``--limit`` subset, so the same keys) and evaluates its part,
    ``rank_keys(data.keys, rank, world_size)``: the split depends only on the keys and the world size. Resume
    chunks are committed by each rank for the samples it evaluated and reused by sample key, so a restart with
@@ -23,7 +23,8 @@ How ``mill eval`` uses this module, for one planned run:
    directory the cache's file lock lets one rank build it while the others wait and then load it.
 4. Each rank hands its committed rows to rank 0 (``gather``); only rank 0 scores them, writes the per-sample
    parquet (rows are sorted by key, so it equals a single-process run's) and upserts the aggregate rows;
-   the others finish without writing. ``shutdown()`` leaves the group at the end.
+   the others finish without writing. The end of the ``with`` leaves the group, every rank together when they
+   all completed (:func:`shutdown`).
 
 The vllm backend refuses to run under torchrun (it spreads a model over GPUs itself, with
 ``tensor_parallel_size``/``data_parallel_size``).
@@ -33,7 +34,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import ModuleType
 from typing import TypeVar
 
@@ -205,11 +207,61 @@ class TorchCollectives:
         return gather_objects(obj)
 
 
-def shutdown() -> None:
-    """Leave the process group, if joined, so the launch ends cleanly."""
+@contextmanager
+def process_group(device_type: str, info: WorldInfo) -> Iterator[TorchCollectives]:
+    """This launch's collectives for the body (a single process's when there is no launch): joins the
+    process group first (:func:`init_process_group_if_needed`) and leaves it at the end, every rank together
+    when the body completed (:func:`shutdown`).
+
+    Raises:
+        DistributedError: as :func:`init_process_group_if_needed` and :func:`shutdown` do.
+    """
+    init_process_group_if_needed(device_type, info)
+    completed = False
+    try:
+        yield TorchCollectives(info)
+        completed = True
+    finally:
+        shutdown(completed=completed)
+
+
+def shutdown(*, completed: bool) -> None:
+    """Leave the process group, if joined, so the launch ends cleanly.
+
+    A rank that ``completed`` its part first waits at a barrier for the others, so every rank leaves
+    together. This is what keeps a rank that finished early alive: gloo's worker thread lets go of a finished
+    collective (the gather's tensors, which Python allocated) only after the caller has moved on, and if
+    the interpreter is already shutting down by then, the process aborts (SIGABRT, "terminate called without
+    an active exception") although its part was done. A barrier's work holds no Python tensors, and waiting
+    at it gives the worker that time. A rank that failed leaves at once (the others are waiting for a
+    collective it will never join; leaving ends their wait).
+
+    Raises:
+        DistributedError: this rank completed, but another one left the launch before reaching the barrier
+            (that rank's own error says why).
+    """
     dist = _dist()
-    if dist.is_initialized():
+    if not dist.is_initialized():
+        return
+    try:
+        if completed:
+            _farewell_barrier(dist)
+    finally:
         dist.destroy_process_group()
+
+
+def _farewell_barrier(dist: ModuleType) -> None:
+    try:
+        barrier()
+    except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: DistBackendError, a RuntimeError
+        raise DistributedError(
+            f"rank {dist.get_rank()} of {dist.get_world_size()} completed its part, but another rank left the "
+            f"launch before the end ({_first_line(exc)}); that rank's error above says why"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _count(environ: Mapping[str, str], name: str) -> int:

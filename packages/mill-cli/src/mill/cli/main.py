@@ -217,13 +217,12 @@ def eval_command(
     console, notes = table_console(), progress_console()
     launch = distributed.world()
     # Under torchrun/srun every rank evaluates its part; rank 0 alone reports and writes results.
-    distributed.init_process_group_if_needed(distributed.launch_device_type(device), launch)
     quiet = quiet or not launch.is_main
 
     def announce(run: PlannedRun) -> None:
         notes.print(f"[bold]{escape(run.model.spec.text)}[/] on [bold]{run.spec.name}[/] (variant {run.variant_name})")
 
-    try:
+    with distributed.process_group(distributed.launch_device_type(device), launch) as collectives:
         result = evaluate(
             model,
             benchmark,
@@ -241,13 +240,11 @@ def eval_command(
             overwrite=overwrite,
             quiet=quiet,
             progress=_progress(quiet, notes),
-            collectives=distributed.TorchCollectives(launch),
+            collectives=collectives,
             on_run_start=announce,
             open_data=open_spec_data,
             command_line=command_line(),
         )
-    finally:
-        distributed.shutdown()
     if not quiet and result.output_dir is not None:
         _print_rows(console, result.rows)
         console.print(f"results: {ResultsDir(result.output_dir).aggregate_file}")
